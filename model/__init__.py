@@ -1,0 +1,5 @@
+"""Parafill's masked-diffusion infill model: tokenizer, network, sampler, Infiller backends.
+
+Never imports lsp_server or lsprotocol. The server reaches the model only through
+`model.interface` (the seam) and `model.infill.load_infiller`.
+"""

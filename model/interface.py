@@ -1,0 +1,79 @@
+"""The seam between the server and the model (see DESIGN.md): requests, results, Infiller.
+
+Pure data definitions; no torch import here so the server can type against it cheaply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol, Union
+
+
+@dataclass(frozen=True)
+class Hole:
+    """One region to fill: up to `max_tokens` tokens (the rest of the budget becomes PAD)."""
+
+    max_tokens: int
+    min_tokens: int = 0
+
+
+Segment = Union[str, Hole]
+
+
+@dataclass(frozen=True)
+class InfillRequest:
+    """Text segments around one or more Holes, e.g. [prefix, Hole(32), suffix]."""
+
+    segments: list[Segment]
+    steps: int | None = None  # None: adaptive (confidence threshold)
+    candidates: int = 1
+    temperature: float = 0.0
+    language: str | None = None
+    schedule: str | None = None  # "threshold" | "fixed" | "ltr" ; None: backend default
+    threshold: float | None = None
+    seed: int | None = None
+    want_trajectory: bool = False
+
+    @property
+    def holes(self) -> list[Hole]:
+        return [s for s in self.segments if isinstance(s, Hole)]
+
+
+@dataclass
+class InfillResult:
+    fills: list[str]  # one text per Hole, in order
+    score: float  # mean log-probability of the committed tokens (higher is better)
+    steps_used: int  # forward passes spent on denoising
+    trajectory: list[list[str]] | None = None  # fills after each step, when asked for
+    tokens: int = 0  # non-PAD tokens generated over all holes
+
+
+def _never() -> bool:
+    return False
+
+
+class Infiller(Protocol):
+    """Anything that can fill holes. `should_stop` is polled between denoising steps."""
+
+    def infill(
+        self, req: InfillRequest, should_stop: Callable[[], bool] = _never
+    ) -> list[InfillResult]: ...
+
+
+class InfillCancelled(Exception):
+    """Raised by an Infiller when `should_stop()` returned True between steps."""
+
+
+class CheckpointError(RuntimeError):
+    """A missing, truncated or mismatched checkpoint; the message names the file."""
+
+
+__all__ = [
+    "Hole",
+    "Segment",
+    "InfillRequest",
+    "InfillResult",
+    "Infiller",
+    "InfillCancelled",
+    "CheckpointError",
+]

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up everything the tests need (idempotent, cached outside the repo) and run the test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+[ -f scripts/setup_editors.sh ] && bash scripts/setup_editors.sh
+. .venv/bin/activate
+python -m pytest -q "$@"
