@@ -1,0 +1,387 @@
+"""LSP latency and suggestion quality: a real LSP client replays typing through real source files.
+
+The files are read at run time from installed packages that the corpus builder excludes by name
+(model/data.py's EVAL_EXCLUDE_PACKAGES; fallback: pygls, lsprotocol), so the model never trained
+on them and nothing third-party is copied into the repo. For each sampled line the line is blanked
+(its indentation kept), then typed one character at a time as an editor would: a didChange and an
+automatic textDocument/inlineCompletion per keystroke, `$/cancelRequest` for the request still
+outstanding when the next key arrives.
+
+Reported: request latency p50/p95 (answered requests; all, and line-start requests), cancelled,
+superseded, cache-hit and typed-through counts, the server's peak RSS, and how well the suggestion
+made at the start of each line matches the real line (exact next line; edit similarity).
+
+    python bench/lsp_latency.py                       # defaults: ~2-3 minutes on 2 cores
+    python bench/lsp_latency.py --files 4 --lines 4   # quicker
+Results: bench/results/lsp_latency.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import asyncio
+import difflib
+import importlib.util
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from lsprotocol import types
+from pygls.lsp.client import LanguageClient
+
+ROOT = Path(__file__).resolve().parents[1]
+FALLBACK_PACKAGES = ("pygls", "lsprotocol")
+MIN_LINE_CHARS, MAX_LINE_CHARS = 12, 90
+MIN_FILE_CHARS, MAX_FILE_CHARS = 2_000, 60_000
+
+
+def excluded_packages() -> tuple[str, ...]:
+    """EVAL_EXCLUDE_PACKAGES from model/data.py, read without importing it."""
+    path = ROOT / "model" / "data.py"
+    try:
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "EVAL_EXCLUDE_PACKAGES" for t in node.targets
+            ):
+                return tuple(ast.literal_eval(node.value))
+    except (OSError, SyntaxError, ValueError):
+        pass
+    return FALLBACK_PACKAGES
+
+
+def package_files(packages: tuple[str, ...]) -> list[Path]:
+    files: list[Path] = []
+    for name in packages:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        for loc in spec.submodule_search_locations:
+            for p in sorted(Path(loc).rglob("*.py")):
+                size = p.stat().st_size
+                if MIN_FILE_CHARS <= size <= MAX_FILE_CHARS and "test" not in p.name:
+                    files.append(p)
+    return files
+
+
+def pick_lines(text: str, k: int, rng: random.Random) -> list[int]:
+    """Lines worth typing: code (not comments/docstring-looking), moderate length."""
+    lines = text.split("\n")
+    ok = []
+    for i, ln in enumerate(lines[5:], start=5):
+        s = ln.strip()
+        if (
+            MIN_LINE_CHARS <= len(s) <= MAX_LINE_CHARS
+            and not s.startswith(("#", '"', "'", "@"))
+            and s.isascii()
+        ):
+            ok.append(i)
+    rng.shuffle(ok)
+    return sorted(ok[:k])
+
+
+class Replay:
+    def __init__(self, client: LanguageClient, typing_ms: float):
+        self.client = client
+        self.typing_ms = typing_ms
+        self.latencies: list[float] = []
+        self.line_start_latencies: list[float] = []
+        self.cancelled = 0
+        self.errors = 0
+        self.empty = 0
+        self.exact = 0
+        self.similarity: list[float] = []
+        self.samples: list[dict] = []
+        self._n = 0
+
+    async def request(self, uri: str, line: int, col: int) -> tuple[str, asyncio.Future, float]:
+        self._n += 1
+        msg_id = f"bench-{self._n}"
+        params = types.InlineCompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=types.Position(line, col),
+            context=types.InlineCompletionContext(
+                trigger_kind=types.InlineCompletionTriggerKind.Automatic
+            ),
+        )
+        fut = asyncio.wrap_future(
+            self.client.protocol.send_request(
+                types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=msg_id
+            )
+        )
+        return msg_id, fut, time.perf_counter()
+
+    async def settle(self, fut: asyncio.Future, t0: float, line_start: bool) -> str | None:
+        try:
+            res = await fut
+        except Exception as exc:  # noqa: BLE001 - any error response counts, by kind
+            if "cancel" in str(exc).lower():
+                self.cancelled += 1
+            else:
+                self.errors += 1
+            return None
+        ms = (time.perf_counter() - t0) * 1000
+        self.latencies.append(ms)
+        if line_start:
+            self.line_start_latencies.append(ms)
+        items = res.items if isinstance(res, types.InlineCompletionList) else (res or [])
+        if not items:
+            self.empty += 1
+            return ""
+        return items[0].insert_text
+
+    async def type_line(self, uri: str, version: int, line: int, indent: str, content: str) -> int:
+        """Type `content` after `indent` on a blank line; returns the next document version."""
+        col = len(indent)
+        pending: tuple[str, asyncio.Future, float] | None = None
+        pending_start = True
+        _, fut, t0 = await self.request(uri, line, col)
+        first = await self.settle(fut, t0, line_start=True)  # the suggestion at the line start
+        if first is not None:
+            got = first.split("\n", 1)[0].strip()
+            self.exact += int(got == content.strip())
+            self.similarity.append(difflib.SequenceMatcher(None, got, content.strip()).ratio())
+            self.samples.append({"uri": uri, "line": line + 1, "want": content, "got": first})
+        for ch in content:
+            await asyncio.sleep(self.typing_ms / 1000)
+            if pending is not None and not pending[1].done():
+                self.client.protocol.notify("$/cancelRequest", types.CancelParams(id=pending[0]))
+            if pending is not None:
+                await self.settle(pending[1], pending[2], pending_start)
+            version += 1
+            self.client.text_document_did_change(
+                types.DidChangeTextDocumentParams(
+                    text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+                    content_changes=[
+                        types.TextDocumentContentChangePartial(
+                            range=types.Range(types.Position(line, col), types.Position(line, col)),
+                            text=ch,
+                        )
+                    ],
+                )
+            )
+            col += 1
+            pending = await self.request(uri, line, col)
+            pending_start = False
+        if pending is not None:
+            await self.settle(pending[1], pending[2], False)
+        return version
+
+
+def as_dict(obj):
+    """pygls returns untyped JSON objects as namedtuples: turn them back into dicts."""
+    if hasattr(obj, "_asdict"):
+        return {k: as_dict(v) for k, v in obj._asdict().items()}
+    if isinstance(obj, (list, tuple)):
+        return [as_dict(v) for v in obj]
+    return obj
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def pct(data: list[float], q: float) -> float | None:
+    if not data:
+        return None
+    s = sorted(data)
+    return round(s[min(len(s) - 1, int(q * len(s)))], 1)
+
+
+async def run(args) -> dict:
+    rng = random.Random(args.seed)
+    packages = tuple(args.packages.split(",")) if args.packages else excluded_packages()
+    files = package_files(packages)
+    if not files:
+        raise SystemExit(f"no source files found in installed packages {packages}")
+    rng.shuffle(files)
+    files = files[: args.files]
+
+    client = LanguageClient("parafill-bench", "0.1")
+    messages: list[str] = []
+
+    @client.feature(types.WINDOW_LOG_MESSAGE)
+    def _log(params: types.LogMessageParams) -> None:
+        pass
+
+    @client.feature(types.WINDOW_SHOW_MESSAGE)
+    def _show(params: types.ShowMessageParams) -> None:
+        messages.append(params.message)
+        print("server:", params.message, file=sys.stderr)
+
+    cmd = [sys.executable, "-m", "lsp_server.cli", "serve"] + (
+        ["--model", args.model] if args.model else []
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    await client.start_io(*cmd, env=env)
+    pid = client._server.pid
+    t0 = time.perf_counter()
+    await client.initialize_async(
+        types.InitializeParams(
+            capabilities=types.ClientCapabilities(),
+            initialization_options={"parafill": {"debounceMs": args.debounce_ms}},
+        )
+    )
+    client.initialized(types.InitializedParams())
+    init_ms = (time.perf_counter() - t0) * 1000
+    replay = Replay(client, args.typing_ms)
+    # wait for the model so load time is not counted as request latency
+    warm_uri = "file:///bench/warmup.py"
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            types.TextDocumentItem(warm_uri, "python", 1, "x = 1\ny = \n")
+        )
+    )
+    _, fut, _ = await replay.request(warm_uri, 1, 4)
+    await fut
+    load_s = time.perf_counter() - t0
+    lines_typed = 0
+    for path in files:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        uri = path.as_uri()
+        targets = pick_lines(text, args.lines, rng)
+        lines = text.split("\n")
+        for target in targets:
+            indent = lines[target][: len(lines[target]) - len(lines[target].lstrip())]
+            content = lines[target].strip()
+            doc_lines = lines[:target] + [indent] + lines[target + 1 :]
+            client.text_document_did_open(
+                types.DidOpenTextDocumentParams(
+                    types.TextDocumentItem(uri, "python", 1, "\n".join(doc_lines))
+                )
+            )
+            await replay.type_line(uri, 1, target, indent, content)
+            client.text_document_did_close(
+                types.DidCloseTextDocumentParams(types.TextDocumentIdentifier(uri))
+            )
+            lines_typed += 1
+    st = await client.protocol.send_request_async("parafill/status", {})
+    status = as_dict(st)
+    rss = peak_rss_mb(pid)
+    await client.shutdown_async(None)
+    client.exit(None)
+    await client.stop()
+
+    n = len(replay.similarity)
+    return {
+        "packages": list(packages),
+        "files": [str(p) for p in files],
+        "lines_typed": lines_typed,
+        "keystrokes": replay._n - 1,
+        "typing_ms": args.typing_ms,
+        "debounce_ms": args.debounce_ms,
+        "initialize_ms": round(init_ms, 1),
+        "model_ready_s": round(load_s, 2),
+        "latency_ms": {
+            "p50": pct(replay.latencies, 0.5),
+            "p95": pct(replay.latencies, 0.95),
+            "mean": round(statistics.mean(replay.latencies), 1) if replay.latencies else None,
+            "n": len(replay.latencies),
+        },
+        "line_start_latency_ms": {
+            "p50": pct(replay.line_start_latencies, 0.5),
+            "p95": pct(replay.line_start_latencies, 0.95),
+            "n": len(replay.line_start_latencies),
+        },
+        "answered_empty": replay.empty,
+        "cancelled_client": replay.cancelled,
+        "errors": replay.errors,
+        "server_messages": messages,
+        "server": {
+            k: status.get(k)
+            for k in (
+                "model",
+                "device",
+                "requests",
+                "completed",
+                "cancelled",
+                "superseded",
+                "cacheHits",
+                "typedThrough",
+                "latencyMs",
+            )
+        },
+        "peak_rss_mb": None if rss is None else round(rss, 1),
+        "exact_next_line": round(replay.exact / n, 3) if n else None,
+        "edit_similarity": round(statistics.mean(replay.similarity), 3) if n else None,
+        "line_samples": replay.samples[: args.keep_samples],
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+    }
+
+
+def print_table(r: dict) -> None:
+    lat, ls, srv = r["latency_ms"], r["line_start_latency_ms"], r["server"]
+    rows = [
+        (
+            "files / lines / keystrokes",
+            f"{len(r['files'])} / {r['lines_typed']} / {r['keystrokes']}",
+        ),
+        ("initialize (ms)", r["initialize_ms"]),
+        ("model ready (s)", r["model_ready_s"]),
+        ("latency p50 / p95 (ms), answered", f"{lat['p50']} / {lat['p95']}  (n={lat['n']})"),
+        ("line-start latency p50 / p95 (ms)", f"{ls['p50']} / {ls['p95']}  (n={ls['n']})"),
+        (
+            "server model time p50 / p95 (ms)",
+            f"{(srv['latencyMs'] or {}).get('p50')} / {(srv['latencyMs'] or {}).get('p95')}",
+        ),
+        (
+            "cancelled (client) / server cancelled / superseded",
+            f"{r['cancelled_client']} / {srv['cancelled']} / {srv['superseded']}",
+        ),
+        ("cache hits / typed-through", f"{srv['cacheHits']} / {srv['typedThrough']}"),
+        ("answered empty / errors", f"{r['answered_empty']} / {r['errors']}"),
+        ("server peak RSS (MB)", r["peak_rss_mb"]),
+        ("exact next line", r["exact_next_line"]),
+        ("edit similarity", r["edit_similarity"]),
+    ]
+    w = max(len(k) for k, _ in rows)
+    print(
+        f"parafill LSP replay: {srv['model']} on {srv['device']}, packages {', '.join(r['packages'])}"
+    )
+    for k, v in rows:
+        print(f"  {k:<{w}}  {v}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--files", type=int, default=8, help="source files sampled")
+    ap.add_argument("--lines", type=int, default=5, help="lines typed per file")
+    ap.add_argument("--typing-ms", type=float, default=80.0, help="delay between keystrokes")
+    ap.add_argument("--debounce-ms", type=int, default=25, help="server-side debounce setting")
+    ap.add_argument(
+        "--packages", default=None, help="comma-separated packages (default: EVAL_EXCLUDE_PACKAGES)"
+    )
+    ap.add_argument("--model", default=None, help="checkpoint directory (default: shipped)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep-samples", type=int, default=20)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "lsp_latency.json"))
+    args = ap.parse_args(argv)
+    result = asyncio.run(run(args))
+    result["command"] = "python bench/lsp_latency.py " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    print_table(result)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"saved {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+--- `:ParafillFill` and `:ParafillStatus`: the server's `parafill.fill` command and `parafill/status`.
+local client_mod = require('parafill.client')
+
+local M = {}
+
+local FILL_COMMAND = 'parafill.fill'
+local STATUS_METHOD = 'parafill/status'
+
+---@return vim.lsp.Client?
+local function client_or_warn(bufnr)
+  local client = client_mod.get(bufnr)
+  if not client then
+    vim.notify(
+      'Parafill: no server attached to this buffer (see :checkhealth vim.lsp)',
+      vim.log.levels.WARN
+    )
+  end
+  return client
+end
+
+--- Length of `line` in the client's position encoding.
+local function char_len(line, encoding)
+  if encoding == 'utf-8' then
+    return #line
+  end
+  local ok, n = pcall(vim.str_utfindex, line, encoding)
+  if ok then
+    return n
+  end
+  local u32, u16 = vim.str_utfindex(line)
+  return encoding == 'utf-16' and u16 or u32
+end
+
+--- The LSP range of lines `first`..`last` (1-based), narrowed to the last charwise visual
+--- selection when it spans exactly those lines.
+local function range_of(bufnr, first, last, encoding)
+  local lines = vim.api.nvim_buf_get_lines(bufnr, first - 1, last, false)
+  local s = { line = first - 1, character = 0 }
+  local e = { line = last - 1, character = char_len(lines[#lines] or '', encoding) }
+  local vs, ve = vim.fn.getpos("'<"), vim.fn.getpos("'>")
+  if vim.fn.visualmode() == 'v' and vs[2] == first and ve[2] == last then
+    local first_line, last_line = lines[1] or '', lines[#lines] or ''
+    s.character = char_len(first_line:sub(1, vs[3] - 1), encoding)
+    -- '> is inclusive: take the whole last character.
+    local stop = math.min(#last_line, ve[3] + vim.str_utf_end(last_line, math.max(ve[3], 1)))
+    e.character = char_len(last_line:sub(1, stop), encoding)
+  end
+  return { start = s, ['end'] = e }
+end
+
+--- Fills lines `range` ({first, last}, 1-based), or every `<|fill|>` hole when nil. The server
+--- answers with workspace/applyEdit, which Neovim applies.
+---@param range? integer[]
+---@param bufnr? integer
+function M.fill(range, bufnr)
+  bufnr = bufnr or vim.api.nvim_get_current_buf()
+  local client = client_or_warn(bufnr)
+  if not client then
+    return
+  end
+  local args = { uri = vim.uri_from_bufnr(bufnr) }
+  if range then
+    args.range = range_of(bufnr, range[1], range[2], client.offset_encoding)
+  end
+  local params = { command = FILL_COMMAND, arguments = { args } }
+  client_mod.request(client, 'workspace/executeCommand', params, function(err)
+    if err then
+      vim.notify(
+        'Parafill: fill failed: ' .. (err.message or vim.inspect(err)),
+        vim.log.levels.ERROR
+      )
+    end
+  end, bufnr)
+end
+
+--- The last status the server reported (see `status()`).
+---@type table?
+M.last_status = nil
+
+--- Asks the server for its status and shows it; `on_result` gets the status table instead.
+---@param on_result? fun(status: table?, err: table?)
+---@param bufnr? integer
+function M.status(on_result, bufnr)
+  bufnr = bufnr or vim.api.nvim_get_current_buf()
+  local client = client_or_warn(bufnr)
+  if not client then
+    return
+  end
+  client_mod.request(client, STATUS_METHOD, {}, function(err, result)
+    M.last_status = result
+    if on_result then
+      return on_result(result, err)
+    end
+    if err then
+      vim.notify(
+        'Parafill: status failed: ' .. (err.message or vim.inspect(err)),
+        vim.log.levels.ERROR
+      )
+      return
+    end
+    local parts = {}
+    for k, v in vim.spairs(result or {}) do
+      parts[#parts + 1] = ('%s: %s'):format(k, type(v) == 'table' and vim.inspect(v) or tostring(v))
+    end
+    vim.notify('Parafill\n' .. table.concat(parts, '\n'), vim.log.levels.INFO)
+  end, bufnr)
+end
+
+--- Short text for a statusline: the state and last latency from the last status seen.
+---@return string
+function M.statusline()
+  local s = M.last_status
+  if not s then
+    return ''
+  end
+  local latency = s.lastLatencyMs
+  if type(latency) ~= 'number' and type(s.latencyMs) == 'table' then
+    latency = s.latencyMs.p50
+  end
+  latency = type(latency) == 'number' and latency or nil
+  return latency and ('parafill %s %d ms'):format(s.state or '?', latency)
+    or ('parafill ' .. (s.state or '?'))
+end
+
+return M

@@ -1,0 +1,1 @@
+"""Parafill's language server: LSP <-> domain translation around the diffusion infill model."""

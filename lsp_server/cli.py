@@ -1,0 +1,301 @@
+"""The `parafill` command line: serve (LSP over stdio or 127.0.0.1 TCP), complete, fill, status.
+
+`parafill complete FILE:LINE:COL` (1-based, as compilers print positions) prints exactly the fill on
+stdout, nothing added, so prefix + output + suffix is the completed file. `parafill fill FILE`
+fills every `<|fill|>` / `<|fill:N|>` marker at once. Errors print one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import replace
+
+EXIT_USAGE = 2
+LOCALHOST = "127.0.0.1"
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one clear line instead of usage + traceback
+        raise CliError(message)
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model", default=None, help="checkpoint directory (default: the shipped model/weights/)"
+    )
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument(
+        "--threads", type=int, default=0, help="CPU threads (default: 1 on a 2-core machine)"
+    )
+
+
+def _sampling_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--budget", type=int, default=None, help="mask tokens per hole (default: by region kind)"
+    )
+    p.add_argument("--steps", type=int, default=None, help="fixed number of denoising steps")
+    p.add_argument("--threshold", type=float, default=None, help="confidence threshold schedule")
+    p.add_argument("--schedule", choices=["threshold", "fixed", "ltr"], default=None)
+    p.add_argument("--candidates", type=int, default=1)
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(
+        prog="parafill", description="Code completion from a masked-diffusion language model."
+    )
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("serve", help="run the language server (stdio by default)")
+    s.add_argument(
+        "--tcp", type=int, metavar="PORT", help="listen on 127.0.0.1:PORT instead of stdio"
+    )
+    s.add_argument(
+        "--backend", default=None, help="Infiller factory as package.module:function(path, device)"
+    )
+    s.add_argument("--log-file", default=None)
+    _model_options(s)
+
+    c = sub.add_parser("complete", help="fill the region at FILE:LINE:COL and print the fill")
+    c.add_argument("position", metavar="FILE:LINE:COL")
+    c.add_argument(
+        "--show-steps", action="store_true", help="print the span after each step on stderr"
+    )
+    _model_options(c)
+    _sampling_options(c)
+
+    f = sub.add_parser("fill", help="fill every <|fill|> or <|fill:N|> marker in FILE at once")
+    f.add_argument("file")
+    f.add_argument("--in-place", "-i", action="store_true", help="write the result back to FILE")
+    _model_options(f)
+    _sampling_options(f)
+
+    st = sub.add_parser("status", help="show the model checkpoint, device and grammars")
+    st.add_argument("--json", action="store_true")
+    _model_options(st)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # keep stderr for our own output
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        args = build_parser().parse_args(argv)
+        return {"serve": serve, "complete": complete, "fill": fill, "status": status}[args.cmd](
+            args
+        )
+    except CliError as exc:
+        print(f"parafill: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+# ---- serve ---------------------------------------------------------------------------------
+
+
+def serve(args) -> int:
+    from lsp_server.config import Settings
+    from lsp_server.engine import builtin_loader, import_loader
+    from lsp_server.server import create_server
+
+    try:
+        loader = import_loader(args.backend) if args.backend else builtin_loader
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise CliError(f"cannot load backend {args.backend}: {exc}") from exc
+    server = create_server(loader)
+    server.settings = replace(
+        Settings(),
+        model_path=args.model,
+        device=args.device,
+        log_file=args.log_file,
+        threads=args.threads,
+    )
+    if args.tcp is not None:
+        server.start_tcp(LOCALHOST, args.tcp)
+    else:
+        server.start_io()
+    return 0
+
+
+# ---- complete / fill ------------------------------------------------------------------------
+
+
+def _read(path: str) -> str:
+    if not os.path.isfile(path):
+        raise CliError(f"{path}: no such file")
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            return fh.read()
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{path}: not UTF-8 text") from exc
+
+
+def _engine(args):
+    from lsp_server.engine import Engine
+
+    engine = Engine(threads=args.threads)
+    engine.load(args.model, args.device)
+    if not engine.wait_ready():
+        raise CliError(engine.error or "model failed to load")
+    return engine
+
+
+def _settings(args):
+    from lsp_server.config import Settings
+
+    s = Settings()
+    schedule = args.schedule or ("fixed" if args.steps is not None else s.schedule)
+    return replace(s, schedule=schedule, steps=args.steps, threshold=args.threshold)
+
+
+def _request(plan, text: str, settings, args, **extra):
+    from lsp_server import pipeline
+
+    return pipeline.build_request(
+        plan,
+        text,
+        settings,
+        max(1, args.candidates),
+        temperature=args.temperature,
+        seed=args.seed,
+        **extra,
+    )
+
+
+def _parse_position(spec: str) -> tuple[str, int, int]:
+    parts = spec.rsplit(":", 2)
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        raise CliError(f"position must be FILE:LINE:COL (1-based), got {spec!r}")
+    return parts[0], int(parts[1]), int(parts[2])
+
+
+def complete(args) -> int:
+    from lsp_server import pipeline
+    from lsp_server.planner import plan_completion
+    from lsp_server.syntax import Document, Snapshot, detect_language
+
+    path, line, col = _parse_position(args.position)
+    raw = _read(path)
+    doc = Document.open(path, raw, detect_language(path))
+    nlines = len(doc.line_starts)
+    if not 1 <= line <= nlines:
+        raise CliError(f"{path}: line {line} is outside the file (1..{nlines})")
+    width = len(doc.line_text(line - 1))
+    if not 1 <= col <= width + 1:
+        raise CliError(f"{path}:{line}: column {col} is outside the line (1..{width + 1})")
+    cursor = doc.line_starts[line - 1] + col - 1
+    settings = _settings(args)
+    plan = plan_completion(
+        doc.text,
+        cursor,
+        doc.language,
+        Snapshot(doc.text, doc.tree, doc.language),
+        settings.budgets(),
+    )
+    if args.budget:
+        plan = replace(plan, regions=tuple(replace(r, budget=args.budget) for r in plan.regions))
+    req = _request(plan, doc.text, settings, args, want_trajectory=args.show_steps)
+    engine = _engine(args)
+    results = engine.run(req)
+    if args.show_steps and results and results[0].trajectory:
+        for i, step in enumerate(results[0].trajectory, 1):
+            print(f"step {i:2d}: {step[0]!r}", file=sys.stderr)
+        print(
+            f"[{plan.kind} region, {results[0].steps_used} steps, {results[0].tokens} tokens]",
+            file=sys.stderr,
+        )
+    cands = pipeline.region_candidates(plan, doc.text, results)
+    if cands:
+        best = cands[0]
+        text = best.text[: len(best.text) - best.extend] if best.extend else best.text
+        sys.stdout.write(text.replace("\n", doc.eol) if doc.eol != "\n" else text)
+        sys.stdout.flush()
+    return 0
+
+
+def fill(args) -> int:
+    from lsp_server import pipeline
+    from lsp_server.syntax import Document, Snapshot, detect_language
+
+    raw = _read(args.file)
+    doc = Document.open(args.file, raw, detect_language(args.file))
+    settings = _settings(args)
+    try:
+        plan = pipeline.plan_markers(
+            doc.text, doc.language, settings, Snapshot(doc.text, doc.tree, doc.language)
+        )
+    except ValueError as exc:
+        raise CliError(f"{args.file}: {exc}") from exc
+    if args.budget:  # a budget for the holes that do not name their own
+        default = settings.budgets().hole
+        plan = replace(
+            plan,
+            regions=tuple(
+                replace(r, budget=args.budget) if r.budget == default else r for r in plan.regions
+            ),
+        )
+    req = _request(plan, doc.text, settings, args)
+    results = _engine(args).run(req)
+    out = pipeline.apply_fills(doc.text, plan, pipeline.hole_fills(plan, doc.text, results))
+    if doc.eol != "\n":
+        out = out.replace("\n", doc.eol)
+    if args.in_place:
+        with open(args.file, "w", encoding="utf-8", newline="") as fh:
+            fh.write(out)
+    else:
+        sys.stdout.write(out)
+        sys.stdout.flush()
+    return 0
+
+
+# ---- status --------------------------------------------------------------------------------
+
+
+def status(args) -> int:
+    from lsp_server.syntax import get_language
+
+    engine = _engine_status(args)
+    info = {
+        "model": engine.model_name,
+        "modelPath": args.model or "(shipped) model/weights/",
+        "state": engine.state,
+        "error": engine.error,
+        "device": engine.model_device,
+        "loadSeconds": engine.load_seconds and round(engine.load_seconds, 2),
+        "grammars": {
+            g: get_language(g) is not None
+            for g in ("python", "javascript", "typescript", "tsx", "go", "rust")
+        },
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for k, v in info.items():
+            print(f"{k:12s} {v}")
+    if engine.state != "ready":
+        print(f"parafill: error: {engine.error}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+def _engine_status(args):
+    from lsp_server.engine import Engine
+
+    engine = Engine(threads=args.threads)
+    engine.load(args.model, args.device)
+    engine.wait_ready()
+    return engine
+
+
+if __name__ == "__main__":
+    sys.exit(main())

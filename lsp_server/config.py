@@ -1,0 +1,159 @@
+"""Typed server settings: defaults, parsing from initializationOptions and
+workspace/didChangeConfiguration, and validation.
+
+Settings arrive as camelCase JSON, either flat or under a "parafill" key. `parse_settings` returns
+the new settings plus a list of human-readable problems; on any problem the server keeps the
+previous settings and reports the problems with window/showMessage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from lsp_server.planner import Budgets
+
+SCHEDULES = ("threshold", "fixed", "ltr")
+DEVICES = ("auto", "cpu", "cuda")
+ALL_LANGUAGES = ("python", "javascript", "typescript", "tsx", "go", "rust")
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_path: str | None = None  # None: the shipped checkpoint in model/weights/
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    schedule: str = "threshold"  # denoising schedule: "threshold" | "fixed" | "ltr"
+    steps: int | None = None  # fixed schedule: forward passes; None: backend default
+    threshold: float | None = None  # threshold schedule: commit confidence; None: default
+    line_budget: int = 24  # mask tokens for a rest-of-line fill
+    block_budget: int = 96  # mask tokens for a block body
+    context_tokens: int = 448  # prefix + suffix context budget
+    candidates: int = 3  # candidates for an explicitly invoked completion
+    debounce_ms: int = 25  # wait this long for more typing before running the model
+    languages: tuple[str, ...] = ALL_LANGUAGES + ("*",)  # "*": any other language too
+    cache_size: int = 256  # LRU entries
+    threads: int = 0  # CPU threads for inference; 0: auto (1 on a 2-core machine)
+    log_file: str | None = None
+    enabled: bool = True
+
+    def budgets(self) -> Budgets:
+        return Budgets(
+            line=self.line_budget,
+            bracket=self.line_budget,
+            statement=max(self.line_budget, self.block_budget // 2),
+            block=self.block_budget,
+            context_tokens=self.context_tokens,
+        )
+
+    def language_enabled(self, language: str) -> bool:
+        return self.enabled and (language in self.languages or "*" in self.languages)
+
+
+# camelCase key -> (field name, validator returning (value, problem or None))
+def _int(lo: int, hi: int):
+    def check(v: Any):
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            return None, f"must be an integer in [{lo}, {hi}]"
+        return v, None
+
+    return check
+
+
+def _opt(check):
+    def wrapped(v: Any):
+        return (None, None) if v is None else check(v)
+
+    return wrapped
+
+
+def _choice(options: tuple[str, ...]):
+    def check(v: Any):
+        if v not in options:
+            return None, f"must be one of {', '.join(options)}"
+        return v, None
+
+    return check
+
+
+def _float(lo: float, hi: float):
+    def check(v: Any):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+            return None, f"must be a number in [{lo}, {hi}]"
+        return float(v), None
+
+    return check
+
+
+def _str(v: Any):
+    if not isinstance(v, str) or not v.strip():
+        return None, "must be a non-empty string"
+    return v, None
+
+
+def _bool(v: Any):
+    if not isinstance(v, bool):
+        return None, "must be true or false"
+    return v, None
+
+
+def _languages(v: Any):
+    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+        return None, "must be a list of language ids"
+    return tuple(v), None
+
+
+FIELDS = {
+    "modelPath": ("model_path", _opt(_str)),
+    "device": ("device", _choice(DEVICES)),
+    "schedule": ("schedule", _choice(SCHEDULES)),
+    "steps": ("steps", _opt(_int(1, 512))),
+    "threshold": ("threshold", _opt(_float(0.0, 1.0))),
+    "lineBudget": ("line_budget", _int(1, 256)),
+    "blockBudget": ("block_budget", _int(1, 512)),
+    "contextTokens": ("context_tokens", _int(32, 8192)),
+    "candidates": ("candidates", _int(1, 8)),
+    "debounceMs": ("debounce_ms", _int(0, 2000)),
+    "languages": ("languages", _languages),
+    "cacheSize": ("cache_size", _int(0, 100_000)),
+    "threads": ("threads", _int(0, 256)),
+    "logFile": ("log_file", _opt(_str)),
+    "enabled": ("enabled", _bool),
+}
+assert {f for f, _ in FIELDS.values()} == {f.name for f in fields(Settings)}
+
+
+def parse_settings(raw: Any, base: Settings = Settings()) -> tuple[Settings, list[str]]:
+    """Apply `raw` (camelCase dict, flat or under "parafill") on top of `base`.
+
+    Returns (settings, problems); when problems is non-empty, callers keep `base`.
+    """
+    if raw is None:
+        return base, []
+    if not isinstance(raw, dict):
+        return base, [f"settings must be an object, got {type(raw).__name__}"]
+    if isinstance(raw.get("parafill"), dict):
+        raw = raw["parafill"]
+    elif "parafill" in raw and raw["parafill"] is not None:
+        return base, ["parafill settings must be an object"]
+    changes: dict[str, Any] = {}
+    problems: list[str] = []
+    for key, value in raw.items():
+        if key not in FIELDS:  # client-side keys (trace, server path...) are not ours
+            continue
+        name, check = FIELDS[key]
+        parsed, problem = check(value)
+        if problem:
+            problems.append(f"parafill.{key} {problem} (got {value!r})")
+        else:
+            changes[name] = parsed
+    if problems:
+        return base, problems
+    return replace(base, **changes), []
+
+
+def to_json(s: Settings) -> dict[str, Any]:
+    out = {}
+    for key, (name, _) in FIELDS.items():
+        v = getattr(s, name)
+        out[key] = list(v) if isinstance(v, tuple) else v
+    return out

@@ -1,0 +1,81 @@
+"""Conversion from planned, post-processed fills to LSP types (UTF-16 ranges, the document's EOL).
+
+Owns: InlineCompletionItem, CompletionItem and WorkspaceEdit construction. Offsets are character
+offsets into the server's normalised text (syntax.Document); ranges are converted to LSP
+positions (UTF-16 code units) here, and inserted text gets the document's own line ending.
+"""
+
+from __future__ import annotations
+
+from lsprotocol import types
+
+from lsp_server.postprocess import Candidate
+from lsp_server.syntax import Document
+
+LABEL_CHARS = 60  # completion item labels show the first line, cut to this length
+
+
+def lsp_range(doc: Document, start: int, end: int) -> types.Range:
+    sl, sc = doc.position_at(start)
+    el, ec = doc.position_at(end)
+    return types.Range(types.Position(sl, sc), types.Position(el, ec))
+
+
+def with_eol(doc: Document, text: str) -> str:
+    return text.replace("\n", doc.eol) if doc.eol != "\n" else text
+
+
+def inline_items(
+    doc: Document, start: int, cands: list[Candidate]
+) -> list[types.InlineCompletionItem]:
+    """Inline completion items inserting each candidate at `start` (the cursor)."""
+    items = []
+    for c in cands:
+        rng = lsp_range(doc, start, start + c.extend)
+        items.append(types.InlineCompletionItem(insert_text=with_eol(doc, c.text), range=rng))
+    return items
+
+
+def completion_items(
+    doc: Document, start: int, cands: list[Candidate]
+) -> list[types.CompletionItem]:
+    """The fills as completion items for clients without inline completion."""
+    items = []
+    for i, c in enumerate(cands):
+        first = c.text.strip().split("\n", 1)[0]
+        label = first if len(first) <= LABEL_CHARS else first[: LABEL_CHARS - 1] + "…"
+        items.append(
+            types.CompletionItem(
+                label=label or c.text.strip()[:LABEL_CHARS],
+                kind=types.CompletionItemKind.Snippet
+                if "\n" in c.text
+                else types.CompletionItemKind.Text,
+                detail="parafill",
+                documentation=types.MarkupContent(
+                    kind=types.MarkupKind.Markdown, value=f"```\n{c.text}\n```"
+                ),
+                text_edit=types.TextEdit(
+                    range=lsp_range(doc, start, start + c.extend), new_text=with_eol(doc, c.text)
+                ),
+                insert_text_format=types.InsertTextFormat.PlainText,
+                sort_text=f"{i:04d}",
+                filter_text=c.text,
+                preselect=i == 0,
+            )
+        )
+    return items
+
+
+def workspace_edit(
+    doc: Document, edits: list[tuple[int, int, str]], versioned: bool = True
+) -> types.WorkspaceEdit:
+    """One WorkspaceEdit replacing each (start, end) with its text, in the given document."""
+    text_edits = [
+        types.TextEdit(range=lsp_range(doc, s, e), new_text=with_eol(doc, t)) for s, e, t in edits
+    ]
+    if versioned:
+        ident = types.OptionalVersionedTextDocumentIdentifier(uri=doc.uri, version=doc.version)
+        return types.WorkspaceEdit(
+            document_changes=[types.TextDocumentEdit(text_document=ident, edits=text_edits)]
+        )
+    return types.WorkspaceEdit(changes={doc.uri: text_edits})

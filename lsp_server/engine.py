@@ -1,0 +1,337 @@
+"""The engine owns the model backend: background loading, one worker thread, cancellation,
+superseding per document, an LRU result cache, typing-through, and latency statistics.
+
+This is the only module of the server that touches `model/` beyond the interface, and it imports
+`model.infill` lazily inside the loader thread so `initialize` answers at once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import queue
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from model.interface import (
+    CheckpointError,
+    Hole,
+    InfillCancelled,
+    Infiller,
+    InfillRequest,
+    InfillResult,
+)
+
+Loader = Callable[[str | None, str | None], Infiller]
+SMALL_MACHINE_CPUS = 2  # at or below this, one intra-op thread: a second one only contends
+LATENCY_WINDOW = 500  # recent completions kept for p50/p95
+TYPE_THROUGH_CONTEXT = 2000  # characters around the cursor compared for typing-through
+IDLE, LOADING, READY, ERROR = "idle", "loading", "ready", "error"
+
+
+class ModelUnavailable(RuntimeError):
+    """The model could not be loaded; the message says why (e.g. the missing file)."""
+
+
+def auto_threads() -> int:
+    """CPU threads for inference: 1 on small machines (the editor needs a core too)."""
+    cpus = os.cpu_count() or 1
+    return 1 if cpus <= SMALL_MACHINE_CPUS else min(4, cpus // 2)
+
+
+def set_threads(threads: int) -> None:
+    """Set torch's intra-op threads (measured here: 2 threads on a busy 2-core machine were
+    up to 10x slower than 1, from spinning OpenMP workers)."""
+    import torch
+
+    torch.set_num_threads(threads or auto_threads())
+
+
+def builtin_loader(path: str | None, device: str | None) -> Infiller:
+    """The built-in diffusion backend: `model.infill.load_infiller` (imported lazily)."""
+    from model.infill import load_infiller
+
+    return load_infiller(path, device)
+
+
+def import_loader(spec: str) -> Loader:
+    """A loader from "package.module:factory"; the factory takes (path, device)."""
+    mod, _, attr = spec.partition(":")
+    if not mod or not attr:
+        raise ValueError(f"backend must look like package.module:factory, got {spec!r}")
+    return getattr(importlib.import_module(mod), attr)
+
+
+@dataclass
+class Job:
+    doc: str
+    request: InfillRequest
+    key: tuple
+    future: Future = field(default_factory=Future)
+    stop: threading.Event = field(default_factory=threading.Event)
+    submitted: float = field(default_factory=time.perf_counter)
+
+    def cancel(self) -> None:
+        self.stop.set()
+
+
+def request_key(req: InfillRequest) -> tuple:
+    segs = tuple(
+        ("\0hole", s.max_tokens, s.min_tokens) if isinstance(s, Hole) else s for s in req.segments
+    )
+    return (
+        segs,
+        req.steps,
+        req.candidates,
+        req.temperature,
+        req.schedule,
+        req.threshold,
+        req.seed,
+        req.want_trajectory,
+    )
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    completed: int = 0
+    cancelled: int = 0
+    superseded: int = 0
+    cache_hits: int = 0
+    typed_through: int = 0
+    errors: int = 0
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+
+    def percentile(self, q: float) -> float | None:
+        data = sorted(self.latencies_ms)
+        if not data:
+            return None
+        return round(data[min(len(data) - 1, int(q * len(data)))], 1)
+
+
+class Engine:
+    """Runs InfillRequests on one worker thread; newer requests per document supersede older ones."""
+
+    def __init__(self, loader: Loader = builtin_loader, cache_size: int = 256, threads: int = 0):
+        self._loader = loader
+        self.threads = threads
+        self._cache: OrderedDict[tuple, list[InfillResult]] = OrderedDict()
+        self.cache_size = cache_size
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._latest: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._generation = 0
+        self.state = IDLE
+        self.error: str | None = None
+        self.infiller: Infiller | None = None
+        self.load_seconds: float | None = None
+        self.model_path: str | None = None
+        self.device: str | None = None
+        self.stats = Stats()
+        self._worker = threading.Thread(target=self._run, name="parafill-engine", daemon=True)
+        self._worker.start()
+
+    # ---- loading ---------------------------------------------------------------------------
+    def load(self, model_path: str | None = None, device: str | None = None) -> None:
+        """Start loading a model in the background (replacing any loaded one)."""
+        with self._lock:
+            self._generation += 1
+            gen = self._generation
+            self._ready.clear()
+            self.state, self.error = LOADING, None
+            self.model_path, self.device = model_path, device
+            self._cache.clear()
+        threading.Thread(target=self._load, args=(gen, model_path, device), daemon=True).start()
+
+    def _load(self, gen: int, model_path: str | None, device: str | None) -> None:
+        t0 = time.perf_counter()
+        try:
+            if self._loader is builtin_loader:
+                set_threads(self.threads)
+            infiller = self._loader(model_path, None if device in (None, "auto") else device)
+            state, error = READY, None
+        except CheckpointError as exc:
+            infiller, state, error = None, ERROR, str(exc)
+        except Exception as exc:  # noqa: BLE001 - any load failure must leave the server up
+            infiller, state, error = None, ERROR, f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            if gen != self._generation:
+                return
+            self.infiller, self.state, self.error = infiller, state, error
+            self.load_seconds = time.perf_counter() - t0
+            self._ready.set()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until the load finished (ready or error); True when ready."""
+        self._ready.wait(timeout)
+        return self.state == READY
+
+    @property
+    def model_name(self) -> str | None:
+        return getattr(self.infiller, "name", None) if self.infiller is not None else None
+
+    @property
+    def model_device(self) -> str | None:
+        return (
+            str(getattr(self.infiller, "device", self.device))
+            if self.infiller is not None
+            else None
+        )
+
+    def count_tokens(self, text: str) -> int | None:
+        fn = getattr(self.infiller, "count_tokens", None)
+        return fn(text) if fn is not None else None
+
+    # ---- requests --------------------------------------------------------------------------
+    def submit(self, doc: str, req: InfillRequest) -> Job:
+        """Queue a request; an older pending/running request for `doc` is superseded."""
+        key = request_key(req)
+        job = Job(doc, req, key)
+        with self._lock:
+            self.stats.requests += 1
+            old = self._latest.get(doc)
+            if old is not None and not old.future.done():
+                old.cancel()
+                self.stats.superseded += 1
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+                self.stats.cache_hits += 1
+                job.future.set_result(cached)
+                return job
+            self._latest[doc] = job
+        self._queue.put(job)
+        return job
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            self._execute(job)
+
+    def _execute(self, job: Job) -> None:
+        if not job.future.set_running_or_notify_cancel():
+            return
+        while not self._ready.wait(0.05):  # the model is still loading
+            if job.stop.is_set():
+                break
+        try:
+            if job.stop.is_set():
+                raise InfillCancelled()
+            if self.state != READY or self.infiller is None:
+                raise ModelUnavailable(self.error or "model not loaded")
+            t0 = time.perf_counter()
+            results = self.infiller.infill(job.request, should_stop=job.stop.is_set)
+            elapsed = (time.perf_counter() - t0) * 1000
+        except InfillCancelled as exc:
+            with self._lock:
+                self.stats.cancelled += 1
+            job.future.set_exception(exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - a backend error goes to the caller's future
+            with self._lock:
+                self.stats.errors += 1
+            job.future.set_exception(exc)
+            return
+        with self._lock:
+            self.stats.completed += 1
+            self.stats.latencies_ms.append(elapsed)
+            if self.cache_size > 0:
+                self._cache[job.key] = results
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        job.future.set_result(results)
+
+    def run(
+        self, req: InfillRequest, doc: str = "\0cli", timeout: float | None = None
+    ) -> list[InfillResult]:
+        """Synchronous helper (CLI): wait for the load, run one request."""
+        return self.submit(doc, req).future.result(timeout)
+
+    def record_latency(self, ms: float) -> None:
+        with self._lock:
+            self.stats.latencies_ms.append(ms)
+
+    def close(self) -> None:
+        for job in list(self._latest.values()):
+            job.cancel()
+        self._queue.put(None)
+
+    def status(self) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "state": self.state,
+            "error": self.error,
+            "model": self.model_name,
+            "modelPath": self.model_path,
+            "device": self.model_device or self.device,
+            "threads": self.threads or auto_threads(),
+            "loadSeconds": None if self.load_seconds is None else round(self.load_seconds, 3),
+            "requests": s.requests,
+            "completed": s.completed,
+            "cancelled": s.cancelled,
+            "superseded": s.superseded,
+            "cacheHits": s.cache_hits,
+            "typedThrough": s.typed_through,
+            "errors": s.errors,
+            "cacheEntries": len(self._cache),
+            "latencyMs": {
+                "p50": s.percentile(0.5),
+                "p95": s.percentile(0.95),
+                "n": len(s.latencies_ms),
+            },
+        }
+
+
+@dataclass
+class Suggestion:
+    cursor: int
+    before: str  # text just before the cursor when it was made
+    after: str  # text just after the cursor
+    items: list[Any]  # postprocess.Candidate, best first
+
+
+class TypingThrough:
+    """Remembers the last suggestion per document and answers with its rest while the user types
+    exactly what it suggested (no model run)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, Suggestion] = {}
+
+    def remember(self, doc: str, text: str, cursor: int, items: list[Any]) -> None:
+        if not items:
+            self._last.pop(doc, None)
+            return
+        self._last[doc] = Suggestion(
+            cursor,
+            text[max(0, cursor - TYPE_THROUGH_CONTEXT) : cursor],
+            text[cursor : cursor + TYPE_THROUGH_CONTEXT],
+            items,
+        )
+
+    def forget(self, doc: str) -> None:
+        self._last.pop(doc, None)
+
+    def rest(self, doc: str, text: str, cursor: int) -> list[tuple[Any, str]]:
+        """[(candidate, remaining text)] when what was typed since is a prefix of a candidate."""
+        last = self._last.get(doc)
+        if last is None or cursor <= last.cursor:
+            return []
+        c0 = last.cursor
+        if text[max(0, c0 - TYPE_THROUGH_CONTEXT) : c0] != last.before:
+            return []
+        if text[cursor : cursor + TYPE_THROUGH_CONTEXT] != last.after:
+            return []
+        typed = text[c0:cursor]
+        out = []
+        for cand in last.items:
+            if cand.text.startswith(typed) and len(cand.text) > len(typed):
+                out.append((cand, cand.text[len(typed) :]))
+        return out

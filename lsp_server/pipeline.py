@@ -1,0 +1,99 @@
+"""The completion pipeline shared by the LSP handlers and the CLI, without any LSP types:
+plan -> InfillRequest -> (engine) -> post-processed candidates, and fill markers.
+
+Owns the hole marker syntax of `parafill fill` / `parafill.fill`: `<|fill|>` marks a hole with the
+default budget, `<|fill:N|>` a hole of at most N tokens.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from lsp_server import postprocess
+from lsp_server.config import Settings
+from lsp_server.planner import InfillPlan, Region, plan_holes
+from lsp_server.postprocess import Candidate
+from lsp_server.syntax import Snapshot
+from model.interface import InfillRequest, InfillResult
+
+MARKER_RE = re.compile(r"<\|fill(?::(\d+))?\|>")
+INVOKED_TEMPERATURE = 0.6  # extra candidates for an explicit request are sampled
+
+
+def build_request(
+    plan: InfillPlan,
+    text: str,
+    settings: Settings,
+    candidates: int = 1,
+    **overrides,
+) -> InfillRequest:
+    fields = {
+        "segments": plan.segments(text),
+        "steps": settings.steps if settings.schedule == "fixed" else None,
+        "candidates": candidates,
+        "temperature": INVOKED_TEMPERATURE if candidates > 1 else 0.0,
+        "language": plan.language,
+        "schedule": settings.schedule,
+        "threshold": settings.threshold,
+    }
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    return InfillRequest(**fields)
+
+
+def region_candidates(
+    plan: InfillPlan, text: str, results: list[InfillResult], index: int = 0
+) -> list[Candidate]:
+    """Post-processed candidates for region `index`, best first."""
+    region: Region = plan.regions[index]
+    fills = [(r.fills[index], r.score) for r in results if index < len(r.fills)]
+    prefix = text[plan.context_start : region.start]
+    suffix = text[region.end : plan.context_end]
+    return postprocess.process(fills, region.stop, prefix, suffix, plan.language)
+
+
+@dataclass(frozen=True)
+class Marker:
+    start: int
+    end: int
+    budget: int | None
+
+
+def find_markers(text: str) -> list[Marker]:
+    return [
+        Marker(m.start(), m.end(), int(m.group(1)) if m.group(1) else None)
+        for m in MARKER_RE.finditer(text)
+    ]
+
+
+def plan_markers(
+    text: str, language: str, settings: Settings, snapshot: Snapshot | None = None
+) -> InfillPlan:
+    """A multi-hole plan over every marker in `text` (ValueError when there is none)."""
+    markers = find_markers(text)
+    if not markers:
+        raise ValueError("no <|fill|> markers in the text")
+    return plan_holes(
+        text, [(m.start, m.end, m.budget) for m in markers], language, snapshot, settings.budgets()
+    )
+
+
+def hole_fills(plan: InfillPlan, text: str, results: list[InfillResult]) -> list[str]:
+    """One cleaned fill per region from the best result (holes with no usable fill become '')."""
+    out = []
+    for i, region in enumerate(plan.regions):
+        best = results[0].fills[i] if results and i < len(results[0].fills) else ""
+        fill = postprocess.cut_to_scope(postprocess.strip_special(best), region.stop, plan.language)
+        out.append(postprocess.drop_repetition(fill))
+    return out
+
+
+def apply_fills(text: str, plan: InfillPlan, fills: list[str]) -> str:
+    """`text` with every region replaced by its fill."""
+    out, pos = [], 0
+    for region, fill in zip(plan.regions, fills):
+        out.append(text[pos : region.start])
+        out.append(fill)
+        pos = region.end
+    out.append(text[pos:])
+    return "".join(out)

@@ -1,0 +1,472 @@
+"""Infill planning (pure): from text, tree and cursor (or holes) decide what to fill.
+
+Owns the choice of region kind at a cursor (rest of line, open statement, block body, inside a
+bracket, an explicit selection, several holes), each region's mask budget and stop rules, and the
+prefix/suffix context window, cut at syntactic boundaries (whole functions/classes) within a token
+budget. No I/O and no model: the engine turns an `InfillPlan` into an `InfillRequest`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from model.interface import Hole, Segment
+
+LINE, STATEMENT, BLOCK, BRACKET, SELECTION, HOLE = (
+    "line",
+    "statement",
+    "block",
+    "bracket",
+    "selection",
+    "hole",
+)
+OPENERS = {"(": ")", "[": "]", "{": "}"}
+CLOSERS = {v: k for k, v in OPENERS.items()}
+BRACE_LANGUAGES = {"javascript", "typescript", "tsx", "go", "rust", "c", "cpp", "java"}
+SCAN_LINES = 60  # lines scanned around the cursor for bracket balance
+TRAILING_OPERATORS = ("\\", "+", "-", "*", "/", "%", "&&", "||", "and", "or", "not", "?", ",")
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Mask budgets (tokens) per region kind and the context budget around them."""
+
+    line: int = 24
+    statement: int = 48
+    block: int = 96
+    bracket: int = 24
+    hole: int = 32
+    selection_max: int = 256
+    context_tokens: int = 448  # prefix + suffix
+    suffix_share: float = 0.25  # fraction of the context budget given to the suffix
+    chars_per_token: float = 3.2  # estimate used to size the window without a tokenizer
+
+
+@dataclass(frozen=True)
+class StopRules:
+    """Where post-processing cuts a fill."""
+
+    single_line: bool = False  # cut at the first line break
+    max_lines: int | None = None  # keep at most this many lines
+    dedent_below: int | None = None  # cut at a non-blank later line indented <= this
+    open_brackets: int = 0  # statement: cut at the line end where these brackets close
+    inside_bracket: bool = False  # cut before the first unmatched closing bracket
+
+
+@dataclass(frozen=True)
+class Region:
+    kind: str
+    start: int  # character offsets into the (normalised) text
+    end: int  # == start for an insertion, > start when the region replaces text
+    budget: int
+    stop: StopRules = field(default_factory=StopRules)
+
+
+@dataclass(frozen=True)
+class InfillPlan:
+    language: str
+    regions: tuple[Region, ...]
+    context_start: int
+    context_end: int
+
+    @property
+    def kind(self) -> str:
+        return self.regions[0].kind if len(self.regions) == 1 else HOLE
+
+    def segments(self, text: str) -> list[Segment]:
+        """[prefix, Hole, middle, Hole, ..., suffix] over the context window."""
+        segs: list[Segment] = []
+        pos = self.context_start
+        for r in self.regions:
+            segs.append(text[pos : r.start])
+            segs.append(Hole(r.budget))
+            pos = r.end
+        segs.append(text[pos : self.context_end])
+        return segs
+
+    def prefix(self, text: str) -> str:
+        return text[self.context_start : self.regions[0].start]
+
+    def suffix(self, text: str) -> str:
+        return text[self.regions[-1].end : self.context_end]
+
+
+# ---------------------------------------------------------------------------------------------
+# text helpers
+
+
+def _line_bounds(text: str, offset: int) -> tuple[int, int]:
+    start = text.rfind("\n", 0, offset) + 1
+    end = text.find("\n", offset)
+    return start, len(text) if end < 0 else end
+
+
+def indent_of(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def _strip_comment(line: str, language: str) -> str:
+    marker = "#" if language == "python" else "//"
+    i = line.find(marker)
+    return line[:i] if i >= 0 and line.count('"', 0, i) % 2 == 0 else line
+
+
+def _neighbour_line(text: str, offset: int, step: int) -> str | None:
+    """The nearest non-blank line before (step=-1) or after (step=1) the line holding offset."""
+    start, end = _line_bounds(text, offset)
+    while True:
+        if step < 0:
+            if start == 0:
+                return None
+            end = start - 1
+            start = text.rfind("\n", 0, end) + 1
+        else:
+            if end >= len(text):
+                return None
+            start = end + 1
+            nxt = text.find("\n", start)
+            end = len(text) if nxt < 0 else nxt
+        line = text[start:end]
+        if line.strip():
+            return line
+
+
+_STRING_RE = re.compile(
+    r"'''.*?'''|\"\"\".*?\"\"\"|'(?:\\.|[^'\\\n])*'|\"(?:\\.|[^\"\\\n])*\"|`[^`]*`", re.DOTALL
+)
+
+
+def _code_only(chunk: str, language: str) -> str:
+    """Blank out string literals and comments so brackets inside them are not counted."""
+    chunk = _STRING_RE.sub(lambda m: " " * len(m.group()), chunk)
+    marker = "#" if language == "python" else "//"
+    return re.sub(re.escape(marker) + r"[^\n]*", lambda m: " " * len(m.group()), chunk)
+
+
+def open_brackets(prefix: str, language: str) -> list[str]:
+    """Openers still unmatched at the end of `prefix` (innermost last)."""
+    stack: list[str] = []
+    for ch in _code_only(prefix, language):
+        if ch in OPENERS:
+            stack.append(ch)
+        elif ch in CLOSERS:
+            if stack and stack[-1] == CLOSERS[ch]:
+                stack.pop()
+            else:
+                stack.clear()  # a closer of an earlier statement: start over
+    return stack
+
+
+def closers_ahead(suffix: str, language: str) -> list[tuple[str, int]]:
+    """Closing brackets in `suffix` that have no opener after the cursor, with their offsets."""
+    depth: list[str] = []
+    out: list[tuple[str, int]] = []
+    for i, ch in enumerate(_code_only(suffix, language)):
+        if ch in OPENERS:
+            depth.append(ch)
+        elif ch in CLOSERS:
+            if depth:
+                depth.pop()
+            else:
+                out.append((ch, i))
+    return out
+
+
+def _window(text: str, offset: int, lines: int, before: bool) -> str:
+    if before:
+        pos = offset
+        for _ in range(lines):
+            pos = text.rfind("\n", 0, pos)
+            if pos < 0:
+                return text[:offset]
+        return text[pos + 1 : offset]
+    pos = offset
+    for _ in range(lines):
+        pos = text.find("\n", pos + 1)
+        if pos < 0:
+            return text[offset:]
+    return text[offset:pos]
+
+
+def _is_header(line: str, language: str) -> bool:
+    code = _strip_comment(line, language).rstrip()
+    if language in BRACE_LANGUAGES:
+        return code.endswith("{")
+    return code.endswith(":") and not code.lstrip().startswith(("#", "lambda"))
+
+
+def _ends_with_operator(line: str, language: str) -> bool:
+    code = _strip_comment(line, language).rstrip()
+    if not code or code.endswith(("==", "!=", "<=", ">=", "->", "=>", "++", "--")):
+        return code.endswith("\\")
+    return any(
+        code.endswith(op) and (not op.isalpha() or code[: -len(op)].endswith((" ", "\t")))
+        for op in TRAILING_OPERATORS
+    )
+
+
+def _in_string_or_comment(tree: Any | None, byte: int) -> bool:
+    if tree is None:
+        return False
+    node = tree.root_node.descendant_for_byte_range(max(0, byte - 1), max(0, byte - 1))
+    while node is not None:
+        if node.type in ("comment", "line_comment", "block_comment", "string_content"):
+            return node.end_byte >= byte
+        node = node.parent
+    return False
+
+
+# ---------------------------------------------------------------------------------------------
+# region choice
+
+
+def choose_region(
+    text: str,
+    cursor: int,
+    language: str,
+    tree: Any | None = None,
+    budgets: Budgets = Budgets(),
+    selection: tuple[int, int] | None = None,
+    cursor_byte: int | None = None,
+) -> Region:
+    """The region to fill at `cursor` (or the explicit `selection`)."""
+    if selection is not None and selection[1] > selection[0]:
+        s, e = selection
+        chars = e - s
+        budget = min(
+            budgets.selection_max, max(budgets.line, int(chars / budgets.chars_per_token * 1.5) + 8)
+        )
+        single = "\n" not in text[s:e]
+        return Region(SELECTION, s, e, budget, StopRules(single_line=single))
+
+    line_start, line_end = _line_bounds(text, cursor)
+    before = text[line_start:cursor]
+    after = text[cursor:line_end]
+    single = StopRules(single_line=True)
+
+    byte = cursor if cursor_byte is None else cursor_byte
+    if _in_string_or_comment(tree, byte):
+        return Region(LINE, cursor, cursor, budgets.line, single)
+
+    stack = open_brackets(_window(text, cursor, SCAN_LINES, before=True), language)
+    ahead = closers_ahead(_window(text, cursor, SCAN_LINES, before=False), language)
+    prev_line = _neighbour_line(text, cursor, -1)
+    next_line = _neighbour_line(text, cursor, 1)
+    brace = language in BRACE_LANGUAGES
+
+    if stack and ahead and ahead[0][0] == OPENERS[stack[-1]]:
+        closer_same_line = ahead[0][1] <= len(after)
+        # `{|}` or a blank line inside `{ ... }` right after a header: a block body
+        if (
+            stack[-1] == "{"
+            and brace
+            and after.strip() in ("", "}")
+            and (
+                before.rstrip().endswith("{")
+                or (
+                    not before.strip() and prev_line is not None and _is_header(prev_line, language)
+                )
+            )
+        ):
+            indent = indent_of(prev_line if not before.strip() and prev_line else before)
+            return Region(
+                BLOCK,
+                cursor,
+                cursor,
+                budgets.block,
+                StopRules(inside_bracket=True, dedent_below=indent),
+            )
+        if closer_same_line:
+            return Region(
+                BRACKET,
+                cursor,
+                cursor,
+                budgets.bracket,
+                StopRules(single_line=True, inside_bracket=True),
+            )
+        return Region(BRACKET, cursor, cursor, budgets.statement, StopRules(inside_bracket=True))
+
+    if stack and not after.strip():
+        return Region(
+            STATEMENT, cursor, cursor, budgets.statement, StopRules(open_brackets=len(stack))
+        )
+
+    if not after.strip() and _is_header(before, language) and not brace:
+        header_indent = indent_of(before)
+        if next_line is None or indent_of(next_line) <= header_indent:
+            return Region(
+                BLOCK, cursor, cursor, budgets.block, StopRules(dedent_below=header_indent)
+            )
+
+    if not before.strip() and not after.strip() and prev_line is not None:
+        if _is_header(prev_line, language) and not brace:
+            header_indent = indent_of(prev_line)
+            if next_line is None or indent_of(next_line) <= header_indent:
+                return Region(
+                    BLOCK, cursor, cursor, budgets.block, StopRules(dedent_below=header_indent)
+                )
+        if _ends_with_operator(prev_line, language):
+            return Region(STATEMENT, cursor, cursor, budgets.line, StopRules(max_lines=1))
+
+    if not after.strip() and before.strip() and _ends_with_operator(before, language):
+        return Region(STATEMENT, cursor, cursor, budgets.line, StopRules(max_lines=2))
+
+    return Region(LINE, cursor, cursor, budgets.line, single)
+
+
+# ---------------------------------------------------------------------------------------------
+# context window
+
+
+def _syntactic_starts(tree: Any, byte: int) -> list[int]:
+    """Byte starts of the children of every ancestor of the node at `byte` (whole constructs)."""
+    out: list[int] = []
+    node = tree.root_node.descendant_for_byte_range(byte, byte)
+    while node is not None:
+        for child in node.children:
+            if child.start_byte <= byte:
+                out.append(child.start_byte)
+        node = node.parent
+    return out
+
+
+def _syntactic_ends(tree: Any, byte: int) -> list[int]:
+    out: list[int] = []
+    node = tree.root_node.descendant_for_byte_range(byte, byte)
+    while node is not None:
+        for child in node.children:
+            if child.end_byte >= byte:
+                out.append(child.end_byte)
+        node = node.parent
+    return out
+
+
+def context_window(
+    text: str,
+    first: int,
+    last: int,
+    snapshot: Any | None = None,
+    budgets: Budgets = Budgets(),
+) -> tuple[int, int]:
+    """(start, end) of the context around [first, last], cut at whole constructs within budget.
+
+    `snapshot` (syntax.Snapshot) provides the tree and byte <-> char conversion; without it the
+    window is cut at top-level lines (indentation 0) and then at any line start.
+    """
+    total = budgets.context_tokens * budgets.chars_per_token
+    suffix_chars = int(total * budgets.suffix_share)
+    prefix_chars = int(total) - suffix_chars
+    if len(text) - (last - first) <= total:
+        return 0, len(text)
+    suffix_room = max(0, len(text) - last)
+    if suffix_room < suffix_chars:  # give the unused suffix budget to the prefix
+        prefix_chars += suffix_chars - suffix_room
+    prefix_room = first
+    if prefix_room < prefix_chars:
+        suffix_chars += prefix_chars - prefix_room
+
+    first_line = text.rfind("\n", 0, first) + 1
+    min_start = max(0, first - prefix_chars)
+    last_line_end = text.find("\n", last)
+    last_line_end = len(text) if last_line_end < 0 else last_line_end
+    max_end = min(len(text), last + suffix_chars)
+
+    start = end = None
+    tree = getattr(snapshot, "tree", None)
+    if tree is not None:
+        starts = [
+            snapshot.char_offset(b) for b in _syntactic_starts(tree, snapshot.byte_offset(first))
+        ]
+        ok = [
+            s
+            for s in starts
+            if min_start <= s <= first_line
+            and (s == 0 or text[s - 1] == "\n" or text[:s].rstrip(" \t").endswith("\n"))
+        ]
+        if ok:
+            start = text.rfind("\n", 0, min(ok)) + 1
+        ends = [snapshot.char_offset(b) for b in _syntactic_ends(tree, snapshot.byte_offset(last))]
+        ok = [e for e in ends if last_line_end <= e <= max_end]
+        if ok:
+            e = max(ok)
+            nl = text.find("\n", e)
+            end = len(text) if nl < 0 else min(nl + 1, len(text))
+            if end > max_end:
+                end = e
+    if start is None:
+        start = _line_cut_start(text, min_start, first_line)
+    if end is None:
+        end = _line_cut_end(text, max_end, last_line_end)
+    return start, max(end, last_line_end)
+
+
+def _line_cut_start(text: str, min_start: int, first_line: int) -> int:
+    """Earliest top-level line start in [min_start, first_line], else the first line start."""
+    pos = (
+        min_start
+        if min_start == 0 or text[min_start - 1] == "\n"
+        else text.find("\n", min_start) + 1
+    )
+    if pos <= 0 and min_start > 0:
+        return first_line
+    candidate = pos
+    while 0 <= candidate <= first_line:
+        if candidate < len(text) and text[candidate] not in " \t\n":
+            return candidate
+        nl = text.find("\n", candidate)
+        if nl < 0:
+            break
+        candidate = nl + 1
+    return min(pos, first_line)
+
+
+def _line_cut_end(text: str, max_end: int, last_line_end: int) -> int:
+    """Latest line end <= max_end (at least the end of the last region's line)."""
+    nl = text.rfind("\n", last_line_end, max_end + 1)
+    return nl + 1 if nl >= last_line_end else last_line_end
+
+
+# ---------------------------------------------------------------------------------------------
+# entry points
+
+
+def plan_completion(
+    text: str,
+    cursor: int,
+    language: str,
+    snapshot: Any | None = None,
+    budgets: Budgets = Budgets(),
+    selection: tuple[int, int] | None = None,
+) -> InfillPlan:
+    """Plan an infill at a cursor (or over a selection)."""
+    tree = getattr(snapshot, "tree", None)
+    cursor_byte = snapshot.byte_offset(cursor) if snapshot is not None else cursor
+    region = choose_region(text, cursor, language, tree, budgets, selection, cursor_byte)
+    start, end = context_window(text, region.start, region.end, snapshot, budgets)
+    return InfillPlan(language, (region,), start, end)
+
+
+def plan_holes(
+    text: str,
+    holes: list[tuple[int, int, int | None]],
+    language: str,
+    snapshot: Any | None = None,
+    budgets: Budgets = Budgets(),
+) -> InfillPlan:
+    """Plan several holes at once: each (start, end, budget or None); they replace [start, end)."""
+    if not holes:
+        raise ValueError("no holes to fill")
+    regions = []
+    for s, e, b in sorted(holes):
+        line_start, line_end = _line_bounds(text, s)
+        rest = text[e:line_end]
+        stop = StopRules(single_line=bool(rest.strip()) or bool(text[line_start:s].strip()))
+        regions.append(Region(HOLE, s, e, b or budgets.hole, stop))
+    for a, b in itertools.pairwise(regions):
+        if b.start < a.end:
+            raise ValueError("holes overlap")
+    start, end = context_window(text, regions[0].start, regions[-1].end, snapshot, budgets)
+    return InfillPlan(language, tuple(regions), start, end)

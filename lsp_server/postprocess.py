@@ -1,0 +1,186 @@
+"""Post-processing of model fills (pure): each filter is one small function with golden tests.
+
+Owns: stripping PAD/special-token residue, cutting a fill at its scope end (line end, dedent,
+bracket balance), dropping fills that only repeat the suffix or the next line, dropping degenerate
+repetition, extending the range over characters the editor auto-closed, and ranking candidates by
+tree-sitter errors in prefix + fill + suffix against the context without the fill.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from lsp_server import syntax
+from lsp_server.planner import CLOSERS, OPENERS, StopRules, _code_only, indent_of
+
+SPECIAL_TOKEN_RE = re.compile(r"<\|(?:mask|pad|eos|bos|endoftext|fim_\w+)\|>|\x00")
+AUTO_CLOSED = set(")]}\"'`;,")
+MIN_REPEAT_UNIT = 2  # characters in a repeated unit before it counts as degenerate
+MAX_UNIT_REPEATS = 3  # a unit repeated more often than this in a row is cut
+
+
+@dataclass
+class Candidate:
+    text: str  # the text to insert (replacing the region plus `extend` more characters)
+    score: float = 0.0
+    extend: int = 0  # characters after the region end replaced too (auto-closed brackets/quotes)
+    errors: int = 0  # new tree-sitter errors the fill introduces
+
+
+def strip_special(fill: str) -> str:
+    """Remove PAD/MASK/EOS residue a backend may leave in the text."""
+    return SPECIAL_TOKEN_RE.sub("", fill)
+
+
+def cut_to_scope(fill: str, stop: StopRules, language: str = "python") -> str:
+    """Cut a fill where its region ends according to the plan's stop rules."""
+    if stop.single_line:
+        fill = fill.split("\n", 1)[0]
+    if stop.inside_bracket:
+        fill = _cut_unmatched_closer(fill, language)
+    if stop.open_brackets:
+        fill = _cut_when_balanced(fill, stop.open_brackets, language)
+    if stop.dedent_below is not None:
+        fill = _cut_at_dedent(fill, stop.dedent_below)
+    if stop.max_lines is not None:
+        fill = "\n".join(fill.split("\n")[: stop.max_lines])
+    return _trim_trailing(fill)
+
+
+def _trim_trailing(fill: str) -> str:
+    """Drop trailing whitespace and blank lines (the suffix keeps its own line breaks)."""
+    if "\n" not in fill:
+        return fill.rstrip(" \t")
+    return fill.rstrip()
+
+
+def _cut_unmatched_closer(fill: str, language: str = "python") -> str:
+    depth = 0
+    for i, ch in enumerate(_code_only(fill, language)):
+        if ch in OPENERS:
+            depth += 1
+        elif ch in CLOSERS:
+            if depth == 0:
+                return fill[:i]
+            depth -= 1
+    return fill
+
+
+def _cut_when_balanced(fill: str, open_count: int, language: str = "python") -> str:
+    depth = open_count
+    for i, ch in enumerate(_code_only(fill, language)):
+        if ch in OPENERS:
+            depth += 1
+        elif ch in CLOSERS:
+            depth -= 1
+            if depth <= 0:
+                nl = fill.find("\n", i)
+                return fill if nl < 0 else fill[:nl]
+    return fill
+
+
+def _cut_at_dedent(fill: str, indent: int) -> str:
+    lines = fill.split("\n")
+    for i, line in enumerate(lines[1:], start=1):
+        if line.strip() and indent_of(line) <= indent:
+            return "\n".join(lines[:i])
+    return fill
+
+
+def drop_suffix_repeat(fill: str, line_after: str, suffix: str) -> str:
+    """'' when the fill only repeats the rest of the line or the next line; trailing lines that
+    repeat the start of the suffix are trimmed."""
+    core = fill.strip()
+    if not core:
+        return ""
+    if line_after.strip() and core == line_after.strip():
+        return ""
+    rest = suffix[len(line_after) :]
+    next_lines = [ln.strip() for ln in rest.split("\n") if ln.strip()]
+    if next_lines and core == next_lines[0]:
+        return ""
+    lines = fill.split("\n")
+    if len(lines) > 1 and next_lines:
+        k = 0
+        # the longest run of trailing fill lines equal to the first suffix lines
+        for n in range(min(len(lines) - 1, len(next_lines)), 0, -1):
+            if [ln.strip() for ln in lines[-n:]] == next_lines[:n]:
+                k = n
+                break
+        if k:
+            fill = _trim_trailing("\n".join(lines[:-k]))
+    return fill
+
+
+def drop_repetition(fill: str) -> str:
+    """Cut degenerate repetition: a line repeated right after itself, or a unit repeated in a row."""
+    lines = fill.split("\n")
+    for i in range(1, len(lines)):
+        if lines[i].strip() and lines[i].strip() == lines[i - 1].strip():
+            fill = "\n".join(lines[:i])
+            break
+    pattern = re.compile(rf"([^\n]{{{MIN_REPEAT_UNIT},}}?)\1{{{MAX_UNIT_REPEATS},}}")
+    for m in pattern.finditer(fill):
+        if re.search(r"\w", m.group(1)):
+            return _trim_trailing(fill[: m.start() + len(m.group(1))])
+    return fill
+
+
+def absorb_autoclosed(fill: str, line_after: str) -> tuple[str, int]:
+    """Extend the range over auto-closed characters right after the cursor that the fill also
+    ends with, so accepting it does not duplicate a `)` or `"`. Returns (fill, extend)."""
+    if "\n" in fill or not line_after:
+        return fill, 0
+    k = 0
+    while k < len(line_after) and line_after[k] in AUTO_CLOSED:
+        k += 1
+    stripped = fill.rstrip()
+    for n in range(k, 0, -1):
+        if stripped.endswith(line_after[:n]):
+            return stripped, n
+    return fill, 0
+
+
+def syntax_errors(
+    prefix: str, fill: str, suffix: str, language: str, baseline: int | None = None
+) -> int:
+    """New tree-sitter errors in prefix+fill+suffix compared with prefix+suffix (0 for no grammar)."""
+    if syntax.get_language(language) is None:
+        return 0
+    if baseline is None:
+        baseline = syntax.count_errors(syntax.parse(prefix + suffix, language))
+    return max(0, syntax.count_errors(syntax.parse(prefix + fill + suffix, language)) - baseline)
+
+
+def process(
+    fills: list[tuple[str, float]],
+    stop: StopRules,
+    prefix: str,
+    suffix: str,
+    language: str,
+) -> list[Candidate]:
+    """Clean, scope, filter, dedupe and rank (fill, score) candidates for one region.
+
+    `prefix`/`suffix` are the context window around the region; the result is best first.
+    """
+    line_after = suffix.split("\n", 1)[0]
+    out: dict[str, Candidate] = {}
+    baseline: int | None = None
+    for text, score in fills:
+        fill = strip_special(text)
+        fill = cut_to_scope(fill, stop, language)
+        fill = drop_repetition(fill)
+        fill = drop_suffix_repeat(fill, line_after, suffix)
+        fill, extend = absorb_autoclosed(fill, line_after)
+        if not fill.strip() or fill in out:
+            continue
+        if baseline is None:
+            baseline = (
+                syntax.count_errors(syntax.parse(prefix + suffix, language))
+                if syntax.get_language(language) is not None
+                else 0
+            )
+        errors = syntax_errors(prefix, fill, suffix[extend:], language, baseline)
+        out[fill] = Candidate(fill, score, extend, errors)
+    return sorted(out.values(), key=lambda c: (c.errors, -c.score))

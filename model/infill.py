@@ -1,0 +1,274 @@
+"""The built-in Infiller: shipped tokenizer + network + sampler behind the DESIGN.md interface.
+
+Owns: checkpoint validation and loading (safetensors + JSON only, clear errors naming the file),
+device and dtype choice (fp32 on CPU, bf16 on CUDA), laying segments out as context and hole
+slots within the trained window, the cached denoising loop, decoding and ranking candidates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from model.interface import (
+    CheckpointError,
+    Hole,
+    InfillCancelled,
+    InfillRequest,
+    InfillResult,
+)
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+MASK_GLYPH = "\u2591"  # shown for a still-masked token in trajectories
+
+
+def _never() -> bool:
+    return False
+
+
+def validate_checkpoint(path: Path) -> dict:
+    """Check the files of a checkpoint directory; return its config dict or raise CheckpointError."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint directory not found: {path}")
+    cfg_file, tok_file = path / "config.json", path / "tokenizer.json"
+    for f in (cfg_file, tok_file):
+        if not f.is_file():
+            raise CheckpointError(f"checkpoint file missing: {f}")
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint file is not valid JSON: {cfg_file} ({e})") from None
+    if cfg.get("model_type") != "parafill_mdlm":
+        raise CheckpointError(
+            f"{cfg_file}: model_type is {cfg.get('model_type')!r}, expected 'parafill_mdlm'"
+        )
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError) as e:
+            raise CheckpointError(f"checkpoint index is corrupt: {index} ({e})") from None
+    else:
+        shards = ["model.safetensors"]
+    for s in shards:
+        _check_safetensors(path / s)
+    try:
+        json.loads(tok_file.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"tokenizer file is corrupt: {tok_file} ({e})") from None
+    return cfg
+
+
+def _check_safetensors(f: Path) -> None:
+    """A safetensors file is an 8-byte header length, a JSON header, then the tensor bytes."""
+    if not f.is_file():
+        raise CheckpointError(f"checkpoint file missing: {f}")
+    size = f.stat().st_size
+    try:
+        with open(f, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if n <= 0 or n > size - 8:
+                raise ValueError("bad header length")
+            header = json.loads(fh.read(n))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint file is corrupt: {f} ({e})") from None
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end != size:
+        raise CheckpointError(
+            f"checkpoint file is truncated or corrupt: {f} (expected {8 + n + end} bytes, found {size})"
+        )
+
+
+class BuiltinInfiller:
+    """Loads `model/weights/` (or another directory of the same format) and fills holes."""
+
+    def __init__(self, path: str | os.PathLike | None = None, device: str | None = None):
+        import torch
+
+        from model.network import ParafillConfig, ParafillForMaskedDiffusion
+        from model.tokenizer import CodeTokenizer
+
+        self.path = Path(path) if path else WEIGHTS_DIR
+        validate_checkpoint(self.path)
+        if device in (None, "", "auto"):
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise CheckpointError("device 'cuda' requested but no CUDA device is available")
+        self.device = torch.device(device)
+        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        try:
+            self.tok = CodeTokenizer.from_file(self.path / "tokenizer.json")
+            config = ParafillConfig.from_pretrained(self.path)
+            self.net = ParafillForMaskedDiffusion.from_pretrained(self.path, dtype=self.dtype)
+        except CheckpointError:
+            raise
+        except Exception as e:  # mismatched shapes, unreadable tensors, ...
+            raise CheckpointError(f"cannot load checkpoint {self.path}: {type(e).__name__}: {e}") from None
+        if config.vocab_size != self.tok.vocab_size:
+            raise CheckpointError(
+                f"{self.path / 'tokenizer.json'}: vocabulary of {self.tok.vocab_size} does not match "
+                f"config.json's vocab_size {config.vocab_size}"
+            )
+        self.net.to(self.device).eval()
+        self.config = config
+        self.max_len = int(config.train_seq_len)
+        self.name = f"parafill-builtin:{self.path.name}"
+        self.lock = threading.Lock()
+        self.last_timing: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ helpers
+    def count_tokens(self, text: str) -> int:
+        return len(self.tok.encode(text))
+
+    def _layout(self, req: InfillRequest):
+        """Token layout: context ids/positions and hole slot ranges within the window."""
+        segs = list(req.segments)
+        holes = [s for s in segs if isinstance(s, Hole)]
+        if not holes:
+            raise ValueError("an InfillRequest needs at least one Hole")
+        budgets = [max(1, int(h.max_tokens)) for h in holes]
+        if sum(budgets) > self.max_len // 2:
+            raise ValueError(f"hole budgets total {sum(budgets)} tokens; at most {self.max_len // 2}")
+        # merge adjacent text segments; make the layout text, hole, text, ..., hole, text
+        texts: list[str] = [""]
+        for s in segs:
+            if isinstance(s, Hole):
+                texts.append("")
+            else:
+                texts[-1] += s
+        ids = self.tok.encode_pieces(texts)
+        room = self.max_len - sum(budgets)
+        pre, mids, suf = ids[0], ids[1:-1], ids[-1]
+        mid_n = sum(len(m) for m in mids)
+        if mid_n > room // 2:  # cut long middle segments around their centres
+            per = max(2, (room // 2) // max(1, len(mids)))
+            mids = [m if len(m) <= per else m[: per // 2] + m[len(m) - per // 2 :] for m in mids]
+            mid_n = sum(len(m) for m in mids)
+        room -= mid_n
+        keep_suf = min(len(suf), max(room // 3, room - len(pre)))
+        keep_pre = min(len(pre), room - keep_suf)
+        pieces = [pre[len(pre) - keep_pre :]] + mids + [suf[:keep_suf]]
+        ctx_ids, ctx_pos, slots = [], [], []
+        p = 0
+        for k, piece in enumerate(pieces):
+            ctx_ids += piece
+            ctx_pos += range(p, p + len(piece))
+            p += len(piece)
+            if k < len(budgets):
+                slots.append((p, p + budgets[k]))
+                p += budgets[k]
+        return ctx_ids, ctx_pos, slots, [min(h.min_tokens, b) for h, b in zip(holes, budgets)]
+
+    def _render(self, row, holes: list[tuple[int, int]], show_masks: bool) -> list[str]:
+        out = []
+        for a, b in holes:
+            ids = row[a:b].tolist()
+            if show_masks:
+                text, run = "", []
+                for i in ids:
+                    if i == self.tok.mask_id:
+                        text += self.tok.decode(run) + MASK_GLYPH
+                        run = []
+                    elif i != self.tok.pad_id:
+                        run.append(i)
+                out.append(text + self.tok.decode(run))
+            else:
+                end = ids.index(self.tok.pad_id) if self.tok.pad_id in ids else len(ids)
+                out.append(self.tok.decode(ids[:end]))
+        return out
+
+    # ------------------------------------------------------------------ the interface
+    def infill(
+        self, req: InfillRequest, should_stop: Callable[[], bool] = _never
+    ) -> list[InfillResult]:
+        import torch
+
+        from model.sampler import Cancelled, DenoiseConfig, denoise
+
+        ctx_ids, ctx_pos, holes_abs, min_tokens = self._layout(req)
+        n = max(1, int(req.candidates))
+        temperature = float(req.temperature)
+        if n > 1 and temperature <= 0:
+            temperature = 0.7  # several greedy candidates would be identical
+        schedule = req.schedule or ("fixed" if req.steps else "threshold")
+        cfg = DenoiseConfig(
+            schedule=schedule,
+            steps=req.steps,
+            threshold=0.9 if req.threshold is None else float(req.threshold),
+            temperature=temperature,
+        )
+        span_pos_list = [p for a, b in holes_abs for p in range(a, b)]
+        rel, o = [], 0
+        for a, b in holes_abs:
+            rel.append((o, o + b - a))
+            o += b - a
+        dev = self.device
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(0 if req.seed is None else int(req.seed))
+        with self.lock, torch.inference_mode():
+            t0 = time.perf_counter()
+            if ctx_ids:
+                cache = self.net.encode_context(
+                    torch.tensor([ctx_ids], device=dev), torch.tensor([ctx_pos], device=dev)
+                )
+            else:
+                cache = self.net.encode_context(
+                    torch.zeros(1, 0, dtype=torch.long, device=dev),
+                    torch.zeros(1, 0, dtype=torch.long, device=dev),
+                )
+            t1 = time.perf_counter()
+            span_pos = torch.tensor([span_pos_list], device=dev).expand(n, -1)
+
+            def step_fn(ids: torch.Tensor) -> torch.Tensor:
+                return self.net.span_forward(ids, span_pos, cache)
+
+            try:
+                out = denoise(
+                    step_fn,
+                    rel,
+                    n,
+                    self.tok.mask_id,
+                    self.tok.pad_id,
+                    [self.tok.mask_id, self.tok.sep_id],
+                    cfg,
+                    min_tokens=min_tokens,
+                    generator=gen if temperature > 0 else None,
+                    should_stop=should_stop,
+                    want_trajectory=req.want_trajectory,
+                    device=dev,
+                )
+            except Cancelled:
+                raise InfillCancelled() from None
+            t2 = time.perf_counter()
+        self.last_timing = {"context_ms": (t1 - t0) * 1e3, "denoise_ms": (t2 - t1) * 1e3}
+        results, seen = [], set()
+        for i in range(n):
+            fills = self._render(out.tokens[i], rel, show_masks=False)
+            tokens = int(out.committed[i])
+            score = float(out.logprob_sum[i]) / max(1, tokens + len(rel))
+            traj = None
+            if req.want_trajectory:
+                traj = [self._render(t[i], rel, show_masks=True) for t in out.trajectory]
+            key = tuple(fills)
+            if key in seen:
+                continue
+            seen.add(key)
+            results.append(InfillResult(fills, score, out.steps_used, traj, tokens))
+        results.sort(key=lambda r: -r.score)
+        return results
+
+
+_cache: dict[tuple, BuiltinInfiller] = {}
+
+
+def load_infiller(path: str | os.PathLike | None = None, device: str | None = None) -> BuiltinInfiller:
+    """The default backend (shipped weights unless `path` names another checkpoint directory)."""
+    key = (str(Path(path).resolve()) if path else str(WEIGHTS_DIR), device or "auto")
+    if key not in _cache:
+        _cache[key] = BuiltinInfiller(path, device)
+    return _cache[key]

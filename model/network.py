@@ -1,0 +1,228 @@
+"""Bidirectional transformer for masked diffusion, as a transformers PreTrainedModel.
+
+Owns: the config class, the network, its attention layout and the exact context K/V cache.
+
+Attention layout (what makes the cache exact): every token carries a group id. Group 0 is
+context; a token may attend to key j when j is context (group 0) or when both are in the same
+group. So context attends to context only, and span tokens (group >= 1) attend to the context and
+to their own span. Several groups at the same positions are independent noisy copies of one span
+over a shared context (used in training). At inference the context's K/V are computed once per
+request (`encode_context`) and each denoising step is a forward over the span tokens only
+(`span_forward`), with results identical to a full forward under the same layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel
+
+
+class ParafillConfig(PretrainedConfig):
+    model_type = "parafill_mdlm"
+
+    def __init__(
+        self,
+        vocab_size: int = 10240,
+        hidden_size: int = 512,
+        num_hidden_layers: int = 6,
+        num_attention_heads: int = 8,
+        intermediate_size: int = 1408,
+        max_position_embeddings: int = 1024,
+        rope_theta: float = 10000.0,
+        rms_norm_eps: float = 1e-6,
+        pad_token_id: int = 0,
+        mask_token_id: int = 1,
+        sep_token_id: int = 2,
+        train_seq_len: int = 512,
+        tie_word_embeddings: bool = True,
+        **kwargs,
+    ):
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.max_position_embeddings = max_position_embeddings
+        self.rope_theta = rope_theta
+        self.rms_norm_eps = rms_norm_eps
+        self.mask_token_id = mask_token_id
+        self.sep_token_id = sep_token_id
+        self.train_seq_len = train_seq_len
+        super().__init__(pad_token_id=pad_token_id, tie_word_embeddings=tie_word_embeddings, **kwargs)
+
+
+@dataclass
+class ContextCache:
+    """Per-layer K/V of the context tokens: lists of (B, H, Lc, Dh) tensors."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+
+    def expand(self, batch: int) -> "ContextCache":
+        return ContextCache(
+            [k.expand(batch, -1, -1, -1) for k in self.keys],
+            [v.expand(batch, -1, -1, -1) for v in self.values],
+        )
+
+    @property
+    def length(self) -> int:
+        return self.keys[0].shape[2] if self.keys else 0
+
+
+def _rope(x: torch.Tensor, pos: torch.Tensor, theta: float) -> torch.Tensor:
+    """Rotary embedding on (B, H, L, Dh) with positions (B, L)."""
+    dh = x.shape[-1]
+    inv = 1.0 / (theta ** (torch.arange(0, dh, 2, device=x.device, dtype=torch.float32) / dh))
+    ang = pos.to(torch.float32)[:, None, :, None] * inv  # B,1,L,Dh/2
+    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+    x1, x2 = x[..., : dh // 2], x[..., dh // 2 :]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return xf.to(x.dtype) * self.weight.to(x.dtype)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ParafillConfig):
+        super().__init__()
+        d, self.h = cfg.hidden_size, cfg.num_attention_heads
+        self.theta = cfg.rope_theta
+        self.norm1 = RMSNorm(d, cfg.rms_norm_eps)
+        self.qkv = nn.Linear(d, 3 * d, bias=False)
+        self.proj = nn.Linear(d, d, bias=False)
+        self.norm2 = RMSNorm(d, cfg.rms_norm_eps)
+        self.gate_up = nn.Linear(d, 2 * cfg.intermediate_size, bias=False)
+        self.down = nn.Linear(cfg.intermediate_size, d, bias=False)
+
+    def qkv_heads(self, x: torch.Tensor, pos: torch.Tensor):
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.h, d // self.h).permute(2, 0, 3, 1, 4)
+        return _rope(q, pos, self.theta), _rope(k, pos, self.theta), v
+
+    def finish(self, x: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
+        b, h, n, dh = att.shape
+        x = x + self.proj(att.transpose(1, 2).reshape(b, n, h * dh))
+        g, u = self.gate_up(self.norm2(x)).chunk(2, dim=-1)
+        return x + self.down(F.silu(g) * u)
+
+
+class ParafillPreTrainedModel(PreTrainedModel):
+    config_class = ParafillConfig
+    base_model_prefix = "parafill"
+    supports_gradient_checkpointing = False
+    _no_split_modules = ["Block"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = 0.02
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            if getattr(module, "_is_residual_out", False):
+                module.weight.data.mul_(1.0 / (2 * self.config.num_hidden_layers) ** 0.5)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=std)
+        elif isinstance(module, RMSNorm):
+            nn.init.ones_(module.weight)
+
+
+class ParafillForMaskedDiffusion(ParafillPreTrainedModel):
+    """Embeddings -> blocks -> norm -> tied LM head. No time input (absorbing-state MDLM)."""
+
+    _tied_weights_keys = {"lm_head.weight": "embed.weight"}
+
+    def __init__(self, config: ParafillConfig):
+        super().__init__(config)
+        self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_hidden_layers))
+        for b in self.blocks:
+            b.proj._is_residual_out = True
+            b.down._is_residual_out = True
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embed
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.embed = value
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.lm_head = value
+
+    # -------------------------------------------------------------- full forward (training)
+    @staticmethod
+    def layout_mask(group: torch.Tensor) -> torch.Tensor:
+        """(B, 1, L, L) bool: query i may attend key j iff group[j]==0 or group[i]==group[j]."""
+        gq, gk = group[:, :, None], group[:, None, :]
+        return ((gk == 0) | (gq == gk))[:, None]
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        group_ids: torch.Tensor | None = None,
+        hidden_only: bool = False,
+        **_: object,
+    ) -> torch.Tensor:
+        """Logits (B, L, V) under the group layout; group_ids None means plain bidirectional."""
+        b, n = input_ids.shape
+        if position_ids is None:
+            position_ids = torch.arange(n, device=input_ids.device).expand(b, n)
+        mask = None if group_ids is None else self.layout_mask(group_ids)
+        x = self.embed(input_ids)
+        for blk in self.blocks:
+            q, k, v = blk.qkv_heads(x, position_ids)
+            att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            x = blk.finish(x, att)
+        x = self.norm(x)
+        return x if hidden_only else self.lm_head(x)
+
+    # -------------------------------------------------------------- cached inference
+    @torch.no_grad()
+    def encode_context(self, ctx_ids: torch.Tensor, ctx_pos: torch.Tensor) -> ContextCache:
+        """K/V of context tokens (which attend to context only), per layer."""
+        keys, values = [], []
+        x = self.embed(ctx_ids)
+        for blk in self.blocks:
+            q, k, v = blk.qkv_heads(x, ctx_pos)
+            keys.append(k)
+            values.append(v)
+            x = blk.finish(x, F.scaled_dot_product_attention(q, k, v))
+        return ContextCache(keys, values)
+
+    @torch.no_grad()
+    def span_forward(
+        self, span_ids: torch.Tensor, span_pos: torch.Tensor, cache: ContextCache
+    ) -> torch.Tensor:
+        """Logits (B, Ls, V) for span tokens attending to cached context plus the span."""
+        x = self.embed(span_ids)
+        b = span_ids.shape[0]
+        for i, blk in enumerate(self.blocks):
+            q, k, v = blk.qkv_heads(x, span_pos)
+            ck, cv = cache.keys[i], cache.values[i]
+            if ck.shape[0] != b:
+                ck, cv = ck.expand(b, -1, -1, -1), cv.expand(b, -1, -1, -1)
+            att = F.scaled_dot_product_attention(q, torch.cat([ck, k], 2), torch.cat([cv, v], 2))
+            x = blk.finish(x, att)
+        return self.lm_head(self.norm(x))
+
+
+AutoConfig.register(ParafillConfig.model_type, ParafillConfig, exist_ok=True)
+AutoModel.register(ParafillConfig, ParafillForMaskedDiffusion, exist_ok=True)
+AutoModelForMaskedLM.register(ParafillConfig, ParafillForMaskedDiffusion, exist_ok=True)

@@ -1,0 +1,129 @@
+"""Parallel denoising: a pure function over the network's span-step interface.
+
+Owns: the schedules (confidence threshold with an adaptive step count, a fixed number of steps
+committing the most confident positions, and one token per step left to right as the
+autoregressive-style baseline), budgeted length (a committed PAD ends its hole), temperature
+sampling over several candidates, cancellation between steps and the optional trajectory.
+
+`step_fn(span_ids) -> logits` is the only contact with the network: (B, S) ids -> (B, S, V).
+Context tokens never enter here, so they cannot be changed; only hole slots are written.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+SCHEDULES = ("threshold", "fixed", "ltr")
+
+
+class Cancelled(Exception):
+    """should_stop() returned True between two denoising steps."""
+
+
+@dataclass(frozen=True)
+class DenoiseConfig:
+    schedule: str = "threshold"
+    steps: int | None = None  # fixed: number of steps; threshold: an upper bound (None: no bound)
+    threshold: float = 0.9
+    temperature: float = 0.0
+
+
+@dataclass
+class DenoiseOutput:
+    tokens: torch.Tensor  # (B, S) final ids; hole slots after a hole's end are PAD
+    logprob_sum: torch.Tensor  # (B,) sum of log-probabilities of the committed tokens
+    committed: torch.Tensor  # (B,) number of committed non-PAD tokens
+    steps_used: int
+    trajectory: list[torch.Tensor] = field(default_factory=list)  # (B, S) ids after each step
+
+
+def denoise(
+    step_fn: Callable[[torch.Tensor], torch.Tensor],
+    holes: list[tuple[int, int]],
+    batch: int,
+    mask_id: int,
+    pad_id: int,
+    banned_ids: list[int],
+    cfg: DenoiseConfig,
+    min_tokens: list[int] | None = None,
+    generator: torch.Generator | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    want_trajectory: bool = False,
+    device: torch.device | str = "cpu",
+) -> DenoiseOutput:
+    """Fill `holes` (slot ranges [a, b) of a span of S = holes[-1][1] slots) for `batch` rows."""
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {cfg.schedule!r}; expected one of {SCHEDULES}")
+    S = max((b for _, b in holes), default=0)
+    x = torch.full((batch, S), mask_id, dtype=torch.long, device=device)
+    logp_sum = torch.zeros(batch, device=device)
+    traj: list[torch.Tensor] = []
+    min_tokens = min_tokens or [0] * len(holes)
+    hole_of = torch.full((S,), -1, dtype=torch.long, device=device)
+    slot_idx = torch.arange(S, device=device)
+    for h, (a, b) in enumerate(holes):
+        hole_of[a:b] = h
+    forced_no_pad = torch.zeros(S, dtype=torch.bool, device=device)
+    for (a, b), m in zip(holes, min_tokens):
+        forced_no_pad[a : a + min(m, b - a)] = True
+    steps = 0
+    while bool((x == mask_id).any()):
+        if should_stop is not None and should_stop():
+            raise Cancelled()
+        masked = x == mask_id
+        logits = step_fn(x).float()
+        steps += 1
+        logits[..., banned_ids] = -math.inf
+        # a slot before a committed non-PAD token of its hole cannot be PAD (fills are contiguous)
+        no_pad = forced_no_pad.expand(batch, S).clone()
+        for a, b in holes:
+            real = (x[:, a:b] != mask_id) & (x[:, a:b] != pad_id)
+            last = torch.where(real, slot_idx[a:b], torch.full_like(slot_idx[a:b], -1)).amax(1)
+            no_pad[:, a:b] |= slot_idx[a:b][None, :] < last[:, None]
+        logits[..., pad_id] = logits[..., pad_id].masked_fill(no_pad, -math.inf)
+        logp = torch.log_softmax(logits, -1)
+        if cfg.temperature > 0:
+            probs = torch.softmax(logits / cfg.temperature, -1)
+            cand = torch.multinomial(probs.view(-1, probs.shape[-1]), 1, generator=generator)
+            cand = cand.view(batch, S)
+        else:
+            cand = logits.argmax(-1)
+        cand_logp = logp.gather(-1, cand[..., None])[..., 0]
+        conf = cand_logp.exp().masked_fill(~masked, -1.0)
+        commit = _choose(conf, masked, cfg, steps)
+        x = torch.where(commit, cand, x)
+        logp_sum += (cand_logp * commit).sum(1)
+        # a committed PAD ends its hole: every later slot of that hole becomes PAD
+        for a, b in holes:
+            is_pad = x[:, a:b] == pad_id
+            after = is_pad.int().cummax(1).values.bool()
+            x[:, a:b] = torch.where(after, torch.full_like(x[:, a:b], pad_id), x[:, a:b])
+        if want_trajectory:
+            traj.append(x.clone())
+    committed = ((x != pad_id) & (hole_of[None, :] >= 0)).sum(1)
+    return DenoiseOutput(x, logp_sum, committed, steps, traj)
+
+
+def _choose(conf: torch.Tensor, masked: torch.Tensor, cfg: DenoiseConfig, step: int) -> torch.Tensor:
+    """Which masked positions to commit this step, per row: (B, S) bool."""
+    B, S = conf.shape
+    n_masked = masked.sum(1)
+    if cfg.schedule == "ltr":
+        first = torch.where(masked, torch.arange(S, device=conf.device), S).amin(1)
+        return (torch.arange(S, device=conf.device)[None, :] == first[:, None]) & masked
+    if cfg.schedule == "fixed":
+        left = max(1, (cfg.steps or 1) - step + 1)
+        k = torch.clamp((n_masked + left - 1) // left, min=1)
+    else:  # threshold: every position above it, at least one; all when out of steps
+        above = (conf > cfg.threshold) & masked
+        k = torch.clamp(above.sum(1), min=1)
+        if cfg.steps is not None and step >= cfg.steps:
+            k = n_masked
+    order = conf.argsort(1, descending=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(S, device=conf.device).expand(B, S).contiguous())
+    return (rank < k[:, None]) & masked

@@ -1,0 +1,324 @@
+"""Masked-diffusion training (a script, never imported by the server).
+
+Owns: the objective (t ~ U(0,1) stratified over the batch, mask each target with probability t,
+cross-entropy on masked positions weighted 1/t), the batch mix of full-sequence masking windows
+and infill-shaped examples (several noisy copies of each span over one shared context), the
+wall-clock warmup-stable-decay schedule, validation, checkpoints (save_pretrained in bf16 shards
+under 16 MiB, optimizer state as safetensors), resume, and several GPUs via torchrun.
+
+Usage:
+  python -m model.train --data data/ --out runs/x --minutes 30 [--resume model/weights]
+  torchrun --nproc-per-node 8 -m model.train ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from model.network import ParafillConfig, ParafillForMaskedDiffusion
+from model.tokenizer import CodeTokenizer
+
+
+# ----------------------------------------------------------------------------- data on device
+class Batches:
+    """Holds one split's shards on the training device and draws masked batches from them."""
+
+    def __init__(self, split_dir: Path, seq_len: int, device: torch.device, mask_id: int, pad_id: int):
+        self.seq_len, self.device, self.mask_id, self.pad_id = seq_len, device, mask_id, pad_id
+        stream = np.fromfile(split_dir / "stream.bin", dtype=np.uint16)
+        if stream.size <= seq_len:
+            raise SystemExit(f"{split_dir}/stream.bin has only {stream.size} tokens")
+        self.stream = torch.from_numpy(stream.astype(np.int32)).to(device)
+        f = split_dir / "infill.npz"
+        if f.exists():
+            z = np.load(f)
+            self.inf_tok = torch.from_numpy(z["tokens"].astype(np.int32)).to(device)
+            self.inf_pos = torch.from_numpy(z["pos"].astype(np.int32)).to(device)
+            self.inf_grp = torch.from_numpy(z["group"].astype(np.int32)).to(device)
+        else:
+            self.inf_tok = None
+        self.ar = torch.arange(seq_len, device=device)
+
+    @property
+    def n_infill(self) -> int:
+        return 0 if self.inf_tok is None else self.inf_tok.shape[0]
+
+    def draw(self, n_full: int, n_inf: int, g: torch.Generator):
+        """(input_ids, targets, pos, group, loss_weight, eligible) for one batch."""
+        dev, L = self.device, self.seq_len
+        parts = []
+        if n_full:
+            off = torch.randint(0, self.stream.numel() - L, (n_full,), device=dev, generator=g)
+            tok = self.stream[off[:, None] + self.ar].long()
+            t = _strat_t(n_full, dev, g)[:, None]
+            masked = torch.rand(n_full, L, device=dev, generator=g) < t
+            pos = self.ar.expand(n_full, L)
+            grp = masked.long()
+            w = (1.0 / t).expand(n_full, L)
+            parts.append((tok, masked, pos, grp, w, torch.ones_like(masked)))
+        if n_inf and self.n_infill:
+            idx = torch.randint(0, self.n_infill, (n_inf,), device=dev, generator=g)
+            tok, pos, grp = self.inf_tok[idx].long(), self.inf_pos[idx].long(), self.inf_grp[idx].long()
+            t_groups = _strat_t(n_inf * 4, dev, g).view(n_inf, 4)  # one t per noisy copy
+            gi = (grp.clamp(1, 4) - 1)
+            t = t_groups.gather(1, gi)
+            span = (grp >= 1) & (grp <= 4)
+            masked = (torch.rand(n_inf, L, device=dev, generator=g) < t) & span
+            parts.append((tok, masked, pos, grp, 1.0 / t, span))
+        tok, masked, pos, grp, w, elig = (torch.cat(x) for x in zip(*parts))
+        inp = torch.where(masked, torch.full_like(tok, self.mask_id), tok)
+        return inp, tok, pos, grp, w * masked, elig
+
+
+def _strat_t(n: int, dev, g, eps: float = 0.02) -> torch.Tensor:
+    u = (torch.rand(1, device=dev, generator=g) + torch.arange(n, device=dev) / n) % 1.0
+    return eps + (1 - eps) * u[torch.randperm(n, device=dev, generator=g)]
+
+
+def diffusion_loss(model, batch) -> tuple[torch.Tensor, dict]:
+    inp, tgt, pos, grp, w, elig = batch
+    h = model(inp, position_ids=pos, group_ids=grp, hidden_only=True)
+    sel = w > 0
+    logits = model.lm_head(h[sel]).float()
+    ce = F.cross_entropy(logits, tgt[sel], reduction="none")
+    loss = (ce * w[sel]).sum() / elig.sum().clamp(min=1)
+    return loss, {"ce": ce.mean().item() if ce.numel() else 0.0, "masked": int(sel.sum())}
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def save_checkpoint(model, out: Path, tok_path: Path, state: dict, opt=None) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    sd = {k: v.detach().to(torch.bfloat16).cpu() for k, v in model.state_dict().items()}
+    model.save_pretrained(tmp, state_dict=sd, max_shard_size="15MB")
+    shutil.copy(tok_path, tmp / "tokenizer.json")
+    (tmp / "train_state.json").write_text(json.dumps(state, indent=2))
+    if opt is not None:
+        from safetensors.torch import save_file
+
+        names = {id(p): n for n, p in model.named_parameters()}
+        tensors = {}
+        for grp in opt.param_groups:
+            for p in grp["params"]:
+                st = opt.state.get(p)
+                if st:
+                    tensors[names[id(p)] + ".exp_avg"] = st["exp_avg"].float().cpu().contiguous()
+                    tensors[names[id(p)] + ".exp_avg_sq"] = st["exp_avg_sq"].float().cpu().contiguous()
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+    for f in out.iterdir():
+        if f.is_file():
+            f.unlink()
+    for f in tmp.iterdir():
+        shutil.move(str(f), out / f.name)
+    tmp.rmdir()
+
+
+def load_optimizer(opt, model, path: Path, step: int) -> bool:
+    f = path / "optimizer.safetensors"
+    if not f.exists():
+        return False
+    from safetensors.torch import load_file
+
+    t = load_file(str(f))
+    for n, p in model.named_parameters():
+        if n + ".exp_avg" in t:
+            opt.state[p] = {
+                "step": torch.tensor(float(step)),
+                "exp_avg": t[n + ".exp_avg"].to(p.device),
+                "exp_avg_sq": t[n + ".exp_avg_sq"].to(p.device),
+            }
+    return True
+
+
+# ----------------------------------------------------------------------------- schedule
+def lr_at(frac: float, peak: float, warm: float, decay: float, floor: float = 0.05) -> float:
+    """Warmup-stable-decay over the fraction of the wall-clock budget used."""
+    if frac < warm:
+        return peak * max(frac / warm, 0.01)
+    if frac < 1 - decay:
+        return peak
+    return peak * (floor + (1 - floor) * max(0.0, (1 - frac) / decay))
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--tokenizer", type=Path, default=Path(__file__).parent / "weights/tokenizer.json")
+    ap.add_argument("--resume", type=Path, default=None, help="checkpoint dir to continue from")
+    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--deadline", type=float, default=0, help="unix time to stop by (overrides)")
+    ap.add_argument("--batch", type=int, default=32, help="sequences per step per device")
+    ap.add_argument("--full-frac", type=float, default=0.5, help="share of full-sequence masking")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--warmup", type=float, default=0.03)
+    ap.add_argument("--decay", type=float, default=0.25)
+    ap.add_argument("--wd", type=float, default=0.1)
+    ap.add_argument("--d", type=int, default=384)
+    ap.add_argument("--layers", type=int, default=8)
+    ap.add_argument("--heads", type=int, default=6)
+    ap.add_argument("--ffn", type=int, default=1024)
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (default on CUDA)")
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--eval-every", type=float, default=60.0, help="seconds")
+    ap.add_argument("--save-every", type=float, default=300.0, help="seconds")
+    ap.add_argument("--save-optimizer", action="store_true")
+    ap.add_argument("--log-every", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0)
+    a = ap.parse_args(argv)
+
+    ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = int(os.environ.get("RANK", "0"))
+    if ddp:
+        torch.distributed.init_process_group("nccl")
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    dev = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    use_bf16 = a.bf16 or dev.type == "cuda"
+    tok = CodeTokenizer.from_file(a.tokenizer)
+    state = {"tokens_seen": 0, "supervised_tokens": 0, "steps": 0, "train_seconds": 0.0, "runs": []}
+    if a.resume:
+        model = ParafillForMaskedDiffusion.from_pretrained(a.resume, dtype=torch.float32)
+        sf = a.resume / "train_state.json"
+        if sf.exists():
+            state.update(json.loads(sf.read_text()))
+    else:
+        cfg = ParafillConfig(
+            vocab_size=tok.vocab_size, hidden_size=a.d, num_hidden_layers=a.layers,
+            num_attention_heads=a.heads, intermediate_size=a.ffn, pad_token_id=tok.pad_id,
+            mask_token_id=tok.mask_id, sep_token_id=tok.sep_id, train_seq_len=a.seq,
+        )
+        torch.manual_seed(a.seed)
+        model = ParafillForMaskedDiffusion(cfg)
+    model.to(dev).train()
+    seq = model.config.train_seq_len
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        (decay if p.dim() >= 2 and "embed" not in n else no_decay).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": a.wd}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=a.lr, betas=(0.9, 0.95), eps=1e-8, fused=dev.type == "cuda",
+    )
+    resumed_opt = bool(a.resume) and load_optimizer(opt, model, a.resume, state["steps"])
+    fwd_model = model
+    if ddp:
+        fwd_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index])
+    step_model = fwd_model
+    if a.compile:
+        step_model = torch.compile(fwd_model)
+
+    train = Batches(a.data / "train", seq, dev, tok.mask_id, tok.pad_id)
+    val = Batches(a.data / "val", seq, dev, tok.mask_id, tok.pad_id)
+    n_full = int(round(a.batch * a.full_frac)) if train.n_infill else a.batch
+    n_inf = a.batch - n_full
+    g = torch.Generator(device=dev)
+    g.manual_seed(a.seed * 1000 + rank + state["steps"])
+    vg = torch.Generator(device=dev)
+    val_batches = []
+    vg.manual_seed(12345)
+    for _ in range(8):
+        val_batches.append(val.draw(16, 16 if val.n_infill else 0, vg))
+
+    def evaluate() -> dict:
+        model.eval()
+        tot = {"full": [], "infill": []}
+        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
+            for b in val_batches:
+                nf = 16
+                for name, sl in (("full", slice(0, nf)), ("infill", slice(nf, None))):
+                    part = tuple(x[sl] for x in b)
+                    if part[0].shape[0]:
+                        tot[name].append(diffusion_loss(model, part)[0].item())
+        model.train()
+        return {k: round(float(np.mean(v)), 4) for k, v in tot.items() if v}
+
+    t_start = time.time()
+    budget = a.minutes * 60
+    if a.deadline:
+        budget = min(budget, a.deadline - t_start)
+    if rank == 0:
+        print(f"[train] {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params on {dev} "
+              f"bf16={use_bf16} batch={a.batch} (full {n_full}, infill {n_inf}) budget {budget:.0f}s "
+              f"train tokens {train.stream.numel():,} infill examples {train.n_infill:,} "
+              f"resumed_opt={resumed_opt}", flush=True)
+    run = {"start_step": state["steps"], "device": str(torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu")}
+    last_eval = last_save = time.time()
+    ema = None
+    step0, tok0, t_log = state["steps"], 0, time.time()
+    vl = {}
+    compile_ok = True
+    while True:
+        el = time.time() - t_start
+        if el >= budget:
+            break
+        lr = lr_at(el / budget, a.lr, a.warmup, a.decay)
+        for grp_ in opt.param_groups:
+            grp_["lr"] = lr
+        batch = train.draw(n_full, n_inf, g)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
+            try:
+                loss, info = diffusion_loss(step_model, batch)
+            except Exception as e:  # torch.compile failure: fall back to eager once
+                if step_model is fwd_model or not compile_ok:
+                    raise
+                print(f"[train] compile failed ({type(e).__name__}: {e}); eager", flush=True)
+                compile_ok, step_model = False, fwd_model
+                loss, info = diffusion_loss(step_model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        state["steps"] += 1
+        state["tokens_seen"] += a.batch * seq
+        state["supervised_tokens"] += info["masked"]
+        tok0 += a.batch * seq
+        if state["steps"] % a.log_every == 0 and rank == 0:
+            lv = loss.item()
+            ema = lv if ema is None else 0.9 * ema + 0.1 * lv
+            dt = time.time() - t_log
+            bar = "#" * int(30 * min(1.0, el / budget))
+            print(f"[train] [{bar:<30}] {el:6.0f}/{budget:.0f}s step {state['steps']} loss {ema:.3f} "
+                  f"ce {info['ce']:.3f} lr {lr:.2e} {tok0 / dt:,.0f} tok/s", flush=True)
+            tok0, t_log = 0, time.time()
+        if rank == 0 and time.time() - last_eval > a.eval_every:
+            vl = evaluate()
+            print(f"[train] val {vl}", flush=True)
+            last_eval = time.time()
+        if rank == 0 and time.time() - last_save > a.save_every:
+            state["val_loss"] = vl
+            save_checkpoint(model, a.out, a.tokenizer, state, opt if a.save_optimizer else None)
+            last_save = time.time()
+    if rank == 0:
+        vl = evaluate()
+        state["val_loss"] = vl
+        state["train_seconds"] = state.get("train_seconds", 0) + (time.time() - t_start)
+        run.update(end_step=state["steps"], seconds=round(time.time() - t_start, 1), val_loss=vl,
+                   batch=a.batch, full_frac=a.full_frac, lr=a.lr)
+        state["runs"] = state.get("runs", []) + [run]
+        save_checkpoint(model, a.out, a.tokenizer, state, opt if a.save_optimizer else None)
+        print(f"[train] done: {state['steps'] - step0} steps, val {vl}, saved to {a.out}", flush=True)
+    if ddp:
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

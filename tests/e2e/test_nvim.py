@@ -1,0 +1,256 @@
+"""Neovim 0.12 end to end: a headless Neovim with only editors/nvim loaded, the real `parafill
+serve` with the shipped model, driven over Neovim's RPC socket with pynvim.
+
+Checks the native inline completion (ghost text appears in insert mode where a line is missing,
+the configured accept key inserts it, the buffer still parses) and `:'<,'>ParafillFill` on a
+visual selection (the server's workspace/applyEdit lands in the buffer).
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import pynvim
+import pytest
+from editors_helpers import (
+    COMPLETION_S,
+    MISSING_INDENT,
+    MISSING_LINE,
+    MODEL_READY_S,
+    NVIM_PLUGIN,
+    SAMPLE,
+    SELECT_LINE,
+    SELECT_PREFIX,
+    nvim_binary,
+    parafill_command,
+    start,
+    stop,
+    tail,
+    wait_for,
+)
+
+ACCEPT_KEY = "<C-j>"  # not the default <Tab>: proves the option reaches the keymap
+INLINE_NS = "nvim.lsp.inline_completion"
+
+INIT_LUA = """
+vim.opt.runtimepath:prepend({plugin})
+vim.opt.swapfile = false
+vim.opt.shadafile = 'NONE'
+require('parafill').setup({{
+  cmd = {cmd},
+  settings = {{ debounceMs = 0, logFile = {log} }},
+  inline = {{ accept_key = {accept} }},
+}})
+"""
+
+# Lua helpers run through exec_lua: the client's status, the ghost text shown at the cursor.
+STATUS_LUA = """
+local client = vim.lsp.get_clients({ name = 'parafill' })[1]
+if not client then return vim.NIL end
+local r = client:request_sync('parafill/status', {}, 10000, 0)
+return r and r.result or vim.NIL
+"""
+GHOST_LUA = """
+local ns = vim.api.nvim_get_namespaces()[...]
+if not ns then return vim.NIL end
+local marks = vim.api.nvim_buf_get_extmarks(0, ns, 0, -1, { details = true })
+local out = {}
+for _, m in ipairs(marks) do
+  local parts = {}
+  for _, chunk in ipairs(m[4].virt_text or {}) do parts[#parts + 1] = chunk[1] end
+  for _, line in ipairs(m[4].virt_lines or {}) do
+    local l = {}
+    for _, chunk in ipairs(line) do l[#l + 1] = chunk[1] end
+    parts[#parts + 1] = '\\n' .. table.concat(l)
+  end
+  out[#out + 1] = table.concat(parts)
+end
+return #out > 0 and table.concat(out) or vim.NIL
+"""
+
+
+def _lua_str(s: str) -> str:
+    return json.dumps(s)  # a JSON string literal is a valid Lua string literal for these paths
+
+
+@pytest.fixture(scope="module")
+def nvim(tmp_path_factory):
+    """Headless Neovim on a socket, editing a Python file, with the server ready."""
+    tmp = tmp_path_factory.mktemp("nvim")
+    work = tmp / "project"
+    work.mkdir()
+    (work / "pyproject.toml").write_text("[project]\nname = 'sample'\n")
+    source = work / "geometry.py"
+    source.write_text(SAMPLE)
+    server_log = tmp / "server.log"
+    cmd = parafill_command()
+    lua_cmd = "{ " + ", ".join(_lua_str(c) for c in cmd) + " }"
+    init = tmp / "init.lua"
+    init.write_text(
+        INIT_LUA.format(
+            plugin=_lua_str(str(NVIM_PLUGIN)),
+            cmd=lua_cmd,
+            log=_lua_str(str(server_log)),
+            accept=_lua_str(ACCEPT_KEY),
+        )
+    )
+    sock = tmp / "nvim.sock"
+    env = dict(os.environ)
+    for var in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
+        env[var] = str(tmp / var.lower())  # nothing of the user's config or plugins
+    env.setdefault("OMP_NUM_THREADS", "2")
+    nvim_log = tmp / "nvim.log"
+    proc = start(
+        [
+            str(nvim_binary()),
+            "--headless",
+            "-n",
+            "-i",
+            "NONE",
+            "-u",
+            str(init),
+            "--listen",
+            str(sock),
+            str(source),
+        ],
+        nvim_log,
+        cwd=work,
+        env=env,
+    )
+    session = None
+    try:
+        wait_for(sock.exists, 30, f"Neovim's socket {sock}; Neovim log:\n{tail(nvim_log)}")
+        session = pynvim.attach("socket", path=str(sock))
+        session.request("nvim_set_option_value", "columns", 120, {})
+
+        def ready():
+            status = session.exec_lua(STATUS_LUA)
+            if isinstance(status, dict) and status.get("state") == "error":
+                pytest.fail(
+                    f"the server reports an error: {status.get('error')}\n{tail(server_log)}",
+                    pytrace=False,
+                )
+            return isinstance(status, dict) and status.get("state") == "ready" and status
+
+        status = wait_for(
+            ready, MODEL_READY_S, f"the server to load the model; server log:\n{tail(server_log)}"
+        )
+        print("parafill status:", status)
+        yield session, source, server_log
+    finally:
+        if session is not None:
+            with contextlib.suppress(Exception):  # Neovim exits while answering
+                session.command("qall!")
+            session.close()
+        stop(proc)
+
+
+def _buffer(session) -> list[str]:
+    return session.current.buffer[:]
+
+
+def _reset(session, source: Path) -> None:
+    session.input("<Esc>")
+    session.current.buffer[:] = SAMPLE.splitlines()
+
+
+def test_inline_completion_is_accepted_with_the_configured_key(nvim):
+    session, source, server_log = nvim
+    _reset(session, source)
+    assert session.exec_lua("return vim.lsp.inline_completion.is_enabled({ bufnr = 0 })")
+    before = _buffer(session)
+    assert before[MISSING_LINE - 1] == MISSING_INDENT
+    session.current.window.cursor = (MISSING_LINE, len(MISSING_INDENT))
+    session.input("A")  # insert mode at the end of the indented empty line
+
+    ghost = wait_for(
+        lambda: session.exec_lua(GHOST_LUA, INLINE_NS),
+        COMPLETION_S,
+        f"ghost text from the server; server log:\n{tail(server_log)}",
+    )
+    print("ghost text:", repr(ghost))
+    assert session.api.get_mode()["mode"] == "i"
+
+    session.input(ACCEPT_KEY)
+    after = wait_for(
+        lambda: _buffer(session) != before and _buffer(session),
+        10,
+        f"{ACCEPT_KEY} to insert the completion",
+    )
+    assert session.api.get_mode()["mode"] == "i", "accepting leaves insert mode as it was"
+    session.input("<Esc>")
+    # Only the region at the cursor changed: the lines above it and below it are as they were.
+    assert after[: MISSING_LINE - 1] == before[: MISSING_LINE - 1]
+    n_below = len(before) - MISSING_LINE
+    assert after[len(after) - n_below :] == before[MISSING_LINE:]
+    inserted = "\n".join(after[MISSING_LINE - 1 : len(after) - n_below])
+    assert inserted.strip(), f"nothing was inserted: {after!r}"
+    assert inserted.startswith(MISSING_INDENT)
+    print("inserted:", repr(inserted))
+    ast.parse("\n".join(after))  # still a valid Python module
+
+
+def test_visual_selection_is_filled_with_the_user_command(nvim):
+    session, source, server_log = nvim
+    _reset(session, source)
+    before = _buffer(session)
+    line = before[SELECT_LINE - 1]
+    assert line.startswith(SELECT_PREFIX)
+    tick = session.current.buffer.api.get_changedtick()
+    # Select the expression after "return " charwise, then run the command on the selection.
+    session.current.window.cursor = (SELECT_LINE, len(SELECT_PREFIX))
+    session.input("v$h")
+    session.input(":ParafillFill<CR>")
+
+    def filled():
+        return session.current.buffer.api.get_changedtick() != tick and _buffer(session)
+
+    after = wait_for(
+        filled, COMPLETION_S, f"the fill to be applied; server log:\n{tail(server_log)}"
+    )
+    print("filled line:", repr(after[SELECT_LINE - 1]))
+    assert session.api.get_mode()["mode"] == "n"
+    assert after[: SELECT_LINE - 1] == before[: SELECT_LINE - 1], (
+        "text before the selection is kept"
+    )
+    n_below = len(before) - SELECT_LINE
+    assert after[len(after) - n_below :] == before[SELECT_LINE:], "text after the selection is kept"
+    assert after[SELECT_LINE - 1].startswith(SELECT_PREFIX), (
+        "the fill starts where the selection did"
+    )
+    ast.parse("\n".join(after))
+
+
+def test_virtual_text_fallback_of_older_neovims(nvim):
+    """The 0.10/0.11 path (lua/parafill/ghost.lua), switched on in this 0.12 for the test."""
+    session, source, server_log = nvim
+    _reset(session, source)
+    session.exec_lua(
+        """
+        vim.lsp.inline_completion.enable(false, { bufnr = 0 })
+        local client = require('parafill.client').get(0)
+        local opts = vim.tbl_extend('force', require('parafill.config').options.inline, { debounce_ms = 50 })
+        require('parafill.ghost').attach(0, client, opts)
+        """
+    )
+    before = _buffer(session)
+    session.current.window.cursor = (MISSING_LINE, len(MISSING_INDENT))
+    session.input("A")
+    ghost = wait_for(
+        lambda: session.exec_lua(GHOST_LUA, "parafill.ghost"),
+        COMPLETION_S,
+        f"virtual-text ghost from the server; server log:\n{tail(server_log)}",
+    )
+    print("virtual text:", repr(ghost))
+    session.input(ACCEPT_KEY)
+    after = wait_for(lambda: _buffer(session) != before and _buffer(session), 10, "the accept key")
+    session.input("<Esc>")
+    assert after[: MISSING_LINE - 1] == before[: MISSING_LINE - 1]
+    n_below = len(before) - MISSING_LINE
+    assert after[len(after) - n_below :] == before[MISSING_LINE:]
+    assert "\n".join(after[MISSING_LINE - 1 : len(after) - n_below]).strip()
+    ast.parse("\n".join(after))

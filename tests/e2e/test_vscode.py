@@ -1,0 +1,202 @@
+"""VS Code end to end: the packaged extension (editors/vscode/parafill.vsix) in a real VS Code
+(code-server 4.139.1 on Node 24, on 127.0.0.1) driven in Debian's headless Chromium with
+playwright-core, talking to the real `parafill serve` with the shipped model.
+
+Opens a Python file of a workspace, types at a cursor, waits for the ghost text, saves a screenshot
+of it (editors/vscode/out/e2e/vscode-ghost-text.png, or $PARAFILL_E2E_ARTIFACTS), accepts it with Tab, saves, and checks the file.
+Every process it starts listens on loopback only and is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import urllib.request
+from pathlib import Path
+
+from editors_helpers import (
+    CHROMIUM,
+    COMPLETION_S,
+    LOOPBACK,
+    MISSING_INDENT,
+    MISSING_LINE,
+    MODEL_READY_S,
+    ROOT,
+    SAMPLE,
+    VSCODE_EXT,
+    code_server_entry,
+    free_port,
+    node24,
+    parafill_command,
+    playwright_core,
+    require,
+    start,
+    stop,
+    tail,
+    vsix,
+    wait_for,
+)
+
+ARTIFACTS = Path(os.environ.get("PARAFILL_E2E_ARTIFACTS", VSCODE_EXT / "out" / "e2e"))
+SCREENSHOT = ARTIFACTS / "vscode-ghost-text.png"
+TYPED = "dist = "  # typed at the end of the indented empty line
+DRIVER = VSCODE_EXT / "e2e" / "drive.cjs"
+# No extension gallery: nothing leaves the machine.
+GALLERY = {"serviceUrl": f"http://{LOOPBACK}:9/gallery", "itemUrl": f"http://{LOOPBACK}:9/items"}
+
+
+def _user_settings(server_log: Path) -> dict:
+    return {
+        "workbench.startupEditor": "none",
+        "workbench.tips.enabled": False,
+        "workbench.secondarySideBar.defaultVisibility": "hidden",
+        "chat.disableAIFeatures": True,
+        "security.workspace.trust.enabled": False,
+        "telemetry.telemetryLevel": "off",
+        "update.mode": "none",
+        "extensions.autoCheckUpdates": False,
+        "extensions.autoUpdate": False,
+        "extensions.ignoreRecommendations": True,
+        "editor.inlineSuggest.enabled": True,
+        "editor.quickSuggestions": {"other": False, "comments": False, "strings": False},
+        "editor.suggestOnTriggerCharacters": False,
+        "editor.minimap.enabled": False,
+        "editor.fontSize": 15,
+        "files.autoSave": "off",
+        "parafill.server.command": parafill_command(),
+        "parafill.debounceMs": 0,
+        "parafill.logFile": str(server_log),
+    }
+
+
+def _drive_vscode(tmp_path: Path, scenario: str, screenshot: Path, settings: dict | None = None):
+    """Installs the .vsix into a fresh code-server on loopback, opens the sample workspace and
+    runs the playwright driver's `scenario`. Returns (what the driver saw, the sample file)."""
+    require(CHROMIUM, "Chromium")
+    node, entry, package = node24(), code_server_entry(), vsix()
+    user_data, extensions = tmp_path / "user-data", tmp_path / "extensions"
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    source = workspace / "geometry.py"
+    source.write_text(SAMPLE)
+    server_log = tmp_path / "server.log"
+    (user_data / "User").mkdir(parents=True)
+    user_settings = {**_user_settings(server_log), **(settings or {})}
+    (user_data / "User" / "settings.json").write_text(json.dumps(user_settings, indent=2))
+    port = free_port()
+    config = tmp_path / "code-server.yaml"
+    config.write_text(f"bind-addr: {LOOPBACK}:{port}\nauth: none\ncert: false\n")
+    env = dict(os.environ, EXTENSIONS_GALLERY=json.dumps(GALLERY), OMP_NUM_THREADS="2")
+    common = [
+        str(node),
+        str(entry),
+        "--config",
+        str(config),
+        "--user-data-dir",
+        str(user_data),
+        "--extensions-dir",
+        str(extensions),
+    ]
+    installed = subprocess.run(
+        [*common, "--install-extension", str(package)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert installed.returncode == 0, (
+        f"installing the .vsix failed:\n{installed.stdout}{installed.stderr}"
+    )
+    assert any(p.name.startswith("parafill.parafill-") for p in extensions.iterdir()), (
+        installed.stdout
+    )
+
+    cs_log = tmp_path / "code-server.log"
+    server = start(
+        [
+            *common,
+            "--bind-addr",
+            f"{LOOPBACK}:{port}",
+            "--auth",
+            "none",
+            "--disable-telemetry",
+            "--disable-update-check",
+            "--disable-workspace-trust",
+            "--disable-getting-started-override",
+            str(workspace),
+        ],
+        cs_log,
+        env=env,
+    )
+    try:
+        wait_for(
+            lambda: (
+                urllib.request.urlopen(f"http://{LOOPBACK}:{port}/healthz", timeout=2).status == 200
+            ),
+            60,
+            f"code-server on port {port}; its log:\n{tail(cs_log)}",
+        )
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        opts = {
+            "scenario": scenario,
+            "playwright": str(playwright_core()),
+            "url": f"http://{LOOPBACK}:{port}/?folder={workspace}",
+            "file": source.name,
+            "line": MISSING_LINE,
+            "column": len(MISSING_INDENT) + 1,
+            "typed": TYPED,
+            "screenshot": str(screenshot),
+            "readyMs": MODEL_READY_S * 1000,
+            "ghostMs": COMPLETION_S * 1000,
+        }
+        drive = subprocess.run(
+            [str(node), str(DRIVER), json.dumps(opts)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=MODEL_READY_S + COMPLETION_S + 120,
+            cwd=ROOT,
+        )
+        lines = drive.stdout.strip().splitlines()
+        seen = json.loads(lines[-1]) if lines else {}
+        print(drive.stderr)
+        print("driver:", seen)
+        assert drive.returncode == 0 and seen.get("ok"), (
+            f"driving VS Code failed: {seen.get('error', drive.stdout)}\n"
+            f"driver log:\n{drive.stderr[-3000:]}\nserver log:\n{tail(server_log)}\n"
+            f"code-server log:\n{tail(cs_log)}"
+        )
+    finally:
+        stop(server)
+    return seen, source
+
+
+def test_vscode_ghost_text_is_shown_and_accepted_with_tab(tmp_path):
+    seen, source = _drive_vscode(tmp_path, "ghost", SCREENSHOT)
+    assert SCREENSHOT.stat().st_size > 10_000, "the ghost-text screenshot is missing or empty"
+    assert seen["ghost"].strip(), "the ghost text was empty"
+    assert "Parafill" in seen["status"] and "error" not in seen["status"], seen["status"]
+    before, after = SAMPLE.splitlines(), source.read_text().splitlines()
+    n_below = len(before) - MISSING_LINE
+    assert after[: MISSING_LINE - 1] == before[: MISSING_LINE - 1], "lines above the cursor kept"
+    assert after[len(after) - n_below :] == before[MISSING_LINE:], "lines below the cursor kept"
+    inserted = "\n".join(after[MISSING_LINE - 1 : len(after) - n_below])
+    print("inserted:", repr(inserted))
+    assert inserted.startswith(MISSING_INDENT + TYPED), "the typed text stays at the cursor"
+    assert len(inserted) > len(MISSING_INDENT + TYPED), "Tab inserted the completion"
+    ast.parse(source.read_text())
+
+
+def test_vscode_says_clearly_when_the_server_command_is_missing(tmp_path):
+    missing = str(tmp_path / "no-such-dir" / "parafill")
+    seen, _ = _drive_vscode(
+        tmp_path,
+        "error",
+        ARTIFACTS / "vscode-missing-server.png",
+        {"parafill.server.command": [missing, "serve"]},
+    )
+    assert missing in seen["message"] and "parafill.server.command" in seen["message"], seen
+    assert "error" in seen["status"], seen["status"]

@@ -1,0 +1,112 @@
+"""engine.py with the fake Infiller: background load, superseding, cancellation, cache,
+load errors, typing-through."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from fake_infiller import FakeInfiller, load
+
+from lsp_server.engine import ERROR, READY, Engine, ModelUnavailable, TypingThrough
+from lsp_server.postprocess import Candidate
+from model.interface import Hole, InfillCancelled, InfillRequest
+
+
+def req(prefix: str = "# expect: 1\nx = ", **kw) -> InfillRequest:
+    return InfillRequest(segments=[prefix, Hole(8), "\n"], **kw)
+
+
+def test_loads_in_background_and_waits():
+    gate = threading.Event()
+
+    def slow_loader(path, device):
+        gate.wait(5)
+        return FakeInfiller()
+
+    engine = Engine(slow_loader)
+    t0 = time.perf_counter()
+    engine.load()
+    assert time.perf_counter() - t0 < 0.5 and engine.state == "loading"
+    job = engine.submit("a", req())
+    time.sleep(0.1)
+    assert not job.future.done()  # waits for the load, does not fail
+    gate.set()
+    assert job.future.result(5)[0].fills == ["1"]
+    assert engine.state == READY and engine.model_name == "fake"
+
+
+def test_load_error_is_reported():
+    engine = Engine(load)
+    engine.load("missing-here")
+    assert not engine.wait_ready(5)
+    assert engine.state == ERROR and "missing-here/config.json" in engine.error
+    with pytest.raises(ModelUnavailable, match="config.json"):
+        engine.run(req(), timeout=5)
+
+
+def test_newer_request_supersedes_older():
+    engine = Engine(lambda p, d: FakeInfiller(step_delay=0.05, steps=10))
+    engine.load()
+    first = engine.submit("doc", req("# expect: a\n"))
+    time.sleep(0.12)  # running now
+    second = engine.submit("doc", req("# expect: b\n"))
+    other = engine.submit("other-doc", req("# expect: c\n"))
+    with pytest.raises(InfillCancelled):
+        first.future.result(5)
+    assert second.future.result(5)[0].fills == ["b"]
+    assert other.future.result(5)[0].fills == ["c"]  # another document is not superseded
+    st = engine.status()
+    assert st["superseded"] == 1 and st["cancelled"] == 1 and st["completed"] == 2
+
+
+def test_cancel_stops_within_a_step():
+    engine = Engine(lambda p, d: FakeInfiller(step_delay=0.1, steps=50))
+    engine.load()
+    job = engine.submit("doc", req())
+    time.sleep(0.25)
+    t0 = time.perf_counter()
+    job.cancel()
+    with pytest.raises(InfillCancelled):
+        job.future.result(5)
+    assert time.perf_counter() - t0 < 0.35  # one step is 0.1 s
+
+
+def test_cache_hits_and_lru_eviction():
+    fake = FakeInfiller()
+    engine = Engine(lambda p, d: fake, cache_size=2)
+    engine.load()
+    engine.run(req("# expect: 1\n"))
+    engine.run(req("# expect: 1\n"))
+    assert fake.calls == 1 and engine.status()["cacheHits"] == 1
+    engine.run(req("# expect: 2\n"))
+    engine.run(req("# expect: 3\n"))  # evicts "1"
+    engine.run(req("# expect: 1\n"))
+    assert fake.calls == 4 and engine.status()["cacheEntries"] == 2
+    engine.run(req("# expect: 1\n", steps=2))  # different options: different key
+    assert fake.calls == 5
+
+
+def test_latency_stats():
+    engine = Engine(lambda p, d: FakeInfiller())
+    engine.load()
+    for i in range(5):
+        engine.run(req(f"# expect: {i}\n"))
+    lat = engine.status()["latencyMs"]
+    assert lat["n"] == 5 and lat["p50"] is not None and lat["p95"] >= lat["p50"]
+
+
+def test_typing_through():
+    tt = TypingThrough()
+    text = "x = \ny = 2\n"
+    tt.remember("d", text, 4, [Candidate("compute(1)"), Candidate("com + 1")])
+    typed = "x = com\ny = 2\n"
+    rest = tt.rest("d", typed, 7)
+    assert [r for _, r in rest] == ["pute(1)", " + 1"]
+    assert tt.rest("d", "x = cat\ny = 2\n", 7) == []  # typed something else
+    assert tt.rest("d", "x = com\ny = 3\n", 7) == []  # suffix changed
+    assert tt.rest("d", "z = com\ny = 2\n", 7) == []  # prefix changed
+    assert tt.rest("d", "x = compute(1)\ny = 2\n", 14) == []  # fully typed: nothing left
+    tt.forget("d")
+    assert tt.rest("d", typed, 7) == []

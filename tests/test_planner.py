@@ -1,0 +1,152 @@
+"""Golden cases for the planner: `|` marks the cursor; each case names the region kind expected
+and its stop rules. Context-window cases check cuts at whole constructs within the budget."""
+
+from __future__ import annotations
+
+import pytest
+
+from lsp_server.planner import (
+    BLOCK,
+    BRACKET,
+    HOLE,
+    LINE,
+    SELECTION,
+    STATEMENT,
+    Budgets,
+    context_window,
+    plan_completion,
+    plan_holes,
+)
+from lsp_server.syntax import Snapshot, parse
+from model.interface import Hole
+
+
+def plan(marked: str, language: str = "python", **kw):
+    cursor = marked.index("|")
+    text = marked.replace("|", "", 1)
+    snap = Snapshot(text, parse(text, language), language)
+    return text, cursor, plan_completion(text, cursor, language, snap, **kw)
+
+
+GOLDEN = [
+    # (language, marked text, kind, stop attributes)
+    ("python", "x = compute(|", STATEMENT, {"open_brackets": 1}),
+    ("python", "result = foo(a,\n             |\n", STATEMENT, {"open_brackets": 1}),
+    ("python", "total = price *|\n", STATEMENT, {"max_lines": 2}),
+    ("python", "value = a + \\\n    |\n", STATEMENT, {"max_lines": 1}),
+    ("python", "def f(x):\n    |\n", BLOCK, {"dedent_below": 0}),
+    ("python", "class A:\n    def m(self):|\n\nprint(1)\n", BLOCK, {"dedent_below": 4}),
+    ("python", "for i in range(3):\n    |\nprint(i)\n", BLOCK, {"dedent_below": 0}),
+    ("python", "print(|)\n", BRACKET, {"inside_bracket": True, "single_line": True}),
+    ("python", "xs = [1, 2, |]\n", BRACKET, {"inside_bracket": True, "single_line": True}),
+    (
+        "python",
+        "call(\n    a,\n    |\n)\n",
+        BRACKET,
+        {"inside_bracket": True, "single_line": False},
+    ),
+    ("python", "import o|\n", LINE, {"single_line": True}),
+    ("python", "def f(x):\n    return |\n", LINE, {"single_line": True}),
+    ("python", "def f(x):\n    y = 1\n    |\n    return y\n", LINE, {"single_line": True}),
+    ("python", "# a comment with ( an open bracket|\n", LINE, {"single_line": True}),
+    ("python", 's = "text ( |"\n', LINE, {"single_line": True}),
+    ("javascript", "function f(a) {|}\n", BLOCK, {"inside_bracket": True}),
+    ("javascript", "if (ok) {\n  |\n}\n", BLOCK, {"inside_bracket": True, "dedent_below": 0}),
+    ("javascript", "const xs = [1, |];\n", BRACKET, {"single_line": True}),
+    ("javascript", "const total = a &&\n  |\n", STATEMENT, {"max_lines": 1}),
+    ("javascript", "console.log(|", STATEMENT, {"open_brackets": 1}),
+    ("javascript", "let x = |\n", LINE, {"single_line": True}),
+    ("go", "func main() {\n\t|\n}\n", BLOCK, {"inside_bracket": True}),
+    ("rust", "fn main() {\n    let v = vec![1, |];\n}\n", BRACKET, {"single_line": True}),
+    ("text", "hello wor|\n", LINE, {"single_line": True}),
+    ("text", "list:\n    |\n", BLOCK, {"dedent_below": 0}),
+]
+
+
+@pytest.mark.parametrize(
+    "language,marked,kind,stop", GOLDEN, ids=[f"{c[0]}-{i}" for i, c in enumerate(GOLDEN)]
+)
+def test_region_kind(language, marked, kind, stop):
+    _, cursor, p = plan(marked, language)
+    (region,) = p.regions
+    assert region.kind == kind
+    assert region.start == region.end == cursor
+    for attr, value in stop.items():
+        assert getattr(region.stop, attr) == value, attr
+
+
+def test_budgets_follow_region_kind():
+    b = Budgets(line=11, statement=22, block=33, bracket=5)
+    assert plan("x = |\n", budgets=b)[2].regions[0].budget == 11
+    assert plan("def f():\n    |\n", budgets=b)[2].regions[0].budget == 33
+    assert plan("f(|)\n", budgets=b)[2].regions[0].budget == 5
+    assert plan("f(a,\n  |\n", budgets=b)[2].regions[0].budget == 22
+
+
+def test_selection_replaces_the_range():
+    text = "def f(x):\n    return x * 2\n"
+    s, e = text.index("x * 2"), text.index("x * 2") + 5
+    p = plan_completion(
+        text, e, "python", Snapshot(text, parse(text, "python"), "python"), selection=(s, e)
+    )
+    (r,) = p.regions
+    assert (r.kind, r.start, r.end, r.stop.single_line) == (SELECTION, s, e, True)
+    segs = p.segments(text)
+    assert segs[0].endswith("return ") and isinstance(segs[1], Hole) and segs[2].startswith("\n")
+
+
+def test_segments_rebuild_the_window():
+    text, _, p = plan("import os\n\ndef f(x):\n    return |\n\nprint(f(1))\n")
+    prefix, hole, suffix = p.segments(text)
+    assert isinstance(hole, Hole) and hole.max_tokens == Budgets().line
+    assert prefix + suffix == text[p.context_start : p.context_end]
+    assert (p.context_start, p.context_end) == (0, len(text))  # small file: all of it
+
+
+FUNCS = "".join(
+    f"def func_{i}(a, b):\n    x = a + {i}\n    y = b * {i}\n    return x - y\n\n\n"
+    for i in range(60)
+)
+
+
+def test_context_cut_at_whole_functions():
+    text = FUNCS + "def target(a):\n    return |\n\n\n" + FUNCS.replace("func_", "after_")
+    budgets = Budgets(context_tokens=300)
+    text, _, p = plan(text, budgets=budgets)
+    prefix, suffix = p.prefix(text), p.suffix(text)
+    assert prefix.startswith("def func_"), prefix[:40]  # a whole function, not mid-body
+    assert suffix.rstrip().endswith(("return x - y", "x - y")) or suffix.endswith("\n")
+    total = budgets.context_tokens * budgets.chars_per_token
+    assert len(prefix) + len(suffix) <= total * 1.05
+    assert len(prefix) > len(suffix)  # most of the budget goes before the cursor
+    # every cut function is whole: the suffix ends at a line end after a complete function
+    assert suffix.endswith("\n")
+
+
+def test_context_without_tree_cuts_at_top_level_lines():
+    text = FUNCS + "def target(a):\n    return a\n"
+    cursor = len(text) - 2
+    start, end = context_window(text, cursor, cursor, None, Budgets(context_tokens=200))
+    assert text[start:].startswith("def ")
+    assert end == len(text)
+
+
+def test_plan_holes_orders_and_budgets():
+    text = "def f(a, b):\n    return <A>\n\ndef g():\n    <B>\n"
+    a, b = text.index("<A>"), text.index("<B>")
+    p = plan_holes(text, [(b, b + 3, None), (a, a + 3, 8)], "python")
+    assert [r.kind for r in p.regions] == [HOLE, HOLE]
+    assert [(r.start, r.budget) for r in p.regions] == [(a, 8), (b, Budgets().hole)]
+    segs = p.segments(text)
+    assert [type(s).__name__ for s in segs] == ["str", "Hole", "str", "Hole", "str"]
+    assert segs[2] == "\n\ndef g():\n    "
+    with pytest.raises(ValueError):
+        plan_holes(text, [], "python")
+    with pytest.raises(ValueError):
+        plan_holes(text, [(a, a + 3, None), (a + 1, a + 2, None)], "python")
+
+
+def test_unknown_language_never_fails():
+    for marked in ["|", "\n\n|", "(((|", "}}}|{{{", "\tx|\t"]:
+        _, cursor, p = plan(marked, "cobol")
+        assert p.regions[0].start == cursor

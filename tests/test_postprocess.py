@@ -1,0 +1,133 @@
+"""Golden cases for post-processing: each filter alone, then the whole `process` chain.
+In the chain cases `|` marks where the fill goes in its context."""
+
+from __future__ import annotations
+
+import pytest
+
+from lsp_server.planner import StopRules
+from lsp_server.postprocess import (
+    absorb_autoclosed,
+    cut_to_scope,
+    drop_repetition,
+    drop_suffix_repeat,
+    process,
+    strip_special,
+    syntax_errors,
+)
+
+LINE = StopRules(single_line=True)
+BRACKET = StopRules(single_line=True, inside_bracket=True)
+
+
+@pytest.mark.parametrize(
+    "fill,stop,expected",
+    [
+        ("x + 1\ny = 2", LINE, "x + 1"),
+        ("x + 1   ", LINE, "x + 1"),
+        ("a, b) + c", BRACKET, "a, b"),
+        ("f(a), g(b)) and more", BRACKET, "f(a), g(b)"),
+        ("')' + s)", BRACKET, "')' + s"),  # a bracket inside a string does not count
+        ("2,\n    3)\nprint(x)", StopRules(open_brackets=1), "2,\n    3)"),
+        ("a, [1,\n 2]),\nnext", StopRules(open_brackets=1), "a, [1,\n 2]),"),
+        ("y = x\n    return y\nprint(1)", StopRules(dedent_below=0), "y = x\n    return y"),
+        ("\n    return 1\n\ndef g():", StopRules(dedent_below=0), "\n    return 1"),
+        ("if a:\n        b()\n    c()\nd()", StopRules(dedent_below=4), "if a:\n        b()"),
+        ("one\ntwo\nthree", StopRules(max_lines=2), "one\ntwo"),
+        ("return x;\n}\nfoo();", StopRules(inside_bracket=True), "return x;"),
+        ("y\n\n\n", StopRules(), "y"),
+    ],
+)
+def test_cut_to_scope(fill, stop, expected):
+    assert cut_to_scope(fill, stop) == expected
+
+
+def test_strip_special():
+    assert strip_special("x<|pad|><|pad|>") == "x"
+    assert strip_special("a<|mask|>b<|eos|>") == "ab"
+    assert strip_special("s = '<|fill|>'") == "s = '<|fill|>'"  # not a model token
+
+
+@pytest.mark.parametrize(
+    "fill,line_after,suffix,expected",
+    [
+        (")", ")", ")\nprint(1)\n", ""),  # only repeats the rest of the line
+        ("return y", "", "\n    return y\n", ""),  # only repeats the next line
+        ("x = 1\nreturn y", "", "\nreturn y\n", "x = 1"),  # trailing copy of the suffix trimmed
+        ("   ", "", "\n", ""),
+        ("x = 1", "", "\nreturn y\n", "x = 1"),
+    ],
+)
+def test_drop_suffix_repeat(fill, line_after, suffix, expected):
+    assert drop_suffix_repeat(fill, line_after, suffix) == expected
+
+
+@pytest.mark.parametrize(
+    "fill,expected",
+    [
+        ("foo\nfoo\nfoo", "foo"),
+        ("x = 1\nx = 1", "x = 1"),
+        ("self.self.self.self.self.x", "self."),
+        ("# ------------------", "# ------------------"),  # no word characters: fine
+        ("a = [0, 0, 0]", "a = [0, 0, 0]"),
+        ("return a + b", "return a + b"),
+    ],
+)
+def test_drop_repetition(fill, expected):
+    assert drop_repetition(fill) == expected
+
+
+@pytest.mark.parametrize(
+    "fill,line_after,expected",
+    [
+        ("x)", ")", ("x)", 1)),
+        ('hello")', '")', ('hello")', 2)),
+        ("a, b", ")", ("a, b", 0)),
+        ("x])", "])", ("x])", 2)),
+        ("y)", ") + 1", ("y)", 1)),
+        ("z\nw)", ")", ("z\nw)", 0)),  # multi-line fills never extend
+    ],
+)
+def test_absorb_autoclosed(fill, line_after, expected):
+    assert absorb_autoclosed(fill, line_after) == expected
+
+
+def test_syntax_errors_counts_only_new_errors():
+    prefix, suffix = "def f(x):\n    return ", "\n\nprint(f(1)\n"  # suffix has its own error
+    assert syntax_errors(prefix, "x + 1", suffix, "python") == 0
+    assert syntax_errors(prefix, "x + (1", suffix, "python") > 0
+    assert syntax_errors("a = ", "]]]", "\n", "no-grammar") == 0
+
+
+CHAIN = [
+    # (marked context, [(fill, score)], stop, expected texts best first, expected extend of best)
+    ("print(|)\n", [("value)", -1.0)], BRACKET, ["value"], 0),
+    ("x = foo(|\n", [("a, b)\nmore", -1.0)], StopRules(open_brackets=1), ["a, b)"], 0),
+    ('s = "|"\n', [('hello"', -1.0)], LINE, ['hello"'], 1),
+    (
+        "def f(x):\n    |\n\nprint(1)\n",
+        [("return x\nprint(1)", -1.0)],
+        StopRules(dedent_below=0),
+        ["return x"],
+        0,
+    ),
+    ("y = |\nreturn y\n", [("return y", -0.1), ("2", -2.0)], LINE, ["2"], 0),
+    # ranking: the candidate that parses wins over a higher-scored one that does not
+    (
+        "def f(x):\n    return |\n",
+        [("x + (1", -0.1), ("x + 1", -3.0)],
+        LINE,
+        ["x + 1", "x + (1"],
+        0,
+    ),
+    ("z = |\n", [("1", -1.0), ("1", -0.5), ("", -0.1)], LINE, ["1"], 0),
+]
+
+
+@pytest.mark.parametrize("marked,fills,stop,expected,extend", CHAIN)
+def test_process_chain(marked, fills, stop, expected, extend):
+    i = marked.index("|")
+    prefix, suffix = marked[:i], marked[i + 1 :]
+    cands = process(fills, stop, prefix, suffix, "python")
+    assert [c.text for c in cands] == expected
+    assert cands[0].extend == extend
