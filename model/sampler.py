@@ -30,6 +30,7 @@ class DenoiseConfig:
     steps: int | None = None  # fixed: number of steps; threshold: an upper bound (None: no bound)
     threshold: float = 0.9
     temperature: float = 0.0
+    pad_run: bool = True  # a committed PAD also commits the PADs predicted just before it
 
 
 @dataclass
@@ -95,6 +96,8 @@ def denoise(
         cand_logp = logp.gather(-1, cand[..., None])[..., 0]
         conf = cand_logp.exp().masked_fill(~masked, -1.0)
         commit = _choose(conf, masked, cfg, steps)
+        if cfg.pad_run and cfg.schedule != "ltr":
+            commit = _extend_pad_runs(commit, cand, masked, holes, pad_id)
         x = torch.where(commit, cand, x)
         logp_sum += (cand_logp * commit).sum(1)
         # a committed PAD ends its hole: every later slot of that hole becomes PAD
@@ -106,6 +109,24 @@ def denoise(
             traj.append(x.clone())
     committed = ((x != pad_id) & (hole_of[None, :] >= 0)).sum(1)
     return DenoiseOutput(x, logp_sum, committed, steps, traj)
+
+
+def _extend_pad_runs(commit, cand, masked, holes, pad_id) -> torch.Tensor:
+    """A PAD committed at slot k ends its hole there; if the slots just before k are masked and
+    also predicted PAD, the fill ends even earlier: commit that whole run at once (the model's
+    most confident positions are usually trailing PADs, committed one per step otherwise)."""
+    commit = commit.clone()
+    pad_pred = (cand == pad_id) & masked
+    for a, b in holes:
+        for r in range(commit.shape[0]):
+            hits = (commit[r, a:b] & (cand[r, a:b] == pad_id)).nonzero()
+            if hits.numel() == 0:
+                continue
+            k = a + int(hits[0])
+            while k - 1 >= a and bool(pad_pred[r, k - 1]):
+                k -= 1
+                commit[r, k] = True
+    return commit
 
 
 def _choose(conf: torch.Tensor, masked: torch.Tensor, cfg: DenoiseConfig, step: int) -> torch.Tensor:

@@ -49,6 +49,7 @@ class CodeTokenizer:
 
     def __init__(self, tok: Tokenizer):
         self.tok = tok
+        tok.encode_special_tokens = True  # "<|mask|>" typed in a file is text, not a control token
         self.pad_id = tok.token_to_id(PAD)
         self.mask_id = tok.token_to_id(MASK)
         self.sep_id = tok.token_to_id(SEP)

@@ -1,0 +1,226 @@
+"""Model unit tests: tokenizer, network cache exactness, sampler rules, the shipped checkpoint."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.infill import WEIGHTS_DIR, BuiltinInfiller, load_infiller, validate_checkpoint
+from model.interface import CheckpointError, Hole, InfillCancelled, InfillRequest
+from model.network import ParafillConfig, ParafillForMaskedDiffusion
+from model.sampler import Cancelled, DenoiseConfig, denoise
+from model.tokenizer import CodeTokenizer
+
+NASTY = [
+    "def f(x):\n    return x  + 1\r\n\tif é:\n\n  y = 'a'\n",
+    "\ttabs\t\tinside\t\n\r\n\r\r\n",
+    "😀 中文 Ωmega \x00\x7f\u200b trailing   ",
+    "s = '''\n    multi\n'''  # ünïcödé\n",
+    "",
+    "   ",
+    "\n\n\n",
+]
+
+
+@pytest.fixture(scope="module")
+def tok() -> CodeTokenizer:
+    return CodeTokenizer.from_file(WEIGHTS_DIR / "tokenizer.json")
+
+
+@pytest.fixture(scope="module")
+def shipped() -> BuiltinInfiller:
+    return load_infiller()
+
+
+def test_tokenizer_round_trip(tok):
+    for text in NASTY:
+        assert tok.decode(tok.encode(text)) == text
+    assert {tok.pad_id, tok.mask_id, tok.sep_id} == {0, 1, 2}
+
+
+def test_tokenizer_line_boundaries_are_token_boundaries(tok):
+    text = "def f(x):\n    return x\n"
+    whole = tok.encode(text)
+    pieces = tok.encode_pieces(["def f(x):\n", "    return x", "\n"])
+    assert sum(pieces, []) == whole
+    # specials in text are not interpreted as control tokens
+    assert tok.mask_id not in tok.encode("<|mask|>")
+
+
+def _tiny_model(seed: int = 0) -> ParafillForMaskedDiffusion:
+    torch.manual_seed(seed)
+    cfg = ParafillConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=48)
+    return ParafillForMaskedDiffusion(cfg).eval()
+
+
+def test_cached_span_step_equals_full_forward():
+    m = _tiny_model()
+    L = 30
+    ids = torch.randint(3, 64, (1, L))
+    pos = torch.arange(L)[None]
+    group = torch.zeros(1, L, dtype=torch.long)
+    group[0, 8:14] = 1
+    group[0, 20:24] = 1
+    with torch.no_grad():
+        full = m(ids, position_ids=pos, group_ids=group)
+    ctx = group[0] == 0
+    cache = m.encode_context(ids[:, ctx], pos[:, ctx])
+    span = m.span_forward(ids[:, ~ctx], pos[:, ~ctx], cache)
+    assert torch.allclose(full[0, ~ctx], span[0], atol=1e-5)
+    # and context logits do not depend on span tokens
+    ids2 = ids.clone()
+    ids2[0, 8:14] = 1
+    with torch.no_grad():
+        full2 = m(ids2, position_ids=pos, group_ids=group)
+    assert torch.allclose(full[0, ctx], full2[0, ctx], atol=1e-6)
+    assert not torch.allclose(full[0, 8:14], full2[0, 8:14])
+
+
+def _random_step_fn(vocab: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    calls = []
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        calls.append(x.clone())
+        return torch.randn(x.shape[0], x.shape[1], vocab, generator=g) * 3
+
+    return fn, calls
+
+
+@pytest.mark.parametrize("schedule,steps", [("threshold", None), ("fixed", 3), ("ltr", None)])
+def test_sampler_fills_only_holes_contiguously_within_budget(schedule, steps):
+    fn, calls = _random_step_fn(50)
+    holes = [(0, 6), (6, 10)]
+    out = denoise(fn, holes, 3, mask_id=1, pad_id=0, banned_ids=[1, 2],
+                  cfg=DenoiseConfig(schedule=schedule, steps=steps, threshold=0.3))
+    x = out.tokens
+    assert x.shape == (3, 10)
+    assert not (x == 1).any() and not (x == 2).any()  # no MASK or SEP left
+    for a, b in holes:
+        for row in x[:, a:b].tolist():
+            if 0 in row:  # PAD ends the fill: everything after it is PAD
+                k = row.index(0)
+                assert all(t == 0 for t in row[k:])
+    assert out.steps_used == len(calls)
+    if schedule == "fixed":
+        assert out.steps_used == 3
+    # each step only ever sees span slots (never context), and committed tokens never change
+    for before, after in zip(calls, calls[1:]):
+        done = before != 1
+        assert torch.equal(before[done], after[done])
+
+
+def test_sampler_min_tokens_and_single_forward_pass_when_all_confident():
+    def confident(x):
+        logits = torch.full((x.shape[0], x.shape[1], 20), -10.0)
+        logits[..., 7] = 10.0
+        logits[..., 0] = 5.0
+        return logits
+
+    out = denoise(confident, [(0, 5)], 1, 1, 0, [1], DenoiseConfig(), min_tokens=[5])
+    assert out.tokens.tolist() == [[7, 7, 7, 7, 7]]
+    assert out.steps_used == 1
+
+
+def test_should_stop_stops_within_one_step():
+    fn, calls = _random_step_fn(50)
+    n = {"polls": 0}
+
+    def stop_after_two() -> bool:
+        n["polls"] += 1
+        return n["polls"] > 2
+
+    with pytest.raises(Cancelled):
+        denoise(fn, [(0, 32)], 1, 1, 0, [1], DenoiseConfig(schedule="ltr"), should_stop=stop_after_two)
+    assert len(calls) == 2
+
+
+def test_fixed_seed_is_deterministic(shipped):
+    req = InfillRequest(["def square(x):\n    return ", Hole(12), "\n"], candidates=3,
+                        temperature=0.8, seed=7)
+    a = [r.fills for r in shipped.infill(req)]
+    b = [r.fills for r in shipped.infill(req)]
+    assert a == b
+
+
+@pytest.mark.parametrize(
+    "prefix,suffix",
+    [
+        ("def is_even(n):\n    return ", "\n"),
+        ("import os\n\n\ndef list_files(path):\n    result = []\n    for name in os.listdir(path):\n        ",
+         "\n    return result\n"),
+        ("class Point:\n    def __init__(self, x, y):\n        self.x = x\n        ", "\n"),
+    ],
+)
+def test_shipped_checkpoint_completes_into_parsable_code(shipped, prefix, suffix):
+    for schedule in ("threshold", "ltr"):
+        res = shipped.infill(InfillRequest([prefix, Hole(24), suffix], schedule=schedule))
+        # the server's single-line stop rule (line end) applies to these rest-of-line cursors
+        fill = res[0].fills[0].split("\n")[0]
+        assert fill.strip(), f"{schedule}: empty fill"
+        ast.parse(prefix + fill + suffix)
+        assert res[0].steps_used >= 1 and res[0].tokens <= 24
+
+
+def test_multi_hole_and_trajectory(shipped):
+    req = InfillRequest(["x = [1, 2, 3]\ny = ", Hole(8), "\nz = ", Hole(8), "\n"],
+                        want_trajectory=True)
+    res = shipped.infill(req)[0]
+    assert len(res.fills) == 2
+    assert res.trajectory is not None and len(res.trajectory) == res.steps_used
+    assert all(len(step) == 2 for step in res.trajectory)
+    assert "\u2591" in "".join(res.trajectory[0])  # masks visible before the last step
+
+
+def test_infiller_honours_should_stop(shipped):
+    with pytest.raises(InfillCancelled):
+        shipped.infill(InfillRequest(["def f():\n    ", Hole(32), "\n"], schedule="ltr"),
+                       should_stop=lambda: True)
+
+
+def test_bad_requests_are_clear_errors(shipped):
+    with pytest.raises(ValueError, match="at least one Hole"):
+        shipped.infill(InfillRequest(["no hole"]))
+    with pytest.raises(ValueError, match="budgets"):
+        shipped.infill(InfillRequest(["a", Hole(400), "b"]))
+
+
+def _copy_weights(tmp_path: Path) -> Path:
+    d = tmp_path / "w"
+    shutil.copytree(WEIGHTS_DIR, d)
+    return d
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        BuiltinInfiller(tmp_path / "nope")
+    d = _copy_weights(tmp_path)
+    (d / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="config.json"):
+        BuiltinInfiller(d)
+
+
+def test_truncated_shard_is_a_clear_error(tmp_path):
+    d = _copy_weights(tmp_path)
+    shard = sorted(d.glob("*.safetensors"))[0]
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=shard.name):
+        BuiltinInfiller(d)
+
+
+def test_corrupt_and_mismatched_checkpoint_are_clear_errors(tmp_path):
+    d = _copy_weights(tmp_path)
+    (d / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="config.json"):
+        validate_checkpoint(d)
+    d2 = _copy_weights(tmp_path / "b")
+    cfg = (d2 / "config.json").read_text().replace('"hidden_size": 384', '"hidden_size": 256')
+    (d2 / "config.json").write_text(cfg)
+    with pytest.raises(CheckpointError, match="cannot load checkpoint"):
+        BuiltinInfiller(d2)
