@@ -61,12 +61,26 @@ class ContextCache:
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
+    _bufs: dict = None  # (batch, span_len) -> per-layer [ctx | span] K and V buffers
 
-    def expand(self, batch: int) -> "ContextCache":
-        return ContextCache(
-            [k.expand(batch, -1, -1, -1) for k in self.keys],
-            [v.expand(batch, -1, -1, -1) for v in self.values],
-        )
+    def buffers(self, batch: int, span_len: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Preallocated K/V buffers holding the context followed by room for the span, so a step
+        writes the span's K/V in place instead of concatenating the whole context again."""
+        if self._bufs is None:
+            self._bufs = {}
+        key = (batch, span_len)
+        if key not in self._bufs:
+            kb, vb = [], []
+            for k, v in zip(self.keys, self.values):
+                b, h, lc, dh = k.shape
+                kk = k.new_empty(batch, h, lc + span_len, dh)
+                vv = v.new_empty(batch, h, lc + span_len, dh)
+                kk[:, :, :lc] = k
+                vv[:, :, :lc] = v
+                kb.append(kk)
+                vb.append(vv)
+            self._bufs = {key: (kb, vb)}
+        return self._bufs[key]
 
     @property
     def length(self) -> int:
@@ -212,14 +226,14 @@ class ParafillForMaskedDiffusion(ParafillPreTrainedModel):
     ) -> torch.Tensor:
         """Logits (B, Ls, V) for span tokens attending to cached context plus the span."""
         x = self.embed(span_ids)
-        b = span_ids.shape[0]
+        b, n = span_ids.shape
+        kb, vb = cache.buffers(b, n)
+        lc = cache.length
         for i, blk in enumerate(self.blocks):
             q, k, v = blk.qkv_heads(x, span_pos)
-            ck, cv = cache.keys[i], cache.values[i]
-            if ck.shape[0] != b:
-                ck, cv = ck.expand(b, -1, -1, -1), cv.expand(b, -1, -1, -1)
-            att = F.scaled_dot_product_attention(q, torch.cat([ck, k], 2), torch.cat([cv, v], 2))
-            x = blk.finish(x, att)
+            kb[i][:, :, lc:] = k
+            vb[i][:, :, lc:] = v
+            x = blk.finish(x, F.scaled_dot_product_attention(q, kb[i], vb[i]))
         return self.lm_head(self.norm(x))
 
 
