@@ -231,7 +231,7 @@ async def run(args) -> dict:
     await client.initialize_async(
         types.InitializeParams(
             capabilities=types.ClientCapabilities(),
-            initialization_options={"parafill": {"debounceMs": args.debounce_ms}},
+            initialization_options={"parafill": settings_for(args)},
         )
     )
     client.initialized(types.InitializedParams())
@@ -282,6 +282,7 @@ async def run(args) -> dict:
         "keystrokes": replay._n - 1,
         "typing_ms": args.typing_ms,
         "debounce_ms": args.debounce_ms,
+        "settings": settings_for(args),
         "initialize_ms": round(init_ms, 1),
         "model_ready_s": round(load_s, 2),
         "latency_ms": {
@@ -325,6 +326,17 @@ async def run(args) -> dict:
     }
 
 
+def settings_for(args) -> dict:
+    settings = {"debounceMs": args.debounce_ms}
+    if args.context_tokens:
+        settings["contextTokens"] = args.context_tokens
+    if args.schedule:
+        settings["schedule"] = args.schedule
+    if args.steps:
+        settings["steps"] = args.steps
+    return settings
+
+
 def print_table(r: dict) -> None:
     lat, ls, srv = r["latency_ms"], r["line_start_latency_ms"], r["server"]
     rows = [
@@ -364,6 +376,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lines", type=int, default=5, help="lines typed per file")
     ap.add_argument("--typing-ms", type=float, default=80.0, help="delay between keystrokes")
     ap.add_argument("--debounce-ms", type=int, default=25, help="server-side debounce setting")
+    ap.add_argument("--context-tokens", type=int, default=None, help="server contextTokens")
+    ap.add_argument("--schedule", choices=["threshold", "fixed", "ltr"], default=None)
+    ap.add_argument("--steps", type=int, default=None, help="fixed schedule: steps")
     ap.add_argument(
         "--packages", default=None, help="comma-separated packages (default: EVAL_EXCLUDE_PACKAGES)"
     )

@@ -27,7 +27,7 @@ class Settings:
     threshold: float | None = None  # threshold schedule: commit confidence; None: default
     line_budget: int = 24  # mask tokens for a rest-of-line fill
     block_budget: int = 96  # mask tokens for a block body
-    context_tokens: int = 448  # prefix + suffix context budget
+    context_tokens: int = 512  # the model window: prefix + holes + suffix (tokens)
     candidates: int = 3  # candidates for an explicitly invoked completion
     debounce_ms: int = 25  # wait this long for more typing before running the model
     languages: tuple[str, ...] = ALL_LANGUAGES + ("*",)  # "*": any other language too
@@ -60,8 +60,8 @@ def _int(lo: int, hi: int):
 
 
 def _opt(check):
-    def wrapped(v: Any):
-        return (None, None) if v is None else check(v)
+    def wrapped(v: Any):  # null, or "" from a cleared editor field, means "not set"
+        return (None, None) if v is None or v == "" else check(v)
 
     return wrapped
 

@@ -8,17 +8,21 @@ default budget, `<|fill:N|>` a hole of at most N tokens.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lsp_server import postprocess
 from lsp_server.config import Settings
-from lsp_server.planner import InfillPlan, Region, plan_holes
+from lsp_server.planner import BLOCK, BRACKET, InfillPlan, Region, plan_holes
 from lsp_server.postprocess import Candidate
 from lsp_server.syntax import Snapshot
 from model.interface import InfillRequest, InfillResult
 
 MARKER_RE = re.compile(r"<\|fill(?::(\d+))?\|>")
-INVOKED_TEMPERATURE = 0.6  # extra candidates for an explicit request are sampled
+INVOKED_TEMPERATURE = 0.6
+MUST_PARSE = (
+    BLOCK,
+    BRACKET,
+)  # region kinds whose fill is complete: it must add no syntax error  # extra candidates for an explicit request are sampled
 
 
 def build_request(
@@ -47,9 +51,13 @@ def region_candidates(
     """Post-processed candidates for region `index`, best first."""
     region: Region = plan.regions[index]
     fills = [(r.fills[index], r.score) for r in results if index < len(r.fills)]
-    prefix = text[plan.context_start : region.start]
-    suffix = text[region.end : plan.context_end]
-    return postprocess.process(fills, region.stop, prefix, suffix, plan.language)
+    prefix = text[plan.context_start : region.start] + region.lead
+    suffix = region.trail + text[region.end : plan.context_end]
+    complete = region.kind in MUST_PARSE
+    cands = postprocess.process(fills, region.stop, prefix, suffix, plan.language, complete)
+    if region.lead or region.trail:
+        cands = [replace(c, text=region.lead + c.text + region.trail) for c in cands]
+    return cands
 
 
 @dataclass(frozen=True)
@@ -84,7 +92,7 @@ def hole_fills(plan: InfillPlan, text: str, results: list[InfillResult]) -> list
     for i, region in enumerate(plan.regions):
         best = results[0].fills[i] if results and i < len(results[0].fills) else ""
         fill = postprocess.cut_to_scope(postprocess.strip_special(best), region.stop, plan.language)
-        out.append(postprocess.drop_repetition(fill))
+        out.append(region.lead + postprocess.drop_repetition(fill) + region.trail)
     return out
 
 

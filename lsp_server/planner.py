@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from model.interface import Hole, Segment
@@ -26,7 +26,15 @@ LINE, STATEMENT, BLOCK, BRACKET, SELECTION, HOLE = (
 OPENERS = {"(": ")", "[": "]", "{": "}"}
 CLOSERS = {v: k for k, v in OPENERS.items()}
 BRACE_LANGUAGES = {"javascript", "typescript", "tsx", "go", "rust", "c", "cpp", "java"}
-SCAN_LINES = 60  # lines scanned around the cursor for bracket balance
+MIN_CONTEXT_TOKENS = 64  # never plan less context than this
+SCAN_LINES = 60
+SCAN_INDENT_LINES = 2000  # lines looked at to find the indentation step
+DEFAULT_INDENT = {
+    "javascript": "  ",
+    "typescript": "  ",
+    "tsx": "  ",
+    "go": "\t",
+}  # lines scanned around the cursor for bracket balance
 TRAILING_OPERATORS = ("\\", "+", "-", "*", "/", "%", "&&", "||", "and", "or", "not", "?", ",")
 
 
@@ -40,9 +48,9 @@ class Budgets:
     bracket: int = 24
     hole: int = 32
     selection_max: int = 256
-    context_tokens: int = 448  # prefix + suffix
+    context_tokens: int = 512  # the model's window: prefix + holes + suffix
     suffix_share: float = 0.25  # fraction of the context budget given to the suffix
-    chars_per_token: float = 3.2  # estimate used to size the window without a tokenizer
+    chars_per_token: float = 3.0  # estimate (on the low side) used to size the window
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,8 @@ class Region:
     end: int  # == start for an insertion, > start when the region replaces text
     budget: int
     stop: StopRules = field(default_factory=StopRules)
+    lead: str = ""  # inserted before the fill (the model sees it as context), e.g. "\n    "
+    trail: str = ""  # inserted after the fill, e.g. the line break before an auto-closed `}`
 
 
 @dataclass(frozen=True)
@@ -80,11 +90,12 @@ class InfillPlan:
         """[prefix, Hole, middle, Hole, ..., suffix] over the context window."""
         segs: list[Segment] = []
         pos = self.context_start
+        trail = ""
         for r in self.regions:
-            segs.append(text[pos : r.start])
+            segs.append(trail + text[pos : r.start] + r.lead)
             segs.append(Hole(r.budget))
-            pos = r.end
-        segs.append(text[pos : self.context_end])
+            pos, trail = r.end, r.trail
+        segs.append(trail + text[pos : self.context_end])
         return segs
 
     def prefix(self, text: str) -> str:
@@ -198,6 +209,22 @@ def _is_header(line: str, language: str) -> bool:
     return code.endswith(":") and not code.lstrip().startswith(("#", "lambda"))
 
 
+def indent_unit(text: str, language: str) -> str:
+    """The document's indentation step (first indented line after a shallower one)."""
+    prev = 0
+    for i, line in enumerate(text.split("\n")):
+        if i > SCAN_INDENT_LINES:
+            break
+        if not line.strip():
+            continue
+        ind = indent_of(line)
+        if ind > prev:
+            step = line[prev:ind]
+            return "\t" if "\t" in step else " " * (ind - prev)
+        prev = ind
+    return DEFAULT_INDENT.get(language, "    ")
+
+
 def _ends_with_operator(line: str, language: str) -> bool:
     code = _strip_comment(line, language).rstrip()
     if not code or code.endswith(("==", "!=", "<=", ">=", "->", "=>", "++", "--")):
@@ -259,35 +286,33 @@ def choose_region(
 
     if stack and ahead and ahead[0][0] == OPENERS[stack[-1]]:
         closer_same_line = ahead[0][1] <= len(after)
-        # `{|}` or a blank line inside `{ ... }` right after a header: a block body
-        if (
-            stack[-1] == "{"
-            and brace
-            and after.strip() in ("", "}")
-            and (
-                before.rstrip().endswith("{")
-                or (
-                    not before.strip() and prev_line is not None and _is_header(prev_line, language)
-                )
-            )
-        ):
-            indent = indent_of(prev_line if not before.strip() and prev_line else before)
+        if stack[-1] == "{" and brace:
+            if before.rstrip().endswith("{") and (not after.strip() or after.lstrip()[0] == "}"):
+                # `{|}` just typed: the body goes on its own lines
+                base = before[: indent_of(before)]
+                unit = indent_unit(text, language)
+                trail = "\n" + base if after.strip() else ""
+                stop = StopRules(inside_bracket=True, dedent_below=len(base))
+                return Region(BLOCK, cursor, cursor, budgets.block, stop, "\n" + base + unit, trail)
+            header = prev_line is not None and _is_header(prev_line, language)
+            if not before.strip() and not after.strip() and header:
+                stop = StopRules(inside_bracket=True, dedent_below=indent_of(prev_line))
+                return Region(BLOCK, cursor, cursor, budgets.block, stop)
+            if not closer_same_line:
+                stack = []  # inside a block body: the rules for lines below apply
+        if stack and closer_same_line:
+            stop = StopRules(single_line=True, inside_bracket=True)
+            return Region(BRACKET, cursor, cursor, budgets.bracket, stop)
+        if stack:
             return Region(
-                BLOCK,
-                cursor,
-                cursor,
-                budgets.block,
-                StopRules(inside_bracket=True, dedent_below=indent),
+                BRACKET, cursor, cursor, budgets.statement, StopRules(inside_bracket=True)
             )
-        if closer_same_line:
-            return Region(
-                BRACKET,
-                cursor,
-                cursor,
-                budgets.bracket,
-                StopRules(single_line=True, inside_bracket=True),
-            )
-        return Region(BRACKET, cursor, cursor, budgets.statement, StopRules(inside_bracket=True))
+
+    if brace and stack == ["{"] and before.rstrip().endswith("{") and not after.strip():
+        base = before[: indent_of(before)]  # `{|` with no closer yet: body and closing brace
+        stop = StopRules(open_brackets=1)
+        lead = "\n" + base + indent_unit(text, language)
+        return Region(BLOCK, cursor, cursor, budgets.block, stop, lead)
 
     if stack and not after.strip():
         return Region(
@@ -297,9 +322,9 @@ def choose_region(
     if not after.strip() and _is_header(before, language) and not brace:
         header_indent = indent_of(before)
         if next_line is None or indent_of(next_line) <= header_indent:
-            return Region(
-                BLOCK, cursor, cursor, budgets.block, StopRules(dedent_below=header_indent)
-            )
+            lead = "\n" + before[:header_indent] + indent_unit(text, language)
+            stop = StopRules(dedent_below=header_indent)
+            return Region(BLOCK, cursor, cursor, budgets.block, stop, lead)
 
     if not before.strip() and not after.strip() and prev_line is not None:
         if _is_header(prev_line, language) and not brace:
@@ -433,6 +458,12 @@ def _line_cut_end(text: str, max_end: int, last_line_end: int) -> int:
 # entry points
 
 
+def _minus(budgets: Budgets, regions: list[Region]) -> Budgets:
+    """The context budget left once the holes' mask tokens are placed in the window."""
+    left = max(MIN_CONTEXT_TOKENS, budgets.context_tokens - sum(r.budget for r in regions))
+    return replace(budgets, context_tokens=left)
+
+
 def plan_completion(
     text: str,
     cursor: int,
@@ -445,7 +476,7 @@ def plan_completion(
     tree = getattr(snapshot, "tree", None)
     cursor_byte = snapshot.byte_offset(cursor) if snapshot is not None else cursor
     region = choose_region(text, cursor, language, tree, budgets, selection, cursor_byte)
-    start, end = context_window(text, region.start, region.end, snapshot, budgets)
+    start, end = context_window(text, region.start, region.end, snapshot, _minus(budgets, [region]))
     return InfillPlan(language, (region,), start, end)
 
 
@@ -468,5 +499,7 @@ def plan_holes(
     for a, b in itertools.pairwise(regions):
         if b.start < a.end:
             raise ValueError("holes overlap")
-    start, end = context_window(text, regions[0].start, regions[-1].end, snapshot, budgets)
+    start, end = context_window(
+        text, regions[0].start, regions[-1].end, snapshot, _minus(budgets, regions)
+    )
     return InfillPlan(language, tuple(regions), start, end)

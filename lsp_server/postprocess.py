@@ -159,10 +159,13 @@ def process(
     prefix: str,
     suffix: str,
     language: str,
+    require_parse: bool = False,
 ) -> list[Candidate]:
     """Clean, scope, filter, dedupe and rank (fill, score) candidates for one region.
 
     `prefix`/`suffix` are the context window around the region; the result is best first.
+    With `require_parse` (a region that must be complete: a block body, a bracket's inside),
+    candidates that add tree-sitter errors are dropped.
     """
     line_after = suffix.split("\n", 1)[0]
     out: dict[str, Candidate] = {}
@@ -182,5 +185,7 @@ def process(
                 else 0
             )
         errors = syntax_errors(prefix, fill, suffix[extend:], language, baseline)
+        if errors and require_parse:
+            continue
         out[fill] = Candidate(fill, score, extend, errors)
     return sorted(out.values(), key=lambda c: (c.errors, -c.score))

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 from lsprotocol import types
@@ -23,6 +24,7 @@ from lsp_server import convert, pipeline
 from lsp_server.config import Settings, parse_settings, to_json
 from lsp_server.engine import Engine, ModelUnavailable, TypingThrough, builtin_loader
 from lsp_server.planner import plan_completion
+from lsp_server.postprocess import Candidate
 from lsp_server.syntax import Document, DocumentStore, Snapshot
 from model.interface import InfillCancelled
 
@@ -62,7 +64,9 @@ class ParafillServer(LanguageServer):
             self.show(
                 "parafill: invalid settings, keeping the previous ones: " + "; ".join(problems)
             )
-            return
+            if not initial:
+                return
+            new = self.settings  # still start, with the defaults
         old, self.settings = self.settings, new
         self.engine.cache_size = new.cache_size
         self.engine.threads = new.threads
@@ -143,6 +147,12 @@ class ParafillServer(LanguageServer):
         except ModelUnavailable as exc:
             self.model_failed(exc)
             return start, cursor, []
+        except Exception as exc:  # a backend failure is logged, not fatal
+            log.exception("backend failed")
+            self.log(
+                f"parafill: backend error: {type(exc).__name__}: {exc}", types.MessageType.Error
+            )
+            return start, cursor, []
         if doc.version != version:  # the document changed while the model ran: stale
             return start, cursor, []
         cands = pipeline.region_candidates(plan, text, results)
@@ -154,9 +164,7 @@ class ParafillServer(LanguageServer):
         return start, cursor, cands
 
 
-def _with_text(cand, text: str):
-    from dataclasses import replace
-
+def _with_text(cand: Candidate, text: str) -> Candidate:
     return replace(cand, text=text)
 
 

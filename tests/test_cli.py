@@ -21,7 +21,6 @@ TIMEOUT = 120
 def parafill(*args: str) -> subprocess.CompletedProcess:
     """Run the CLI; stdout/stderr are bytes so line endings are checked exactly."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.setdefault("OMP_NUM_THREADS", "2")
     cmd = [sys.executable, "-m", "lsp_server.cli", *args]
     return subprocess.run(cmd, capture_output=True, check=False, timeout=TIMEOUT, env=env, cwd=ROOT)
 
@@ -67,50 +66,89 @@ def test_errors_are_one_line_exit_2(tmp_path, args, message):
     assert "Traceback" not in err(proc) and out(proc) == ""
 
 
-SNIPPET = 'import os\n\n\ndef read_lines(path):\n    with open(path) as fh:\n        return fh.\n\n\nprint(read_lines("x"))\n'
+SNIPPET = (
+    "import os\n\n\ndef read_lines(path):\n    with open(path) as fh:\n        return fh.\n\n\n"
+    'print(read_lines("x"))\n'
+)
+CRLF = "def area(w, h):\r\n    \r\n\r\nprint(area(2, 3))\r\n"
+HOLES = "def add(a, b):\n    return <|fill|>\n\n\ndef sub(a, b):\n    return <|fill:8|>\n"
 
 
-def test_complete_prints_exactly_the_fill(tmp_path, shipped_model):
-    f = tmp_path / "snippet.py"
-    f.write_bytes(SNIPPET.encode())
-    line, col = 6, len("        return fh.") + 1
-    proc = parafill("complete", f"{f}:{line}:{col}", "--show-steps")
+@pytest.fixture(scope="module")
+def runs(shipped_model, tmp_path_factory):
+    """Every CLI run that loads the model, started at once (each pays the torch import)."""
+    tmp = tmp_path_factory.mktemp("cli")
+    (tmp / "snippet.py").write_bytes(SNIPPET.encode())
+    (tmp / "crlf.py").write_bytes(CRLF.encode())
+    (tmp / "holes.py").write_text(HOLES)
+    (tmp / "inplace.py").write_text(HOLES)
+    col = len("        return fh.") + 1
+    jobs = {
+        "complete": ["complete", f"{tmp / 'snippet.py'}:6:{col}", "--show-steps"],
+        "crlf": [
+            "complete",
+            f"{tmp / 'crlf.py'}:2:5",
+            "--steps",
+            "4",
+            "--budget",
+            "24",
+            "--seed",
+            "1",
+        ],
+        "fill": ["fill", str(tmp / "holes.py")],
+        "inplace": ["fill", str(tmp / "inplace.py"), "--in-place"],
+        "status": ["status", "--json"],
+    }
+    procs = {k: _start(*a) for k, a in jobs.items()}
+    done = {}
+    for k, p in procs.items():
+        stdout, stderr = p.communicate(timeout=TIMEOUT)
+        done[k] = subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
+    done["tmp"] = tmp
+    return done
+
+
+def _start(*args: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "lsp_server.cli", *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+
+
+def test_complete_prints_exactly_the_fill(runs):
+    proc = runs["complete"]
     assert proc.returncode == 0, err(proc)
     fill = out(proc)
     cursor = SNIPPET.index("fh.") + 3
     completed = SNIPPET[:cursor] + fill + SNIPPET[cursor:]
-    assert "\n" not in fill  # a rest-of-line region
+    assert fill and "\n" not in fill  # a rest-of-line region
     assert count_errors(parse(completed, "python")) == 0, completed
-    steps = [ln for ln in err(proc).splitlines() if ln.startswith("step ")]
-    assert steps and "region" in err(proc).splitlines()[-1]
+    lines = err(proc).splitlines()
+    assert [ln for ln in lines if ln.startswith("step ")] and "region" in lines[-1]
 
 
-def test_complete_crlf_and_options(tmp_path, shipped_model):
-    f = tmp_path / "crlf.py"
-    text = "def area(w, h):\r\n    \r\n\r\nprint(area(2, 3))\r\n"
-    f.write_bytes(text.encode())
-    proc = parafill("complete", f"{f}:2:5", "--steps", "4", "--budget", "24", "--seed", "1")
+def test_complete_crlf_and_options(runs):
+    proc = runs["crlf"]
     assert proc.returncode == 0, err(proc)
     fill = out(proc)
     assert "\n" not in fill.replace("\r\n", "")  # line breaks, if any, are the file's CRLF
-    completed = text[: text.index("\r\n    ") + 6] + fill + text[text.index("\r\n    ") + 6 :]
-    assert completed.startswith("def area(w, h):\r\n    ")
+    at = CRLF.index("\r\n    ") + 6
+    completed = CRLF[:at] + fill + CRLF[at:]
+    assert count_errors(parse(completed.replace("\r\n", "\n"), "python")) == 0, completed
 
 
-def test_fill_two_markers(tmp_path, shipped_model):
-    f = tmp_path / "holes.py"
-    f.write_text("def add(a, b):\n    return <|fill|>\n\n\ndef sub(a, b):\n    return <|fill:8|>\n")
-    proc = parafill("fill", str(f))
+def test_fill_two_markers(runs):
+    proc = runs["fill"]
     assert proc.returncode == 0, err(proc)
     result = out(proc)
     assert "<|fill" not in result and result.startswith("def add(a, b):\n    return ")
-    assert result.count("def ") == 2
-    proc = parafill("fill", str(f), "--in-place")
-    assert proc.returncode == 0 and out(proc) == "" and "<|fill" not in f.read_text()
+    assert result.count("def ") == 2 and result.endswith("\n")
+    proc = runs["inplace"]
+    assert proc.returncode == 0 and out(proc) == "", err(proc)
+    assert "<|fill" not in (runs["tmp"] / "inplace.py").read_text()
 
 
-def test_status(shipped_model):
-    proc = parafill("status", "--json")
+def test_status(runs):
+    proc = runs["status"]
     assert proc.returncode == 0, err(proc)
     info = json.loads(out(proc))
     assert info["state"] == "ready" and info["model"] and info["grammars"]["python"]

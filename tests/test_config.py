@@ -41,6 +41,8 @@ def test_unknown_keys_and_none():
     assert parse_settings(None) == (Settings(), [])
     s, problems = parse_settings({"modelPath": None, "steps": None, "logFile": "/tmp/x.log"})
     assert not problems and s.log_file == "/tmp/x.log"
+    s, problems = parse_settings({"modelPath": "", "logFile": ""})  # a cleared editor field
+    assert not problems and s.model_path is None and s.log_file is None
 
 
 def test_to_json_round_trip():

@@ -57,6 +57,8 @@ GOLDEN = [
     ("javascript", "console.log(|", STATEMENT, {"open_brackets": 1}),
     ("javascript", "let x = |\n", LINE, {"single_line": True}),
     ("go", "func main() {\n\t|\n}\n", BLOCK, {"inside_bracket": True}),
+    ("typescript", "function f(x: number): number {\n  return |\n}\n", LINE, {"single_line": True}),
+    ("tsx", "const el = <div>{items.map(|)}</div>;\n", BRACKET, {"single_line": True}),
     ("rust", "fn main() {\n    let v = vec![1, |];\n}\n", BRACKET, {"single_line": True}),
     ("text", "hello wor|\n", LINE, {"single_line": True}),
     ("text", "list:\n    |\n", BLOCK, {"dedent_below": 0}),
@@ -150,3 +152,30 @@ def test_unknown_language_never_fails():
     for marked in ["|", "\n\n|", "(((|", "}}}|{{{", "\tx|\t"]:
         _, cursor, p = plan(marked, "cobol")
         assert p.regions[0].start == cursor
+
+
+@pytest.mark.parametrize(
+    "language,marked,lead,trail",
+    [
+        ("python", "class A:\n    def m(self):|\n", "\n        ", ""),
+        ("python", "def f():|\n", "\n    ", ""),
+        ("python", "if x:\n\tpass\nwhile y:|\n", "\n\t", ""),  # the file's own indentation
+        ("javascript", "function f(a) {|}\n", "\n  ", "\n"),
+        ("javascript", "  if (a) {|}\n", "\n    ", "\n  "),
+        ("go", "func main() {|\n", "\n\t", ""),
+        ("python", "def f(x):\n    |\n", "", ""),  # the cursor is on the body line already
+    ],
+)
+def test_block_lead_and_trail(language, marked, lead, trail):
+    text, _, p = plan(marked, language)
+    (r,) = p.regions
+    assert (r.kind, r.lead, r.trail) == (BLOCK, lead, trail)
+    prefix, hole, suffix = p.segments(text)
+    assert prefix.endswith(lead) and suffix.startswith(trail) and isinstance(hole, Hole)
+
+
+def test_line_inside_a_brace_block_body():
+    _, _, p = plan("function add(a, b) {\n  return |\n}\n", "javascript")
+    assert p.regions[0].kind == LINE and p.regions[0].stop.single_line
+    _, _, p = plan("const o = {a: 1, |};\n", "javascript")
+    assert p.regions[0].kind == BRACKET

@@ -124,6 +124,15 @@ CHAIN = [
 ]
 
 
+def test_process_require_parse_drops_broken_fills():
+    prefix, suffix = "def f(x):\n    ", "\n\nprint(f(1))\n"
+    fills = [("return (x", -0.1), ("return x", -2.0)]
+    assert [
+        c.text for c in process(fills, StopRules(dedent_below=0), prefix, suffix, "python", True)
+    ] == ["return x"]
+    assert len(process(fills, StopRules(dedent_below=0), prefix, suffix, "python")) == 2
+
+
 @pytest.mark.parametrize("marked,fills,stop,expected,extend", CHAIN)
 def test_process_chain(marked, fills, stop, expected, extend):
     i = marked.index("|")

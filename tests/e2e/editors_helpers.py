@@ -30,8 +30,9 @@ LOOPBACK = "127.0.0.1"
 MODEL_READY_S = 180
 COMPLETION_S = 120
 
-# A Python module with one line missing (the cursor goes to the end of line MISSING_LINE, 1-based,
-# which holds only the indentation) and a line to fill from a visual selection (SELECT_LINE).
+# A Python module with one line missing (`dy = p[1] - q[1]`: the cursor goes to the end of line
+# MISSING_LINE, 1-based, which holds only the indentation) and a line to fill from a visual
+# selection (SELECT_LINE).
 SAMPLE = '''\
 import math
 
@@ -39,7 +40,6 @@ import math
 def distance(p, q):
     """Euclidean distance between two points."""
     dx = p[0] - q[0]
-    dy = p[1] - q[1]
 {missing}
     return math.sqrt(dx * dx + dy * dy)
 
@@ -53,11 +53,23 @@ if __name__ == "__main__":
     print(distance((0, 0), (3, 4)))
     print(mean([1, 2, 3]))
 '''
-MISSING_LINE = 8
+MISSING_LINE = 7
 MISSING_INDENT = "    "
 SAMPLE = SAMPLE.replace("{missing}", MISSING_INDENT)
-SELECT_LINE = 14  # "    return total / len(values)": the expression after "return " is selected
+SELECT_LINE = 13  # "    return total / len(values)": the expression after "return " is selected
 SELECT_PREFIX = "    return "
+
+# A file with a `<|fill|>` hole for the fill-every-hole commands.
+HOLES = """\
+def area(width, height):
+    return <|fill|>
+
+
+def perimeter(width, height):
+    return 2 * (width + height)
+"""
+HOLE_LINE = 2
+HOLE_PREFIX = "    return "
 
 
 def require(path: Path, what: str) -> Path:

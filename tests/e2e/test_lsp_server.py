@@ -211,6 +211,22 @@ async def test_fill_command_two_holes(client: LanguageClient):
     )
 
 
+async def test_fill_command_range(client: LanguageClient):
+    uri = "file:///t/range.py"
+    text = "# expect: x + x\ndef double(x):\n    return x * 2\n"
+    open_doc(client, uri, text)
+    client.applied_edits.clear()
+    rng = {"start": {"line": 2, "character": 11}, "end": {"line": 2, "character": 16}}
+    res = await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="parafill.fill", arguments=[uri, rng])
+    )
+    assert res["applied"] is True and res["fills"] == ["x + x"]
+    (edit,) = client.applied_edits
+    (e,) = edit.document_changes[0].edits
+    assert e.new_text == "x + x"
+    assert (e.range.start.character, e.range.end.character) == (11, 16)
+
+
 async def test_fill_command_errors(client: LanguageClient):
     open_doc(client, "file:///t/none.py", "x = 1\n")
     with pytest.raises(Exception, match="no <|fill|> markers|Invalid Params"):
@@ -329,7 +345,10 @@ async def bad_init_client(lsp_client: LanguageClient):
 
 
 async def test_invalid_initialization_options(bad_init_client: LanguageClient):
-    await bad_init_client.wait_for_notification(types.WINDOW_SHOW_MESSAGE)
+    for _ in range(100):  # sent while initializing, maybe before this test started waiting
+        if bad_init_client.messages:
+            break
+        await asyncio.sleep(0.05)
     msg = bad_init_client.messages[-1].message
     assert "debounceMs" in msg and "candidates" in msg
     st = await status(bad_init_client)
@@ -350,6 +369,27 @@ async def test_bad_positions_unknown_uri_and_languages(client: LanguageClient):
     assert (await status(client))["state"] == "ready"
 
 
+@pytest.mark.parametrize(
+    "language,uri,marked",
+    [
+        (
+            "typescript",
+            "file:///t/a.ts",
+            "// expect: a + b\nfunction f(a: number, b: number) {\n  return |\n}\n",
+        ),
+        ("go", "file:///t/a.go", "// expect: a + b\nfunc f(a, b int) int {\n\treturn |\n}\n"),
+        ("rust", "file:///t/a.rs", "// expect: a + b\nfn f(a: i32, b: i32) -> i32 {\n    |\n}\n"),
+    ],
+)
+async def test_other_grammars(client: LanguageClient, language, uri, marked):
+    text, line, col = cursor_of(marked)
+    open_doc(client, uri, text, language)
+    items = await inline(client, uri, line, col)
+    assert items[0].insert_text == "a + b"
+    doc = (await status(client, uri))["document"]
+    assert doc["parsed"] is True and doc["language"] == language
+
+
 async def test_binary_and_huge_documents(client: LanguageClient):
     open_doc(client, "file:///t/bin.py", "x = 1\x00\x01\x02\n")
     assert await inline(client, "file:///t/bin.py", 0, 5) == []
@@ -363,6 +403,13 @@ async def test_binary_and_huge_documents(client: LanguageClient):
     st = await status(client, "file:///t/huge.py")
     assert st["document"]["length"] == len(huge) + 1 and st["document"]["parsed"] is False
     assert time.perf_counter() - t0 < 20
+
+
+async def test_backend_failure_is_an_empty_result(client: LanguageClient):
+    open_doc(client, "file:///t/boom.py", "# fake: raise\nx = \n")
+    assert await inline(client, "file:///t/boom.py", 1, 4) == []
+    assert any("backend error" in m.message for m in client.log_messages)
+    assert (await status(client))["errors"] >= 1
 
 
 @pytest_lsp.fixture(config=CONFIG, scope="module")

@@ -3,7 +3,8 @@ serve` with the shipped model, driven over Neovim's RPC socket with pynvim.
 
 Checks the native inline completion (ghost text appears in insert mode where a line is missing,
 the configured accept key inserts it, the buffer still parses) and `:'<,'>ParafillFill` on a
-visual selection (the server's workspace/applyEdit lands in the buffer).
+visual selection and `:ParafillFill` on every `<|fill|>` hole (the server's workspace/applyEdit
+lands in the buffer), `:ParafillStatus`, and the virtual-text fallback used before 0.12.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ import pynvim
 import pytest
 from editors_helpers import (
     COMPLETION_S,
+    HOLE_LINE,
+    HOLE_PREFIX,
+    HOLES,
     MISSING_INDENT,
     MISSING_LINE,
     MODEL_READY_S,
@@ -54,6 +58,7 @@ if not client then return vim.NIL end
 local r = client:request_sync('parafill/status', {}, 10000, 0)
 return r and r.result or vim.NIL
 """
+MESSAGES_LUA = "return vim.api.nvim_exec2('messages', { output = true }).output"
 GHOST_LUA = """
 local ns = vim.api.nvim_get_namespaces()[...]
 if not ns then return vim.NIL end
@@ -253,4 +258,35 @@ def test_virtual_text_fallback_of_older_neovims(nvim):
     n_below = len(before) - MISSING_LINE
     assert after[len(after) - n_below :] == before[MISSING_LINE:]
     assert "\n".join(after[MISSING_LINE - 1 : len(after) - n_below]).strip()
+    ast.parse("\n".join(after))
+
+
+def test_status_command_shows_the_model_state(nvim):
+    session, _, _ = nvim
+    session.command("messages clear")
+    session.command("ParafillStatus")
+    shown = wait_for(
+        lambda: "state: ready" in (m := session.exec_lua(MESSAGES_LUA)) and m,
+        20,
+        ":ParafillStatus to show the status",
+    )
+    assert "model: " in shown and "device: " in shown, shown
+    assert session.exec_lua("return require('parafill').statusline()").startswith("parafill ready")
+
+
+def test_fill_without_a_range_fills_every_hole(nvim):
+    session, _, server_log = nvim
+    session.input("<Esc>")
+    session.current.buffer[:] = HOLES.splitlines()
+    session.command("ParafillFill")
+    after = wait_for(
+        lambda: "<|fill|>" not in "\n".join(b := _buffer(session)) and b,
+        COMPLETION_S,
+        f"the hole to be filled; server log:\n{tail(server_log)}",
+    )
+    print("filled holes:", after)
+    expected = HOLES.splitlines()
+    assert after[HOLE_LINE - 1].startswith(HOLE_PREFIX)
+    assert after[: HOLE_LINE - 1] == expected[: HOLE_LINE - 1]
+    assert after[-2:] == expected[-2:]
     ast.parse("\n".join(after))

@@ -3,7 +3,9 @@
 playwright-core, talking to the real `parafill serve` with the shipped model.
 
 Opens a Python file of a workspace, types at a cursor, waits for the ghost text, saves a screenshot
-of it (editors/vscode/out/e2e/vscode-ghost-text.png, or $PARAFILL_E2E_ARTIFACTS), accepts it with Tab, saves, and checks the file.
+of it (editors/vscode/out/e2e/vscode-ghost-text.png, or $PARAFILL_E2E_ARTIFACTS), accepts it with Tab, saves, and checks the file; then fills the `<|fill|>` hole of a second file
+with the command "Parafill: Fill Every Hole in File". A second test checks the error shown when the
+server command is missing.
 Every process it starts listens on loopback only and is stopped at the end.
 """
 
@@ -13,12 +15,16 @@ import ast
 import json
 import os
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
 from editors_helpers import (
     CHROMIUM,
     COMPLETION_S,
+    HOLE_LINE,
+    HOLE_PREFIX,
+    HOLES,
     LOOPBACK,
     MISSING_INDENT,
     MISSING_LINE,
@@ -41,7 +47,7 @@ from editors_helpers import (
 
 ARTIFACTS = Path(os.environ.get("PARAFILL_E2E_ARTIFACTS", VSCODE_EXT / "out" / "e2e"))
 SCREENSHOT = ARTIFACTS / "vscode-ghost-text.png"
-TYPED = "dist = "  # typed at the end of the indented empty line
+TYPED = "dy = "  # typed at the end of the indented empty line
 DRIVER = VSCODE_EXT / "e2e" / "drive.cjs"
 # No extension gallery: nothing leaves the machine.
 GALLERY = {"serviceUrl": f"http://{LOOPBACK}:9/gallery", "itemUrl": f"http://{LOOPBACK}:9/items"}
@@ -71,7 +77,14 @@ def _user_settings(server_log: Path) -> dict:
     }
 
 
-def _drive_vscode(tmp_path: Path, scenario: str, screenshot: Path, settings: dict | None = None):
+def _drive_vscode(
+    tmp_path: Path,
+    scenario: str,
+    screenshot: Path,
+    settings: dict | None = None,
+    expect: str | None = None,
+    clean_python_env: bool = False,
+):
     """Installs the .vsix into a fresh code-server on loopback, opens the sample workspace and
     runs the playwright driver's `scenario`. Returns (what the driver saw, the sample file)."""
     require(CHROMIUM, "Chromium")
@@ -81,6 +94,8 @@ def _drive_vscode(tmp_path: Path, scenario: str, screenshot: Path, settings: dic
     workspace.mkdir()
     source = workspace / "geometry.py"
     source.write_text(SAMPLE)
+    holes = workspace / "shapes.py"
+    holes.write_text(HOLES)
     server_log = tmp_path / "server.log"
     (user_data / "User").mkdir(parents=True)
     user_settings = {**_user_settings(server_log), **(settings or {})}
@@ -89,6 +104,9 @@ def _drive_vscode(tmp_path: Path, scenario: str, screenshot: Path, settings: dic
     config = tmp_path / "code-server.yaml"
     config.write_text(f"bind-addr: {LOOPBACK}:{port}\nauth: none\ncert: false\n")
     env = dict(os.environ, EXTENSIONS_GALLERY=json.dumps(GALLERY), OMP_NUM_THREADS="2")
+    if clean_python_env:
+        for var in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"):
+            env.pop(var, None)
     common = [
         str(node),
         str(entry),
@@ -142,9 +160,11 @@ def _drive_vscode(tmp_path: Path, scenario: str, screenshot: Path, settings: dic
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         opts = {
             "scenario": scenario,
+            "expect": expect,
             "playwright": str(playwright_core()),
             "url": f"http://{LOOPBACK}:{port}/?folder={workspace}",
             "file": source.name,
+            "holesFile": holes.name if scenario == "ghost" else None,
             "line": MISSING_LINE,
             "column": len(MISSING_INDENT) + 1,
             "typed": TYPED,
@@ -189,6 +209,17 @@ def test_vscode_ghost_text_is_shown_and_accepted_with_tab(tmp_path):
     assert len(inserted) > len(MISSING_INDENT + TYPED), "Tab inserted the completion"
     ast.parse(source.read_text())
 
+    # Then "Parafill: Fill Every Hole in File" on shapes.py, through parafill.fill and applyEdit.
+    assert seen.get("filled"), seen
+    filled = (source.parent / "shapes.py").read_text()
+    print("filled holes:", repr(filled))
+    assert "<|fill|>" not in filled
+    lines, expected = filled.splitlines(), HOLES.splitlines()
+    assert lines[HOLE_LINE - 1].startswith(HOLE_PREFIX), "the fill replaced only the marker"
+    assert lines[: HOLE_LINE - 1] == expected[: HOLE_LINE - 1]
+    assert lines[-2:] == expected[-2:], "the code after the hole is kept"
+    ast.parse(filled)
+
 
 def test_vscode_says_clearly_when_the_server_command_is_missing(tmp_path):
     missing = str(tmp_path / "no-such-dir" / "parafill")
@@ -200,3 +231,34 @@ def test_vscode_says_clearly_when_the_server_command_is_missing(tmp_path):
     )
     assert missing in seen["message"] and "parafill.server.command" in seen["message"], seen
     assert "error" in seen["status"], seen["status"]
+
+
+def test_vscode_restarts_a_crashing_server_with_back_off_then_gives_up(tmp_path):
+    crash = ["/bin/sh", "-c", "echo parafill-test-crash >&2; exit 3"]
+    seen, _ = _drive_vscode(
+        tmp_path,
+        "error",
+        ARTIFACTS / "vscode-crashing-server.png",
+        {"parafill.server.command": crash},
+        expect="stays stopped",
+    )
+    assert "crashed" in seen["message"] and "parafill-test-crash" in seen["message"], seen
+    assert "error" in seen["status"], seen["status"]
+
+
+def test_vscode_says_clearly_when_python_lacks_parafill(tmp_path):
+    bare = (
+        Path(sys.base_prefix) / "bin" / "python3"
+    )  # the interpreter under .venv, without parafill
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    check = subprocess.run([bare, "-c", "import lsp_server"], cwd=tmp_path, env=env, check=False)
+    assert check.returncode != 0, f"{bare} should not have parafill installed"
+    seen, _ = _drive_vscode(
+        tmp_path,
+        "error",
+        ARTIFACTS / "vscode-python-without-parafill.png",
+        {"parafill.server.command": [], "parafill.server.pythonPath": str(bare)},
+        expect="cannot import",
+        clean_python_env=True,
+    )
+    assert str(bare) in seen["message"] and "pip install parafill" in seen["message"], seen

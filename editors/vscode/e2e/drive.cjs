@@ -42,27 +42,35 @@ async function main() {
     await page.waitForSelector('.monaco-workbench .part.editor', { timeout: 90000 });
     log('workbench loaded');
 
-    // Open the file with Quick Open; the chat panel may hold the focus, so click the editor part first.
-    await page.locator('.part.editor').click();
-    await page.keyboard.press('Control+P');
-    await page.waitForSelector('.quick-input-widget input', { timeout: 20000 });
-    await page.keyboard.type(opts.file);
-    await page.waitForSelector(`.quick-input-list .monaco-list-row[aria-label*="${opts.file}"]`, { timeout: 20000 });
-    await page.keyboard.press('Enter');
-    const editor = page.locator('.part.editor .monaco-editor .view-lines').first();
-    await editor.waitFor({ timeout: 20000 });
-    await page.waitForFunction((name) => document.title.includes(name), opts.file, { timeout: 20000 });
-    log('file open');
+    await openFile(page, opts.file);
 
     if (opts.scenario === 'error') {
-      // A broken server set-up: the extension must say what is wrong in a notification.
-      const toast = page.locator('.notifications-toasts .notification-toast', { hasText: 'Parafill' }).first();
-      await toast.waitFor({ state: 'visible', timeout: opts.readyMs });
-      result.message = (await toast.locator('.notification-list-item-message').textContent()) || '';
-      result.status = await statusText(page);
+      // A broken server set-up: the extension must say what is wrong in a notification. Toasts
+      // beyond the third are hidden, so the notification centre is opened when the status bar
+      // shows the error and the message is not in view.
+      const expect = opts.expect || 'Parafill';
+      const deadline = Date.now() + opts.readyMs;
+      let centreOpened = false;
+      while (!result.message) {
+        if (Date.now() > deadline) throw new Error(`no notification with "${expect}"`);
+        result.message = await page.evaluate((text) => {
+          for (const el of document.querySelectorAll('.notification-list-item-message')) {
+            if ((el.textContent || '').includes(text)) return el.textContent;
+          }
+          return '';
+        }, expect);
+        result.status = await statusText(page);
+        if (!result.message && !centreOpened && /error/.test(result.status)) {
+          await page.waitForTimeout(2000);
+          await runCommand(page, 'Notifications: Show Notifications');
+          centreOpened = true;
+        }
+        await page.waitForTimeout(500);
+      }
       await page.screenshot({ path: opts.screenshot });
     } else {
       await ghostScenario(page, result);
+      if (opts.holesFile) await fillScenario(page, result);
     }
     result.ok = true;
   } catch (e) {
@@ -75,6 +83,50 @@ async function main() {
   }
   process.stdout.write(JSON.stringify(result) + '\n');
   process.exit(result.ok ? 0 : 1);
+}
+
+/** Opens a workspace file with Quick Open (clicking the editor part first: the chat panel may
+ * hold the focus on load). */
+async function openFile(page, name) {
+  await page.locator('.part.editor').click();
+  await page.keyboard.press('Control+P');
+  await page.waitForSelector('.quick-input-widget input', { timeout: 20000 });
+  await page.keyboard.type(name);
+  await page.waitForSelector(`.quick-input-list .monaco-list-row[aria-label*="${name}"]`, { timeout: 20000 });
+  await page.keyboard.press('Enter');
+  await page.locator('.part.editor .monaco-editor .view-lines').first().waitFor({ timeout: 20000 });
+  await page.waitForFunction((n) => document.title.includes(n), name, { timeout: 20000 });
+  log(`${name} open`);
+}
+
+/** Runs a command from the command palette by its title. */
+async function runCommand(page, title) {
+  await page.keyboard.press('F1');
+  await page.waitForSelector('.quick-input-widget input', { timeout: 10000 });
+  await page.keyboard.type(title);
+  await page.waitForSelector(`.quick-input-list .monaco-list-row[aria-label*="${title}"]`, { timeout: 10000 });
+  await page.keyboard.press('Enter');
+}
+
+/** Saves the active editor and waits until it is no longer dirty. */
+async function save(page) {
+  await page.keyboard.press('Control+S');
+  await page.waitForFunction(() => !document.querySelector('.part.editor .tab.active.dirty'), null, { timeout: 10000 });
+}
+
+/** Runs "Parafill: Fill Every Hole in File" on a file with <|fill|> markers and saves it. */
+async function fillScenario(page, result) {
+  await openFile(page, opts.holesFile);
+  await page.locator('.part.editor .monaco-editor .view-lines').first().click();
+  await runCommand(page, 'Parafill: Fill Every Hole in File');
+  await page.waitForFunction(
+    () => !document.querySelector('.part.editor .monaco-editor .view-lines').textContent.includes('<|fill|>'),
+    null,
+    { timeout: opts.ghostMs },
+  );
+  log('holes filled');
+  await save(page);
+  result.filled = true;
 }
 
 /** Waits for the server, types at the cursor, screenshots the ghost text, accepts it, saves. */
@@ -106,14 +158,13 @@ async function ghostScenario(page, result) {
   const ghost = page.locator('.part.editor .ghost-text-decoration, .part.editor .ghost-text-decoration-preview');
   await ghost.first().waitFor({ state: 'visible', timeout: opts.ghostMs });
   await page.waitForTimeout(300); // let multi-line ghost text finish rendering
-  result.ghost = (await ghost.allTextContents()).join('\n');
+  result.ghost = (await ghost.allTextContents()).join('');
   log(`ghost text: ${JSON.stringify(result.ghost)}`);
   await page.screenshot({ path: opts.screenshot });
 
   await page.keyboard.press('Tab');
   await page.waitForTimeout(300);
-  await page.keyboard.press('Control+S');
-  await page.waitForFunction(() => !document.querySelector('.part.editor .tab.active.dirty'), null, { timeout: 10000 });
+  await save(page);
   result.status = await statusText(page);
 }
 

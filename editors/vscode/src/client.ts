@@ -2,8 +2,9 @@
  * The Parafill server's lifecycle in VS Code: resolve and check the command, start the language
  * client, restart it with back-off when it crashes, and poll `parafill/status` for the status bar.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as vscode from 'vscode';
 import {
   CloseAction,
@@ -22,6 +23,8 @@ import { clientSettings, documentSelector, initializationOptions, SECTION } from
 export const STATUS_REQUEST = 'parafill/status';
 export const FILL_COMMAND = 'parafill.fill';
 const STATUS_POLL_MS = 2000;
+/** Lines of the server's stderr quoted when it keeps crashing. */
+const STDERR_TAIL_LINES = 3;
 
 function isExecutable(file: string): boolean {
   try {
@@ -42,7 +45,8 @@ export function serverCommand(): ServerCommand {
   const resolved = resolveServerCommand(settings, (cmd) => which(cmd, process.env, isExecutable));
   if (resolved.python) {
     checkPython(resolved.command, (cmd, args) => {
-      const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 30000 });
+      // From a neutral directory, so a checkout in the current directory does not count.
+      const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 30000, cwd: os.tmpdir() });
       return { status: r.error ? null : r.status, stderr: r.stderr ?? String(r.error ?? '') };
     });
   }
@@ -52,6 +56,8 @@ export function serverCommand(): ServerCommand {
 export class ParafillServer implements vscode.Disposable {
   private client: LanguageClient | undefined;
   private crashes: number[] = [];
+  private readonly crashed = new WeakSet<LanguageClient>();
+  private stderrTail: string[] = [];
   private restartTimer: NodeJS.Timeout | undefined;
   private readonly poller: NodeJS.Timeout;
   private lastStatus: ServerStatus = { state: 'stopped' };
@@ -79,8 +85,19 @@ export class ParafillServer implements vscode.Disposable {
       return;
     }
     this.output.appendLine(`Starting ${command.command} ${command.args.join(' ')}`);
-    const serverOptions: ServerOptions = { command: command.command, args: command.args };
+    // Spawned here (not by the client library) to keep the end of stderr for the crash message;
+    // the library still copies stderr to the output channel.
+    const serverOptions: ServerOptions = async () => {
+      const proc = spawn(command.command, command.args, {
+        cwd: vscode.workspace.workspaceFolders?.[0]?.uri.fsPath,
+        env: process.env,
+      });
+      proc.stderr.on('data', (data: Buffer) => this.keepStderr(data.toString()));
+      return proc;
+    };
     const languages = clientSettings(get).languages;
+    // Declared before the options: their error handler refers to it.
+    let client: LanguageClient | undefined;
     const clientOptions: LanguageClientOptions = {
       documentSelector: documentSelector(languages),
       initializationOptions: initializationOptions(get),
@@ -90,19 +107,20 @@ export class ParafillServer implements vscode.Disposable {
       errorHandler: {
         error: () => ({ action: ErrorAction.Continue }),
         closed: () => {
-          this.onCrash();
+          this.onCrash(client);
           return { action: CloseAction.DoNotRestart, handled: true };
         },
       },
     };
-    const client = new LanguageClient('parafill', 'Parafill', serverOptions, clientOptions);
+    client = new LanguageClient('parafill', 'Parafill', serverOptions, clientOptions);
     this.client = client;
     this.show({ state: 'starting' });
     try {
       await client.start();
     } catch (e) {
+      // The server exited (or never answered) during initialize: a crash like any other.
       this.output.appendLine(`Parafill server failed to start: ${e}`);
-      if (this.client === client) this.show({ state: 'error', error: String(e) });
+      this.onCrash(client);
       return;
     }
     void this.poll();
@@ -123,18 +141,24 @@ export class ParafillServer implements vscode.Disposable {
     this.show({ state: 'stopped' });
   }
 
-  /** The crash policy: restart with back-off, then give up with a message that offers the log. */
-  private onCrash(): void {
+  /**
+   * The crash policy: restart with back-off, then give up with a message that offers the log.
+   * Counted once per client, and only for the current one (not for one being stopped).
+   */
+  private onCrash(client: LanguageClient | undefined): void {
+    if (!client || client !== this.client || this.crashed.has(client)) return;
+    this.crashed.add(client);
     const now = Date.now();
     const delay = restartDelayMs(this.crashes, now);
     this.crashes.push(now);
     if (delay === undefined) {
       this.show({ state: 'error', error: 'the server crashed repeatedly' });
-      const logFile = String(get('logFile') ?? '');
+      const logFile = (get('logFile') as string | null | undefined) || '';
       const actions = logFile ? ['Show Log', 'Open Log File', 'Restart'] : ['Show Log', 'Restart'];
       void vscode.window
         .showErrorMessage(
-          `Parafill: the server crashed ${this.crashes.length} times and stays stopped. See the log for the cause.`,
+          `Parafill: the server crashed ${this.crashes.length} times and stays stopped. ` +
+            (this.stderrTail.length ? `Its last output: ${this.stderrTail.join(' | ')}` : 'See the log.'),
           ...actions,
         )
         .then((choice) => {
@@ -147,6 +171,11 @@ export class ParafillServer implements vscode.Disposable {
     this.output.appendLine(`Parafill server exited; restarting in ${delay} ms`);
     this.show({ state: 'starting' });
     this.restartTimer = setTimeout(() => void this.start(), delay);
+  }
+
+  private keepStderr(text: string): void {
+    this.stderrTail.push(...text.split('\n').filter((l) => l.trim()));
+    this.stderrTail = this.stderrTail.slice(-STDERR_TAIL_LINES);
   }
 
   /** Restart on request: forget earlier crashes. */

@@ -21,6 +21,7 @@ export const SERVER_KEYS = [
   'debounceMs',
   'languages',
   'cacheSize',
+  'threads',
   'logFile',
 ] as const;
 

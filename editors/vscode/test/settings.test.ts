@@ -67,4 +67,8 @@ test('package.json defaults mirror the server defaults in lsp_server/config.py',
     else if (raw.startsWith('"')) assert.equal(d, JSON.parse(raw), key);
   }
   assert.deepEqual(props['parafill.languages'].default, DEFAULT_LANGUAGES);
+  // The keys the server parses (its FIELDS table) are exactly the keys the client sends.
+  const table = source.slice(source.indexOf('FIELDS = {'), source.indexOf('\n}\n', source.indexOf('FIELDS = {')));
+  const serverKeys = [...table.matchAll(/^    "(\w+)": \(/gm)].map((m) => m[1]);
+  assert.deepEqual([...serverKeys].sort(), [...SERVER_KEYS].sort());
 });

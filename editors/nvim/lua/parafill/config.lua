@@ -16,9 +16,9 @@ M.defaults = {
   --- `parafill` (camelCase, as in lsp_server/config.py). Unset keys take the server's defaults:
   --- enabled = true, modelPath = nil (the shipped model), device = 'auto' ('cpu' | 'cuda'),
   --- schedule = 'threshold' ('fixed' | 'ltr'), steps = nil, threshold = nil, lineBudget = 24,
-  --- blockBudget = 96, contextTokens = 448, candidates = 3, debounceMs = 25,
+  --- blockBudget = 96, contextTokens = 512, candidates = 3, debounceMs = 25,
   --- languages = { 'python', 'javascript', 'typescript', 'tsx', 'go', 'rust', '*' },
-  --- cacheSize = 256, logFile = nil.
+  --- cacheSize = 256, threads = 0 (automatic), logFile = nil.
   ---@type table<string, any>
   settings = {},
   inline = {

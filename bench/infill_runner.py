@@ -1,0 +1,135 @@
+"""Benchmark-side access to the built-in infiller: one context encoding, several schedules.
+
+Owns: laying a request out exactly as `BuiltinInfiller.infill` does (its own `_layout`), encoding
+the context once and running `model.sampler.denoise` for any number of schedules over that one
+cache (cache on), or recomputing the full forward under the same group layout at every step
+(cache off). Greedy, one candidate. The benchmarks check these paths against `infiller.infill`.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch
+
+from model.interface import InfillRequest
+from model.sampler import DenoiseConfig, denoise
+
+
+@dataclass
+class Prepared:
+    """A request laid out as the infiller lays it out: context, hole slots, span positions."""
+
+    ctx_ids: list[int]
+    ctx_pos: list[int]
+    rel: list[tuple[int, int]]  # hole slot ranges within the span
+    span_pos: list[int]
+    min_tokens: list[int]
+
+
+@dataclass
+class Fill:
+    fills: list[str]
+    steps: int
+    tokens: int
+    ms: float  # denoising only (the context encoding is timed separately)
+
+
+def prepare(m, segments: list) -> Prepared:
+    ctx_ids, ctx_pos, holes_abs, min_tokens = m._layout(InfillRequest(segments=segments))
+    rel, o = [], 0
+    for a, b in holes_abs:
+        rel.append((o, o + b - a))
+        o += b - a
+    span_pos = [p for a, b in holes_abs for p in range(a, b)]
+    return Prepared(ctx_ids, ctx_pos, rel, span_pos, min_tokens)
+
+
+def encode(m, p: Prepared):
+    """The context K/V cache for `p` and the milliseconds it took."""
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        cache = m.net.encode_context(
+            torch.tensor([p.ctx_ids], dtype=torch.long, device=m.device),
+            torch.tensor([p.ctx_pos], dtype=torch.long, device=m.device),
+        )
+    return cache, (time.perf_counter() - t0) * 1e3
+
+
+def _run(m, p: Prepared, step_fn, cfg: DenoiseConfig) -> Fill:
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = denoise(
+            step_fn,
+            p.rel,
+            1,
+            m.tok.mask_id,
+            m.tok.pad_id,
+            [m.tok.mask_id, m.tok.sep_id],
+            cfg,
+            min_tokens=p.min_tokens,
+            device=m.device,
+        )
+    ms = (time.perf_counter() - t0) * 1e3
+    fills = m._render(out.tokens[0], p.rel, show_masks=False)
+    return Fill(fills, out.steps_used, int(out.committed[0]), ms)
+
+
+def fill_cached(m, p: Prepared, cache, cfg: DenoiseConfig) -> Fill:
+    """Denoise over an existing context cache: each step is a forward over the span only."""
+    span_pos = torch.tensor([p.span_pos], dtype=torch.long, device=m.device)
+    return _run(m, p, lambda ids: m.net.span_forward(ids, span_pos, cache), cfg)
+
+
+def fill_uncached(m, p: Prepared, cfg: DenoiseConfig) -> Fill:
+    """Cache off: every step runs the full forward over context + span (group layout 0 / 1)."""
+    n_ctx = len(p.ctx_ids)
+    dev = m.device
+    ctx = torch.tensor([p.ctx_ids], dtype=torch.long, device=dev)
+    pos = torch.tensor([p.ctx_pos + p.span_pos], dtype=torch.long, device=dev)
+    group = torch.tensor([[0] * n_ctx + [1] * len(p.span_pos)], dtype=torch.long, device=dev)
+
+    def step_fn(ids: torch.Tensor) -> torch.Tensor:
+        return m.net(torch.cat([ctx, ids], 1), pos, group)[:, n_ctx:]
+
+    return _run(m, p, step_fn, cfg)
+
+
+def denoise_config(
+    schedule: str, steps: int | None = None, threshold: float = 0.9
+) -> DenoiseConfig:
+    return DenoiseConfig(schedule=schedule, steps=steps, threshold=threshold, temperature=0.0)
+
+
+def run_info(m, threads: int) -> dict:
+    """What a result was measured with: the command, checkpoint, device, threads, machine."""
+    return {
+        "command": " ".join([Path(sys.executable).name] + sys.argv),
+        "weights": str(m.path),
+        "device": str(m.device),
+        "dtype": str(m.dtype),
+        "torch_threads": threads,
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}",
+        "git": _git_state(),
+    }
+
+
+def _git_state() -> str:
+    """HEAD and whether model/ differs from it: the code that produced a result."""
+    import subprocess
+
+    def git(*a: str) -> str:
+        r = subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=False)
+        return r.stdout.strip()
+
+    dirty = git("status", "--porcelain", "model/")
+    return git("rev-parse", "--short", "HEAD") + (" (model/ modified)" if dirty else "")
