@@ -25,8 +25,15 @@ from model.interface import Hole, InfillRequest
 
 CONFIGS = {
     "ltr": dict(schedule="ltr"),
+    "threshold-0.9-padmin0.5": dict(schedule="threshold", threshold=0.9, pad_min_prob=0.5),
     "threshold-0.9": dict(schedule="threshold", threshold=0.9),
     "threshold-0.9-no-padrun": dict(schedule="threshold", threshold=0.9, pad_run=False),
+    "threshold-0.9-tail": dict(schedule="threshold", threshold=0.9, pad_tail_only=True),
+    "threshold-0.7-tail": dict(schedule="threshold", threshold=0.7, pad_tail_only=True),
+    "ltr-tail": dict(schedule="ltr", pad_tail_only=True),
+    "window8-0.9": dict(schedule="threshold", threshold=0.9, window=8),
+    "window8-0.7": dict(schedule="threshold", threshold=0.7, window=8),
+    "window4-0.9": dict(schedule="threshold", threshold=0.9, window=4),
     "threshold-0.7": dict(schedule="threshold", threshold=0.7),
     "threshold-0.5": dict(schedule="threshold", threshold=0.5),
     "fixed-4": dict(schedule="fixed", steps=4),
@@ -43,21 +50,24 @@ def unseen_files() -> list[Path]:
     return out
 
 
-def make_tasks(n: int, seed: int = 0) -> list[tuple[str, str, str]]:
+def make_tasks(n: int, seed: int = 0, n_lines: int = 1) -> list[tuple[str, str, str]]:
     rng = np.random.default_rng(seed)
     files = [f for f in unseen_files() if 2_000 < f.stat().st_size < 400_000]
     tasks = []
     while len(tasks) < n and files:
         text = files[int(rng.integers(len(files)))].read_text(errors="replace")
         lines = text.split("\n")
-        i = int(rng.integers(len(lines)))
+        i = int(rng.integers(max(1, len(lines) - n_lines)))
         line = lines[i]
-        body = line.strip()
-        if len(body) < 6 or body.startswith(("#", '"', "'")):
+        if len(line.strip()) < 6 or line.strip().startswith(("#", '"', "'")):
+            continue
+        block = lines[i : i + n_lines]
+        if n_lines > 1 and sum(bool(x.strip()) for x in block) < n_lines:
             continue
         ind = len(line) - len(line.lstrip())
+        body = "\n".join(block)[ind:]
         pre = "\n".join(lines[:i] + [line[:ind]])
-        suf = "\n" + "\n".join(lines[i + 1 :])
+        suf = "\n" + "\n".join(lines[i + n_lines :])
         tasks.append((pre[-3000:], body, suf[:1500]))
     return tasks
 
@@ -66,36 +76,45 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=150)
     ap.add_argument("--budget", type=int, default=24)
+    ap.add_argument("--lines", type=int, default=1, help="hide this many lines (1: single-line)")
     ap.add_argument("--configs", nargs="*", default=list(CONFIGS))
     ap.add_argument("--out", type=Path, default=Path("bench/results/dev_infill.json"))
     a = ap.parse_args()
     m = load_infiller()
-    tasks = make_tasks(a.n)
+    tasks = make_tasks(a.n, n_lines=a.lines)
     rows = {}
     for name in a.configs:
         c = dict(CONFIGS[name])
-        m.sampler_options = {"pad_run": c.pop("pad_run", True)}
-        em, steps, toks, ms = 0, [], [], []
+        m.sampler_options = {k: c.pop(k) for k in ("pad_run", "pad_min_prob", "pad_tail_only", "window") if k in c}
+        em, em1, steps, toks, ratio, ms = 0, 0, [], [], [], []
         for pre, body, suf in tasks:
             t = time.perf_counter()
             r = m.infill(InfillRequest([pre, Hole(a.budget), suf], **c))[0]
             ms.append((time.perf_counter() - t) * 1e3)
-            fill = r.fills[0].split("\n")[0]
-            em += fill.strip() == body
+            fill = r.fills[0]
+            if a.lines == 1:
+                fill = fill.split("\n")[0]
+            em += fill.strip() == body.strip()
+            em1 += fill.strip().split("\n")[0].strip() == body.strip().split("\n")[0].strip()
             steps.append(r.steps_used)
             toks.append(r.tokens)
+            ratio.append(r.tokens / max(1, m.count_tokens(body)))
         rows[name] = {
             "exact_match": round(100 * em / len(tasks), 1),
+            "first_line_exact": round(100 * em1 / len(tasks), 1),
+            "tokens_over_oracle": round(statistics.median(ratio), 2),
             "mean_passes": round(statistics.mean(steps), 2),
             "tokens_per_pass": round(sum(toks) / max(1, sum(steps)), 2),
             "median_ms": round(statistics.median(ms), 1),
         }
         print(name, rows[name], flush=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({"n": len(tasks), "budget": a.budget, "results": rows}, indent=2))
-    print("| config | exact match % | passes | tokens/pass | median ms |\n|---|---|---|---|---|")
+    a.out.write_text(json.dumps({"n": len(tasks), "lines": a.lines, "budget": a.budget, "results": rows}, indent=2))
+    print("| config | exact % | first line exact % | tokens / oracle | passes | tokens/pass | median ms |")
+    print("|---|---|---|---|---|---|---|")
     for k, v in rows.items():
-        print(f"| {k} | {v['exact_match']} | {v['mean_passes']} | {v['tokens_per_pass']} | {v['median_ms']} |")
+        print(f"| {k} | {v['exact_match']} | {v['first_line_exact']} | {v['tokens_over_oracle']} | "
+              f"{v['mean_passes']} | {v['tokens_per_pass']} | {v['median_ms']} |")
 
 
 if __name__ == "__main__":

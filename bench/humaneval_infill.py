@@ -20,7 +20,7 @@ by that task's schedules (exact: the cache depends only on the layout); ms/task 
 time plus the config's own denoising time. Reported per config: pass@1, exact match
 (fill.strip() == solution.strip(), and with every run of whitespace collapsed), mean forward
 passes, tokens per forward pass, ms per task, and the empty-fill and canonical-solution pass rates
-on the same tasks. The default run took about 30 minutes on the shared 2-core CPU machine (load 6-10):
+on the same tasks. The default run took 11 minutes on the shared 2-core CPU machine (load about 5):
 
     .venv/bin/python bench/humaneval_infill.py                      # defaults (DEFAULT_CONFIGS)
     .venv/bin/python bench/humaneval_infill.py --subset 20          # quick look

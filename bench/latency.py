@@ -13,7 +13,7 @@ the same group layout (bench/infill_runner.py). A cache-off cell whose cached ru
 and flagged. Every schedule and the one-token-per-step baseline (ltr) run in the same process, on
 the same samples, one model thread (--threads); medians over the samples, ratios against ltr.
 
-    .venv/bin/python bench/latency.py            # about 5-8 minutes on the 2-core machine
+    .venv/bin/python bench/latency.py            # about 7 minutes on the shared 2-core machine
     .venv/bin/python bench/latency.py --samples 2 --sizes 64,256
 Results: bench/results/latency.json
 """

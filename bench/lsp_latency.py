@@ -183,14 +183,23 @@ def as_dict(obj):
     return obj
 
 
-def peak_rss_mb(pid: int) -> float | None:
+def peak_rss_mb(pid: int, field: str = "VmHWM") -> float | None:
+    """The server's peak (VmHWM) or current (VmRSS) resident memory, from /proc (Linux)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         return None
     return None
+
+
+async def sample_rss(pid: int, out: list[float], period: float = 1.0) -> None:
+    while True:
+        rss = peak_rss_mb(pid, "VmRSS")
+        if rss is not None:
+            out.append(round(rss, 1))
+        await asyncio.sleep(period)
 
 
 def pct(data: list[float], q: float) -> float | None:
@@ -247,6 +256,9 @@ async def run(args) -> dict:
     _, fut, _ = await replay.request(warm_uri, 1, 4)
     await fut
     load_s = time.perf_counter() - t0
+    rss_ready = peak_rss_mb(pid, "VmRSS")
+    rss_series: list[float] = []
+    sampler = asyncio.create_task(sample_rss(pid, rss_series))
     lines_typed = 0
     for path in files:
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -270,6 +282,7 @@ async def run(args) -> dict:
     st = await client.protocol.send_request_async("parafill/status", {})
     status = as_dict(st)
     rss = peak_rss_mb(pid)
+    sampler.cancel()
     await client.shutdown_async(None)
     client.exit(None)
     await client.stop()
@@ -315,6 +328,8 @@ async def run(args) -> dict:
             )
         },
         "peak_rss_mb": None if rss is None else round(rss, 1),
+        "rss_when_ready_mb": None if rss_ready is None else round(rss_ready, 1),
+        "rss_series_mb": rss_series[:: max(1, len(rss_series) // 60)],
         "exact_next_line": round(replay.exact / n, 3) if n else None,
         "edit_similarity": round(statistics.mean(replay.similarity), 3) if n else None,
         "line_samples": replay.samples[: args.keep_samples],
@@ -359,6 +374,7 @@ def print_table(r: dict) -> None:
         ("cache hits / typed-through", f"{srv['cacheHits']} / {srv['typedThrough']}"),
         ("answered empty / errors", f"{r['answered_empty']} / {r['errors']}"),
         ("server peak RSS (MB)", r["peak_rss_mb"]),
+        ("server RSS when the model was ready (MB)", r["rss_when_ready_mb"]),
         ("exact next line", r["exact_next_line"]),
         ("edit similarity", r["edit_similarity"]),
     ]

@@ -7,6 +7,7 @@ This is the only module of the server that touches `model/` beyond the interface
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import os
 import queue
@@ -50,6 +51,30 @@ def set_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads or auto_threads())
+
+
+def _libc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to tune
+        return None
+
+
+LIBC = _libc()
+M_ARENA_MAX = -8  # glibc mallopt parameter
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Fewer glibc malloc arenas: the worker's torch buffers otherwise fragment into their own
+    arenas and the server's RSS creeps up by hundreds of MB over a typing session."""
+    if LIBC is not None:
+        LIBC.mallopt(M_ARENA_MAX, arenas)
+
+
+def trim_memory() -> None:
+    """Give freed heap pages back to the OS (glibc malloc_trim); cheap, run after each job."""
+    if LIBC is not None:
+        LIBC.malloc_trim(0)
 
 
 def builtin_loader(path: str | None, device: str | None) -> Infiller:
@@ -134,6 +159,7 @@ class Engine:
         self.model_path: str | None = None
         self.device: str | None = None
         self.stats = Stats()
+        limit_malloc_arenas()
         self._worker = threading.Thread(target=self._run, name="parafill-engine", daemon=True)
         self._worker.start()
 
@@ -215,6 +241,7 @@ class Engine:
             if job is None:
                 return
             self._execute(job)
+            trim_memory()  # well under a millisecond; keeps the RSS near its post-load level
 
     def _execute(self, job: Job) -> None:
         if not job.future.set_running_or_notify_cancel():

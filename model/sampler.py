@@ -31,6 +31,16 @@ class DenoiseConfig:
     threshold: float = 0.9
     temperature: float = 0.0
     pad_run: bool = True  # a committed PAD also commits the PADs predicted just before it
+    # "the fill ends here" is a yes/no event: predict PAD only when P(PAD) beats all content
+    # tokens together (> pad_min_prob), not merely the single most likely content token
+    pad_min_prob: float = 0.0
+    # PAD may only be predicted on the hole's tail: slots whose every later slot is PAD already or
+    # predicted PAD. A stray PAD argmax mid-hole (PAD gathers the mass that content tokens split)
+    # then cannot cut the fill short; the end is where content from the left meets PADs from the right.
+    pad_tail_only: bool = False
+    # semi-autoregressive: only the `window` masked slots nearest each hole's left frontier may be
+    # committed in a step (parallel within the window); None: the whole hole at once
+    window: int | None = None
 
 
 @dataclass
@@ -87,6 +97,16 @@ def denoise(
             no_pad[:, a:b] |= slot_idx[a:b][None, :] < last[:, None]
         logits[..., pad_id] = logits[..., pad_id].masked_fill(no_pad, -math.inf)
         logp = torch.log_softmax(logits, -1)
+        if cfg.pad_tail_only:
+            raw_pad = ((logits.argmax(-1) == pad_id) & masked) | (x == pad_id)
+            for a, b in holes:
+                tail = raw_pad[:, a:b].flip(1).int().cumprod(1).flip(1).bool()
+                no_pad[:, a:b] |= ~tail
+            logits[..., pad_id] = logits[..., pad_id].masked_fill(no_pad, -math.inf)
+            logp = torch.log_softmax(logits, -1)
+        if cfg.pad_min_prob > 0:
+            unlikely_end = logp[..., pad_id] < math.log(cfg.pad_min_prob)
+            logits[..., pad_id] = logits[..., pad_id].masked_fill(unlikely_end, -math.inf)
         if cfg.temperature > 0:
             probs = torch.softmax(logits / cfg.temperature, -1)
             cand = torch.multinomial(probs.view(-1, probs.shape[-1]), 1, generator=generator)
@@ -94,8 +114,11 @@ def denoise(
         else:
             cand = logits.argmax(-1)
         cand_logp = logp.gather(-1, cand[..., None])[..., 0]
-        conf = cand_logp.exp().masked_fill(~masked, -1.0)
-        commit = _choose(conf, masked, cfg, steps)
+        eligible = masked
+        if cfg.window and cfg.schedule != "ltr":
+            eligible = masked & _window(masked, holes, cfg.window)
+        conf = cand_logp.exp().masked_fill(~eligible, -1.0)
+        commit = _choose(conf, eligible, cfg, steps)
         if cfg.pad_run and cfg.schedule != "ltr":
             commit = _extend_pad_runs(commit, cand, masked, holes, pad_id)
         x = torch.where(commit, cand, x)
@@ -109,6 +132,16 @@ def denoise(
             traj.append(x.clone())
     committed = ((x != pad_id) & (hole_of[None, :] >= 0)).sum(1)
     return DenoiseOutput(x, logp_sum, committed, steps, traj)
+
+
+def _window(masked: torch.Tensor, holes: list[tuple[int, int]], width: int) -> torch.Tensor:
+    """(B, S) bool: slots within `width` of the leftmost masked slot of their hole."""
+    out = torch.zeros_like(masked)
+    for a, b in holes:
+        idx = torch.arange(b - a, device=masked.device)
+        first = torch.where(masked[:, a:b], idx, b - a).amin(1, keepdim=True)
+        out[:, a:b] = idx[None, :] < first + width
+    return out
 
 
 def _extend_pad_runs(commit, cand, masked, holes, pad_id) -> torch.Tensor:

@@ -98,7 +98,7 @@ REGIONS = [
     ("python", "line", "import os\n\n\ndef exists(path):\n    return os.path.|\n"),
     ("python", "statement", "values = [1, 2, 3]\ntotal = sum(|\n"),
     ("python", "block", "def square(x):\n    |\n\n\nprint(square(3))\n"),
-    ("python", "bracket", "def greet(name):\n    print(|)\n"),
+    ("python", "bracket", 'def greet(name):\n    print("Hello, " + |)\n'),
     ("javascript", "line", "function add(a, b) {\n  return |\n}\n"),
     (
         "javascript",
