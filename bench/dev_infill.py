@@ -24,19 +24,19 @@ from model.infill import load_infiller
 from model.interface import Hole, InfillRequest
 
 CONFIGS = {
-    "ltr": dict(schedule="ltr"),
-    "threshold-0.9-padmin0.5": dict(schedule="threshold", threshold=0.9, pad_min_prob=0.5),
-    "threshold-0.9": dict(schedule="threshold", threshold=0.9),
-    "threshold-0.9-no-padrun": dict(schedule="threshold", threshold=0.9, pad_run=False),
-    "threshold-0.9-tail": dict(schedule="threshold", threshold=0.9, pad_tail_only=True),
-    "threshold-0.7-tail": dict(schedule="threshold", threshold=0.7, pad_tail_only=True),
-    "ltr-tail": dict(schedule="ltr", pad_tail_only=True),
-    "window8-0.9": dict(schedule="threshold", threshold=0.9, window=8),
-    "window8-0.7": dict(schedule="threshold", threshold=0.7, window=8),
-    "window4-0.9": dict(schedule="threshold", threshold=0.9, window=4),
-    "threshold-0.7": dict(schedule="threshold", threshold=0.7),
-    "threshold-0.5": dict(schedule="threshold", threshold=0.5),
-    "fixed-4": dict(schedule="fixed", steps=4),
+    "ltr": {"schedule": "ltr"},
+    "threshold-0.9-padmin0.5": {"schedule": "threshold", "threshold": 0.9, "pad_min_prob": 0.5},
+    "threshold-0.9": {"schedule": "threshold", "threshold": 0.9},
+    "threshold-0.9-no-padrun": {"schedule": "threshold", "threshold": 0.9, "pad_run": False},
+    "threshold-0.9-tail": {"schedule": "threshold", "threshold": 0.9, "pad_tail_only": True},
+    "threshold-0.7-tail": {"schedule": "threshold", "threshold": 0.7, "pad_tail_only": True},
+    "ltr-tail": {"schedule": "ltr", "pad_tail_only": True},
+    "window8-0.9": {"schedule": "threshold", "threshold": 0.9, "window": 8},
+    "window8-0.7": {"schedule": "threshold", "threshold": 0.7, "window": 8},
+    "window4-0.9": {"schedule": "threshold", "threshold": 0.9, "window": 4},
+    "threshold-0.7": {"schedule": "threshold", "threshold": 0.7},
+    "threshold-0.5": {"schedule": "threshold", "threshold": 0.5},
+    "fixed-4": {"schedule": "fixed", "steps": 4},
 }
 
 
@@ -73,7 +73,9 @@ def make_tasks(n: int, seed: int = 0, n_lines: int = 1) -> list[tuple[str, str, 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=150)
     ap.add_argument("--budget", type=int, default=24)
     ap.add_argument("--lines", type=int, default=1, help="hide this many lines (1: single-line)")
@@ -85,7 +87,9 @@ def main() -> None:
     rows = {}
     for name in a.configs:
         c = dict(CONFIGS[name])
-        m.sampler_options = {k: c.pop(k) for k in ("pad_run", "pad_min_prob", "pad_tail_only", "window") if k in c}
+        m.sampler_options = {
+            k: c.pop(k) for k in ("pad_run", "pad_min_prob", "pad_tail_only", "window") if k in c
+        }
         em, em1, steps, toks, ratio, ms = 0, 0, [], [], [], []
         for pre, body, suf in tasks:
             t = time.perf_counter()
@@ -109,12 +113,20 @@ def main() -> None:
         }
         print(name, rows[name], flush=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({"n": len(tasks), "lines": a.lines, "budget": a.budget, "results": rows}, indent=2))
-    print("| config | exact % | first line exact % | tokens / oracle | passes | tokens/pass | median ms |")
+    a.out.write_text(
+        json.dumps(
+            {"n": len(tasks), "lines": a.lines, "budget": a.budget, "results": rows}, indent=2
+        )
+    )
+    print(
+        "| config | exact % | first line exact % | tokens / oracle | passes | tokens/pass | median ms |"
+    )
     print("|---|---|---|---|---|---|---|")
     for k, v in rows.items():
-        print(f"| {k} | {v['exact_match']} | {v['first_line_exact']} | {v['tokens_over_oracle']} | "
-              f"{v['mean_passes']} | {v['tokens_per_pass']} | {v['median_ms']} |")
+        print(
+            f"| {k} | {v['exact_match']} | {v['first_line_exact']} | {v['tokens_over_oracle']} | "
+            f"{v['mean_passes']} | {v['tokens_per_pass']} | {v['median_ms']} |"
+        )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ under a timeout and resource limits, a few at a time in a small pool of worker t
 
 A config is SUITE/LENGTH/SCHEDULE[@N]:
   SUITE     single | multi
-  LENGTH    oracle (Hole budget = the canonical solution's token count, capped at 256)
+  LENGTH    oracle (a Hole of exactly the canonical solution's token count: min = max, capped at 256)
             | bN   (the fixed editor budget of N tokens, e.g. b32 single-line, b128 multi-line)
   SCHEDULE  ltr (one token per step, left to right) | thrX (confidence threshold X, e.g. thr0.9)
             | fixedK (K steps committing the most confident positions)
@@ -207,7 +207,9 @@ def run_group(m, tasks, configs, length, ex: Executor, log) -> dict[str, list[di
         t = tasks[i]
         oracle_n = m.count_tokens(t["canonical_solution"])
         budget = oracle_budget(m, t) if length == "oracle" else int(length[1:])
-        p = R.prepare(m, [t["prompt"], Hole(max_tokens=budget), t["suffix"]])
+        # oracle: exactly the solution's length (PAD cannot end it early); bN: up to N tokens
+        hole = Hole(max_tokens=budget, min_tokens=budget if length == "oracle" else 0)
+        p = R.prepare(m, [t["prompt"], hole, t["suffix"]])
         cache, ctx_ms = R.encode(m, p)
         for c in configs:
             if i not in wanted[c.name]:

@@ -21,6 +21,7 @@ if str(ROOT) not in sys.path:
 
 import torch
 
+from model.infill import denoise_config as infill_denoise_config
 from model.interface import InfillRequest
 from model.sampler import DenoiseConfig, denoise
 
@@ -66,6 +67,9 @@ def encode(m, p: Prepared):
 
 
 def _run(m, p: Prepared, step_fn, cfg: DenoiseConfig) -> Fill:
+    longest = max(b - a for a, b in p.rel)
+    # the infiller's own rule for long holes (model.infill.denoise_config), so both paths agree
+    cfg = denoise_config_for(cfg, longest)
     t0 = time.perf_counter()
     with torch.inference_mode():
         out = denoise(
@@ -108,6 +112,14 @@ def denoise_config(
     schedule: str, steps: int | None = None, threshold: float = 0.9
 ) -> DenoiseConfig:
     return DenoiseConfig(schedule=schedule, steps=steps, threshold=threshold, temperature=0.0)
+
+
+def denoise_config_for(cfg: DenoiseConfig, longest_hole: int) -> DenoiseConfig:
+    """`cfg` as the infiller would run it for a request whose longest hole has this many slots."""
+    return infill_denoise_config(
+        cfg.schedule, cfg.steps, cfg.threshold, cfg.temperature, longest_hole,
+        pad_run=cfg.pad_run,
+    ) if cfg.window is None else cfg
 
 
 def run_info(m, threads: int) -> dict:

@@ -33,7 +33,9 @@ import numpy as np
 
 # Installed packages kept out of the corpus so that benchmarks can replay "unseen" code.
 EVAL_EXCLUDE_PACKAGES = ("pygls", "lsprotocol", "pytest_lsp", "tree_sitter")
-DEFAULT_BENCH = Path(__file__).resolve().parent.parent.parent / "shared/benchmarks/humaneval-infilling"
+DEFAULT_BENCH = (
+    Path(__file__).resolve().parent.parent.parent / "shared/benchmarks/humaneval-infilling"
+)
 
 MAX_FILE_BYTES = 400_000
 MIN_FILE_BYTES = 200
@@ -123,9 +125,7 @@ def contamination_lines(tasks: list[dict], min_len: int = 40) -> set[str]:
         full = t["prompt"] + t.get("canonical_solution", "") + t.get("suffix", "")
         for line in full.split("\n"):
             s = " ".join(line.split())
-            if s.startswith("def ") and "(" in s:
-                marks.add(s)
-            elif len(s) >= min_len:
+            if s.startswith("def ") and "(" in s or len(s) >= min_len:
                 marks.add(s)
     return marks
 
@@ -163,7 +163,9 @@ def collect_texts(roots: list[str], bench_dir: Path, workers: int) -> tuple[list
     files = iter_source_files(roots)
     tasks = load_benchmark_tasks(bench_dir) if Path(bench_dir).exists() else []
     if not tasks:
-        raise SystemExit(f"no benchmark tasks found in {bench_dir}: refusing to build an undecontaminated corpus")
+        raise SystemExit(
+            f"no benchmark tasks found in {bench_dir}: refusing to build an undecontaminated corpus"
+        )
     marks = frozenset(contamination_lines(tasks))
     stats: dict[str, int] = {"files": len(files)}
     texts: list[str] = []
@@ -311,7 +313,7 @@ def make_infill_examples(text: str, seed: int, n: int, seq_len: int = SEQ_LEN) -
         # trim context: keep the nearest tokens, prefer prefix (about 2/3) over suffix
         pre, suf = ctx_pieces[0], ctx_pieces[-1]
         mid = sum(len(p) for p in ctx_pieces[1:-1])
-        room = ctx_budget - mid - (0 if len(ctx_pieces) > 1 else 0)
+        room = ctx_budget - mid
         if room < 16:
             continue
         keep_suf = min(len(suf), max(room // 3, room - len(pre)))
@@ -390,16 +392,24 @@ def build_shards(
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--roots", nargs="*", default=None)
     ap.add_argument("--tokenizer", default=str(Path(__file__).parent / "weights/tokenizer.json"))
     ap.add_argument("--bench", type=Path, default=DEFAULT_BENCH)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--infill-per-kb", type=float, default=0.5, help="infill examples per KB of source")
+    ap.add_argument(
+        "--infill-per-kb", type=float, default=0.5, help="infill examples per KB of source"
+    )
     ap.add_argument("--max-files", type=int, default=0, help="cap (toy runs)")
-    ap.add_argument("--max-bytes", type=int, default=0, help="cap on corpus bytes (time-bounded runs)")
-    ap.add_argument("--texts-only", action="store_true", help="write texts.txt (for tokenizer training)")
+    ap.add_argument(
+        "--max-bytes", type=int, default=0, help="cap on corpus bytes (time-bounded runs)"
+    )
+    ap.add_argument(
+        "--texts-only", action="store_true", help="write texts.txt (for tokenizer training)"
+    )
     args = ap.parse_args(argv)
     t0 = time.time()
     texts, stats = collect_texts(args.roots or default_roots(), args.bench, args.workers)
@@ -421,10 +431,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"[data] collected {stats} in {time.time() - t0:.1f}s", flush=True)
     if args.texts_only:
         with open(args.out / "texts.txt", "w") as fh:
-            for t in texts:
-                fh.write(t + "\n\n")
+            fh.writelines(t + "\n\n" for t in texts)
         return
-    stats["shards"] = build_shards(texts, args.tokenizer, args.out, args.workers, args.infill_per_kb)
+    stats["shards"] = build_shards(
+        texts, args.tokenizer, args.out, args.workers, args.infill_per_kb
+    )
     stats["seconds"] = round(time.time() - t0, 1)
     (args.out / "stats.json").write_text(json.dumps(stats, indent=2))
     print(f"[data] {json.dumps(stats['shards'])} in {stats['seconds']}s", flush=True)

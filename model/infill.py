@@ -11,8 +11,8 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from model.interface import (
     CheckpointError,
@@ -24,6 +24,34 @@ from model.interface import (
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MASK_GLYPH = "\u2591"  # shown for a still-masked token in trajectories
+LONG_HOLE = 40  # tokens: a hole longer than this is decoded semi-autoregressively
+LONG_HOLE_WINDOW = 8
+
+
+def denoise_config(
+    schedule: str,
+    steps: int | None,
+    threshold: float | None,
+    temperature: float,
+    longest_hole: int,
+    **options,
+):
+    """The sampler settings for a request. Long (block) holes under the threshold schedule are
+    committed within a sliding window from the left: decoding the whole hole at once commits
+    confident trailing PADs first and cuts blocks to a few tokens (dev set of unseen code,
+    4-line holes: fills at 0.05 of the true length whole-hole, 0.24 with the window)."""
+    from model.sampler import DenoiseConfig
+
+    if schedule == "threshold" and longest_hole > LONG_HOLE:
+        if options.get("window") is None:
+            options["window"] = LONG_HOLE_WINDOW
+    return DenoiseConfig(
+        schedule=schedule,
+        steps=steps,
+        threshold=0.9 if threshold is None else float(threshold),
+        temperature=temperature,
+        **options,
+    )
 
 
 def _never() -> bool:
@@ -107,8 +135,10 @@ class BuiltinInfiller:
             self.net = ParafillForMaskedDiffusion.from_pretrained(self.path, dtype=self.dtype)
         except CheckpointError:
             raise
-        except Exception as e:  # mismatched shapes, unreadable tensors, ...
-            raise CheckpointError(f"cannot load checkpoint {self.path}: {type(e).__name__}: {e}") from None
+        except Exception as e:  # noqa: BLE001 - mismatched shapes, unreadable tensors, ...
+            raise CheckpointError(
+                f"cannot load checkpoint {self.path}: {type(e).__name__}: {e}"
+            ) from None
         if config.vocab_size != self.tok.vocab_size:
             raise CheckpointError(
                 f"{self.path / 'tokenizer.json'}: vocabulary of {self.tok.vocab_size} does not match "
@@ -134,7 +164,9 @@ class BuiltinInfiller:
             raise ValueError("an InfillRequest needs at least one Hole")
         budgets = [max(1, int(h.max_tokens)) for h in holes]
         if sum(budgets) > self.max_len // 2:
-            raise ValueError(f"hole budgets total {sum(budgets)} tokens; at most {self.max_len // 2}")
+            raise ValueError(
+                f"hole budgets total {sum(budgets)} tokens; at most {self.max_len // 2}"
+            )
         # merge adjacent text segments; make the layout text, hole, text, ..., hole, text
         texts: list[str] = [""]
         for s in segs:
@@ -189,7 +221,7 @@ class BuiltinInfiller:
     ) -> list[InfillResult]:
         import torch
 
-        from model.sampler import Cancelled, DenoiseConfig, denoise
+        from model.sampler import Cancelled, denoise
 
         ctx_ids, ctx_pos, holes_abs, min_tokens = self._layout(req)
         n = max(1, int(req.candidates))
@@ -197,11 +229,12 @@ class BuiltinInfiller:
         if n > 1 and temperature <= 0:
             temperature = 0.7  # several greedy candidates would be identical
         schedule = req.schedule or ("fixed" if req.steps else "threshold")
-        cfg = DenoiseConfig(
-            schedule=schedule,
-            steps=req.steps,
-            threshold=0.9 if req.threshold is None else float(req.threshold),
-            temperature=temperature,
+        cfg = denoise_config(
+            schedule,
+            req.steps,
+            req.threshold,
+            temperature,
+            max(b - a for a, b in holes_abs),
             **self.sampler_options,
         )
         span_pos_list = [p for a, b in holes_abs for p in range(a, b)]
@@ -268,7 +301,9 @@ class BuiltinInfiller:
 _cache: dict[tuple, BuiltinInfiller] = {}
 
 
-def load_infiller(path: str | os.PathLike | None = None, device: str | None = None) -> BuiltinInfiller:
+def load_infiller(
+    path: str | os.PathLike | None = None, device: str | None = None
+) -> BuiltinInfiller:
     """The default backend (shipped weights unless `path` names another checkpoint directory)."""
     key = (str(Path(path).resolve()) if path else str(WEIGHTS_DIR), device or "auto")
     if key not in _cache:

@@ -5,8 +5,9 @@ Pure data definitions; no torch import here so the server can type against it ch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol, Union
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,7 @@ class Hole:
     min_tokens: int = 0
 
 
-Segment = Union[str, Hole]
+Segment = str | Hole
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,11 @@ class CheckpointError(RuntimeError):
 
 
 __all__ = [
+    "CheckpointError",
     "Hole",
-    "Segment",
+    "InfillCancelled",
     "InfillRequest",
     "InfillResult",
     "Infiller",
-    "InfillCancelled",
-    "CheckpointError",
+    "Segment",
 ]

@@ -18,7 +18,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, PretrainedConfig, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 
 
 class ParafillConfig(PretrainedConfig):
@@ -52,7 +58,9 @@ class ParafillConfig(PretrainedConfig):
         self.mask_token_id = mask_token_id
         self.sep_token_id = sep_token_id
         self.train_seq_len = train_seq_len
-        super().__init__(pad_token_id=pad_token_id, tie_word_embeddings=tie_word_embeddings, **kwargs)
+        super().__init__(
+            pad_token_id=pad_token_id, tie_word_embeddings=tie_word_embeddings, **kwargs
+        )
 
 
 @dataclass
@@ -72,7 +80,7 @@ class ContextCache:
         if key not in self._bufs:
             kb, vb = [], []
             for k, v in zip(self.keys, self.values):
-                b, h, lc, dh = k.shape
+                _, h, lc, dh = k.shape
                 kk = k.new_empty(batch, h, lc + span_len, dh)
                 vv = v.new_empty(batch, h, lc + span_len, dh)
                 kk[:, :, :lc] = k
@@ -137,7 +145,7 @@ class ParafillPreTrainedModel(PreTrainedModel):
     config_class = ParafillConfig
     base_model_prefix = "parafill"
     supports_gradient_checkpointing = False
-    _no_split_modules = ["Block"]
+    _no_split_modules = ["Block"]  # noqa: RUF012 (transformers convention)
 
     def _init_weights(self, module: nn.Module) -> None:
         std = 0.02
@@ -154,7 +162,7 @@ class ParafillPreTrainedModel(PreTrainedModel):
 class ParafillForMaskedDiffusion(ParafillPreTrainedModel):
     """Embeddings -> blocks -> norm -> tied LM head. No time input (absorbing-state MDLM)."""
 
-    _tied_weights_keys = {"lm_head.weight": "embed.weight"}
+    _tied_weights_keys = {"lm_head.weight": "embed.weight"}  # noqa: RUF012
 
     def __init__(self, config: ParafillConfig):
         super().__init__(config)

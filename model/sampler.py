@@ -12,8 +12,8 @@ Context tokens never enter here, so they cannot be changed; only hole slots are 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -162,7 +162,9 @@ def _extend_pad_runs(commit, cand, masked, holes, pad_id) -> torch.Tensor:
     return commit
 
 
-def _choose(conf: torch.Tensor, masked: torch.Tensor, cfg: DenoiseConfig, step: int) -> torch.Tensor:
+def _choose(
+    conf: torch.Tensor, masked: torch.Tensor, cfg: DenoiseConfig, step: int
+) -> torch.Tensor:
     """Which masked positions to commit this step, per row: (B, S) bool."""
     B, S = conf.shape
     n_masked = masked.sum(1)

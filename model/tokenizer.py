@@ -28,7 +28,7 @@ def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
     )
 
 
-def train_tokenizer(files: list[str], vocab_size: int, out: str | Path) -> "CodeTokenizer":
+def train_tokenizer(files: list[str], vocab_size: int, out: str | Path) -> CodeTokenizer:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = _pre_tokenizer()
     tok.decoder = decoders.ByteLevel()
@@ -59,7 +59,7 @@ class CodeTokenizer:
         self.special_ids = {self.pad_id, self.mask_id, self.sep_id}
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "CodeTokenizer":
+    def from_file(cls, path: str | Path) -> CodeTokenizer:
         return cls(Tokenizer.from_file(str(path)))
 
     def encode(self, text: str) -> list[int]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
@@ -34,7 +33,9 @@ from model.tokenizer import CodeTokenizer
 class Batches:
     """Holds one split's shards on the training device and draws masked batches from them."""
 
-    def __init__(self, split_dir: Path, seq_len: int, device: torch.device, mask_id: int, pad_id: int):
+    def __init__(
+        self, split_dir: Path, seq_len: int, device: torch.device, mask_id: int, pad_id: int
+    ):
         self.seq_len, self.device, self.mask_id, self.pad_id = seq_len, device, mask_id, pad_id
         stream = np.fromfile(split_dir / "stream.bin", dtype=np.uint16)
         if stream.size <= seq_len:
@@ -69,9 +70,13 @@ class Batches:
             parts.append((tok, masked, pos, grp, w, torch.ones_like(masked)))
         if n_inf and self.n_infill:
             idx = torch.randint(0, self.n_infill, (n_inf,), device=dev, generator=g)
-            tok, pos, grp = self.inf_tok[idx].long(), self.inf_pos[idx].long(), self.inf_grp[idx].long()
+            tok, pos, grp = (
+                self.inf_tok[idx].long(),
+                self.inf_pos[idx].long(),
+                self.inf_grp[idx].long(),
+            )
             t_groups = _strat_t(n_inf * 4, dev, g).view(n_inf, 4)  # one t per noisy copy
-            gi = (grp.clamp(1, 4) - 1)
+            gi = grp.clamp(1, 4) - 1
             t = t_groups.gather(1, gi)
             span = (grp >= 1) & (grp <= 4)
             masked = (torch.rand(n_inf, L, device=dev, generator=g) < t) & span
@@ -116,7 +121,9 @@ def save_checkpoint(model, out: Path, tok_path: Path, state: dict, opt=None) -> 
                 st = opt.state.get(p)
                 if st:
                     tensors[names[id(p)] + ".exp_avg"] = st["exp_avg"].float().cpu().contiguous()
-                    tensors[names[id(p)] + ".exp_avg_sq"] = st["exp_avg_sq"].float().cpu().contiguous()
+                    tensors[names[id(p)] + ".exp_avg_sq"] = (
+                        st["exp_avg_sq"].float().cpu().contiguous()
+                    )
         save_file(tensors, str(tmp / "optimizer.safetensors"))
     for f in out.iterdir():
         if f.is_file():
@@ -154,10 +161,14 @@ def lr_at(frac: float, peak: float, warm: float, decay: float, floor: float = 0.
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--tokenizer", type=Path, default=Path(__file__).parent / "weights/tokenizer.json")
+    ap.add_argument(
+        "--tokenizer", type=Path, default=Path(__file__).parent / "weights/tokenizer.json"
+    )
     ap.add_argument("--resume", type=Path, default=None, help="checkpoint dir to continue from")
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--deadline", type=float, default=0, help="unix time to stop by (overrides)")
@@ -187,7 +198,9 @@ def main(argv: list[str] | None = None) -> None:
     if ddp:
         torch.distributed.init_process_group("nccl")
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    dev = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(
+        f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
+    )
     if a.threads:
         torch.set_num_threads(a.threads)
     if dev.type == "cuda":
@@ -203,9 +216,15 @@ def main(argv: list[str] | None = None) -> None:
             state.update(json.loads(sf.read_text()))
     else:
         cfg = ParafillConfig(
-            vocab_size=tok.vocab_size, hidden_size=a.d, num_hidden_layers=a.layers,
-            num_attention_heads=a.heads, intermediate_size=a.ffn, pad_token_id=tok.pad_id,
-            mask_token_id=tok.mask_id, sep_token_id=tok.sep_id, train_seq_len=a.seq,
+            vocab_size=tok.vocab_size,
+            hidden_size=a.d,
+            num_hidden_layers=a.layers,
+            num_attention_heads=a.heads,
+            intermediate_size=a.ffn,
+            pad_token_id=tok.pad_id,
+            mask_token_id=tok.mask_id,
+            sep_token_id=tok.sep_id,
+            train_seq_len=a.seq,
         )
         torch.manual_seed(a.seed)
         model = ParafillForMaskedDiffusion(cfg)
@@ -216,7 +235,10 @@ def main(argv: list[str] | None = None) -> None:
         (decay if p.dim() >= 2 and "embed" not in n else no_decay).append(p)
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": a.wd}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=a.lr, betas=(0.9, 0.95), eps=1e-8, fused=dev.type == "cuda",
+        lr=a.lr,
+        betas=(0.9, 0.95),
+        eps=1e-8,
+        fused=dev.type == "cuda",
     )
     resumed_opt = bool(a.resume) and load_optimizer(opt, model, a.resume, state["steps"])
     fwd_model = model
@@ -228,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
 
     train = Batches(a.data / "train", seq, dev, tok.mask_id, tok.pad_id)
     val = Batches(a.data / "val", seq, dev, tok.mask_id, tok.pad_id)
-    n_full = int(round(a.batch * a.full_frac)) if train.n_infill else a.batch
+    n_full = round(a.batch * a.full_frac) if train.n_infill else a.batch
     n_inf = a.batch - n_full
     g = torch.Generator(device=dev)
     g.manual_seed(a.seed * 1000 + rank + state["steps"])
@@ -256,11 +278,17 @@ def main(argv: list[str] | None = None) -> None:
     if a.deadline:
         budget = min(budget, a.deadline - t_start)
     if rank == 0:
-        print(f"[train] {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params on {dev} "
-              f"bf16={use_bf16} batch={a.batch} (full {n_full}, infill {n_inf}) budget {budget:.0f}s "
-              f"train tokens {train.stream.numel():,} infill examples {train.n_infill:,} "
-              f"resumed_opt={resumed_opt}", flush=True)
-    run = {"start_step": state["steps"], "device": str(torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu")}
+        print(
+            f"[train] {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params on {dev} "
+            f"bf16={use_bf16} batch={a.batch} (full {n_full}, infill {n_inf}) budget {budget:.0f}s "
+            f"train tokens {train.stream.numel():,} infill examples {train.n_infill:,} "
+            f"resumed_opt={resumed_opt}",
+            flush=True,
+        )
+    run = {
+        "start_step": state["steps"],
+        "device": str(torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"),
+    }
     last_eval = last_save = time.time()
     ema = None
     step0, tok0, t_log = state["steps"], 0, time.time()
@@ -296,8 +324,11 @@ def main(argv: list[str] | None = None) -> None:
             ema = lv if ema is None else 0.9 * ema + 0.1 * lv
             dt = time.time() - t_log
             bar = "#" * int(30 * min(1.0, el / budget))
-            print(f"[train] [{bar:<30}] {el:6.0f}/{budget:.0f}s step {state['steps']} loss {ema:.3f} "
-                  f"ce {info['ce']:.3f} lr {lr:.2e} {tok0 / dt:,.0f} tok/s", flush=True)
+            print(
+                f"[train] [{bar:<30}] {el:6.0f}/{budget:.0f}s step {state['steps']} loss {ema:.3f} "
+                f"ce {info['ce']:.3f} lr {lr:.2e} {tok0 / dt:,.0f} tok/s",
+                flush=True,
+            )
             tok0, t_log = 0, time.time()
         if rank == 0 and time.time() - last_eval > a.eval_every:
             vl = evaluate()
@@ -311,11 +342,19 @@ def main(argv: list[str] | None = None) -> None:
         vl = evaluate()
         state["val_loss"] = vl
         state["train_seconds"] = state.get("train_seconds", 0) + (time.time() - t_start)
-        run.update(end_step=state["steps"], seconds=round(time.time() - t_start, 1), val_loss=vl,
-                   batch=a.batch, full_frac=a.full_frac, lr=a.lr)
+        run.update(
+            end_step=state["steps"],
+            seconds=round(time.time() - t_start, 1),
+            val_loss=vl,
+            batch=a.batch,
+            full_frac=a.full_frac,
+            lr=a.lr,
+        )
         state["runs"] = state.get("runs", []) + [run]
         save_checkpoint(model, a.out, a.tokenizer, state, opt if a.save_optimizer else None)
-        print(f"[train] done: {state['steps'] - step0} steps, val {vl}, saved to {a.out}", flush=True)
+        print(
+            f"[train] done: {state['steps'] - step0} steps, val {vl}, saved to {a.out}", flush=True
+        )
     if ddp:
         torch.distributed.destroy_process_group()
 
