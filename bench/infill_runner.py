@@ -23,6 +23,7 @@ import torch
 
 from model.infill import denoise_config as infill_denoise_config
 from model.interface import InfillRequest
+from model.layout import span_slots
 from model.sampler import DenoiseConfig, denoise
 
 
@@ -47,11 +48,7 @@ class Fill:
 
 def prepare(m, segments: list) -> Prepared:
     ctx_ids, ctx_pos, holes_abs, min_tokens = m._layout(InfillRequest(segments=segments))
-    rel, o = [], 0
-    for a, b in holes_abs:
-        rel.append((o, o + b - a))
-        o += b - a
-    span_pos = [p for a, b in holes_abs for p in range(a, b)]
+    rel, span_pos = span_slots(holes_abs)
     return Prepared(ctx_ids, ctx_pos, rel, span_pos, min_tokens)
 
 
@@ -116,10 +113,11 @@ def denoise_config(
 
 def denoise_config_for(cfg: DenoiseConfig, longest_hole: int) -> DenoiseConfig:
     """`cfg` as the infiller would run it for a request whose longest hole has this many slots."""
+    if cfg.window is not None:
+        return cfg
     return infill_denoise_config(
-        cfg.schedule, cfg.steps, cfg.threshold, cfg.temperature, longest_hole,
-        pad_run=cfg.pad_run,
-    ) if cfg.window is None else cfg
+        cfg.schedule, cfg.steps, cfg.threshold, cfg.temperature, longest_hole, pad_run=cfg.pad_run
+    )
 
 
 def run_info(m, threads: int) -> dict:

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from model.layout import place, trim_context
+
 # Installed packages kept out of the corpus so that benchmarks can replay "unseen" code.
 EVAL_EXCLUDE_PACKAGES = ("pygls", "lsprotocol", "pytest_lsp", "tree_sitter")
 DEFAULT_BENCH = (
@@ -316,24 +318,14 @@ def make_infill_examples(text: str, seed: int, n: int, seq_len: int = SEQ_LEN) -
         room = ctx_budget - mid
         if room < 16:
             continue
-        keep_suf = min(len(suf), max(room // 3, room - len(pre)))
-        keep_pre = min(len(pre), room - keep_suf)
-        ctx_pieces = [pre[len(pre) - keep_pre :]] + ctx_pieces[1:-1] + [suf[:keep_suf]]
-        tokens, pos, group = [], [], []
-        hole_slots: list[list[int]] = []
-        p = 0
-        for k, piece in enumerate(ctx_pieces):
-            tokens += piece
-            pos += range(p, p + len(piece))
-            group += [0] * len(piece)
-            p += len(piece)
-            if k < len(fills):
-                hole_slots.append(list(range(p, p + budgets[k])))
-                p += budgets[k]
+        pre, suf = trim_context(pre, suf, room)
+        tokens, pos, slots = place([pre, *ctx_pieces[1:-1], suf], budgets)
+        group = [0] * len(tokens)
+        hole_slots = [range(a, b) for a, b in slots]
         for g in range(1, copies + 1):
-            for f, b, slots in zip(fills, budgets, hole_slots):
+            for f, b, hs in zip(fills, budgets, hole_slots):
                 tokens += list(f) + [tok.pad_id] * (b - len(f))
-                pos += slots
+                pos += hs
                 group += [g] * b
         fill_n = seq_len - len(tokens)
         tokens += [tok.pad_id] * fill_n

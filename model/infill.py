@@ -21,6 +21,7 @@ from model.interface import (
     InfillRequest,
     InfillResult,
 )
+from model.layout import place, span_slots, trim_context
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MASK_GLYPH = "\u2591"  # shown for a still-masked token in trajectories
@@ -42,9 +43,8 @@ def denoise_config(
     4-line holes: fills at 0.05 of the true length whole-hole, 0.24 with the window)."""
     from model.sampler import DenoiseConfig
 
-    if schedule == "threshold" and longest_hole > LONG_HOLE:
-        if options.get("window") is None:
-            options["window"] = LONG_HOLE_WINDOW
+    if schedule == "threshold" and longest_hole > LONG_HOLE and options.get("window") is None:
+        options["window"] = LONG_HOLE_WINDOW
     return DenoiseConfig(
         schedule=schedule,
         steps=steps,
@@ -182,19 +182,8 @@ class BuiltinInfiller:
             per = max(2, (room // 2) // max(1, len(mids)))
             mids = [m if len(m) <= per else m[: per // 2] + m[len(m) - per // 2 :] for m in mids]
             mid_n = sum(len(m) for m in mids)
-        room -= mid_n
-        keep_suf = min(len(suf), max(room // 3, room - len(pre)))
-        keep_pre = min(len(pre), room - keep_suf)
-        pieces = [pre[len(pre) - keep_pre :]] + mids + [suf[:keep_suf]]
-        ctx_ids, ctx_pos, slots = [], [], []
-        p = 0
-        for k, piece in enumerate(pieces):
-            ctx_ids += piece
-            ctx_pos += range(p, p + len(piece))
-            p += len(piece)
-            if k < len(budgets):
-                slots.append((p, p + budgets[k]))
-                p += budgets[k]
+        pre, suf = trim_context(pre, suf, room - mid_n)
+        ctx_ids, ctx_pos, slots = place([pre, *mids, suf], budgets)
         return ctx_ids, ctx_pos, slots, [min(h.min_tokens, b) for h, b in zip(holes, budgets)]
 
     def _render(self, row, holes: list[tuple[int, int]], show_masks: bool) -> list[str]:
@@ -237,25 +226,16 @@ class BuiltinInfiller:
             max(b - a for a, b in holes_abs),
             **self.sampler_options,
         )
-        span_pos_list = [p for a, b in holes_abs for p in range(a, b)]
-        rel, o = [], 0
-        for a, b in holes_abs:
-            rel.append((o, o + b - a))
-            o += b - a
+        rel, span_pos_list = span_slots(holes_abs)
         dev = self.device
         gen = torch.Generator(device=dev)
         gen.manual_seed(0 if req.seed is None else int(req.seed))
         with self.lock, torch.inference_mode():
             t0 = time.perf_counter()
-            if ctx_ids:
-                cache = self.net.encode_context(
-                    torch.tensor([ctx_ids], device=dev), torch.tensor([ctx_pos], device=dev)
-                )
-            else:
-                cache = self.net.encode_context(
-                    torch.zeros(1, 0, dtype=torch.long, device=dev),
-                    torch.zeros(1, 0, dtype=torch.long, device=dev),
-                )
+            cache = self.net.encode_context(  # an empty context gives (1, 0) tensors
+                torch.tensor([ctx_ids], dtype=torch.long, device=dev),
+                torch.tensor([ctx_pos], dtype=torch.long, device=dev),
+            )
             t1 = time.perf_counter()
             span_pos = torch.tensor([span_pos_list], device=dev).expand(n, -1)
 
