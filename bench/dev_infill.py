@@ -11,6 +11,7 @@ around it. Reports exact match, forward passes and tokens per pass for each samp
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib.util
 import json
 import statistics
@@ -18,10 +19,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from model.data import EVAL_EXCLUDE_PACKAGES
-from model.infill import load_infiller
+from model.infill import PRECISIONS, load_infiller
 from model.interface import Hole, InfillRequest
+from model.layout import trim_context
 
 CONFIGS = {
     "ltr": {"schedule": "ltr"},
@@ -34,10 +37,42 @@ CONFIGS = {
     "window8-0.9": {"schedule": "threshold", "threshold": 0.9, "window": 8},
     "window8-0.7": {"schedule": "threshold", "threshold": 0.7, "window": 8},
     "window4-0.9": {"schedule": "threshold", "threshold": 0.9, "window": 4},
+    "threshold-0.8": {"schedule": "threshold", "threshold": 0.8},
     "threshold-0.7": {"schedule": "threshold", "threshold": 0.7},
+    "threshold-0.6": {"schedule": "threshold", "threshold": 0.6},
     "threshold-0.5": {"schedule": "threshold", "threshold": 0.5},
     "fixed-4": {"schedule": "fixed", "steps": 4},
+    "threshold-0.9-frontier": {"schedule": "threshold", "threshold": 0.9, "pad_at_frontier": True},
+    "threshold-0.7-frontier": {"schedule": "threshold", "threshold": 0.7, "pad_at_frontier": True},
+    "threshold-0.9-frontier-leftmost": {
+        "schedule": "threshold",
+        "threshold": 0.9,
+        "pad_at_frontier": True,
+        "fallback_leftmost": True,
+    },
+    "threshold-0.7-frontier-leftmost": {
+        "schedule": "threshold",
+        "threshold": 0.7,
+        "pad_at_frontier": True,
+        "fallback_leftmost": True,
+    },
+    "threshold-0.5-frontier-leftmost": {
+        "schedule": "threshold",
+        "threshold": 0.5,
+        "pad_at_frontier": True,
+        "fallback_leftmost": True,
+    },
 }
+
+
+SAMPLER_OPTIONS = (
+    "pad_run",
+    "pad_min_prob",
+    "pad_tail_only",
+    "window",
+    "pad_at_frontier",
+    "fallback_leftmost",
+)
 
 
 def unseen_files() -> list[Path]:
@@ -72,6 +107,14 @@ def make_tasks(n: int, seed: int = 0, n_lines: int = 1) -> list[tuple[str, str, 
     return tasks
 
 
+def _trim(tok, task: tuple[str, str, str], room: int) -> tuple[str, str, str]:
+    """The task with its prefix and suffix cut to `room` tokens the way the infiller cuts them."""
+    pre, body, suf = task
+    p, s = tok.encode_pieces([pre, suf])
+    p, s = trim_context(p, s, room)
+    return tok.decode(p), body, tok.decode(s)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -81,16 +124,25 @@ def main() -> None:
     ap.add_argument("--lines", type=int, default=1, help="hide this many lines (1: single-line)")
     ap.add_argument("--configs", nargs="*", default=list(CONFIGS))
     ap.add_argument("--out", type=Path, default=Path("bench/results/dev_infill.json"))
+    ap.add_argument("--precision", default="auto", choices=PRECISIONS)
+    ap.add_argument(
+        "--context-tokens",
+        type=int,
+        default=None,
+        help="keep this many context tokens (default: the model's window)",
+    )
+    ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
-    m = load_infiller()
+    torch.set_num_threads(a.threads)
+    m = load_infiller(precision=a.precision)
     tasks = make_tasks(a.n, n_lines=a.lines)
+    if a.context_tokens:
+        tasks = [_trim(m.tok, t, a.context_tokens) for t in tasks]
     rows = {}
     for name in a.configs:
         c = dict(CONFIGS[name])
-        m.sampler_options = {
-            k: c.pop(k) for k in ("pad_run", "pad_min_prob", "pad_tail_only", "window") if k in c
-        }
-        em, em1, steps, toks, ratio, ms = 0, 0, [], [], [], []
+        m.sampler_options = {k: c.pop(k) for k in SAMPLER_OPTIONS if k in c}
+        em, em1, steps, toks, ratio, ms, sim = 0, 0, [], [], [], [], []
         for pre, body, suf in tasks:
             t = time.perf_counter()
             r = m.infill(InfillRequest([pre, Hole(a.budget), suf], **c))[0]
@@ -100,12 +152,14 @@ def main() -> None:
                 fill = fill.split("\n")[0]
             em += fill.strip() == body.strip()
             em1 += fill.strip().split("\n")[0].strip() == body.strip().split("\n")[0].strip()
+            sim.append(difflib.SequenceMatcher(None, fill.strip(), body.strip()).ratio())
             steps.append(r.steps_used)
             toks.append(r.tokens)
             ratio.append(r.tokens / max(1, m.count_tokens(body)))
         rows[name] = {
             "exact_match": round(100 * em / len(tasks), 1),
             "first_line_exact": round(100 * em1 / len(tasks), 1),
+            "edit_similarity": round(statistics.mean(sim), 3),
             "tokens_over_oracle": round(statistics.median(ratio), 2),
             "mean_passes": round(statistics.mean(steps), 2),
             "tokens_per_pass": round(sum(toks) / max(1, sum(steps)), 2),
@@ -119,12 +173,12 @@ def main() -> None:
         )
     )
     print(
-        "| config | exact % | first line exact % | tokens / oracle | passes | tokens/pass | median ms |"
+        "| config | exact % | first line exact % | edit sim | tokens / oracle | passes | tokens/pass | median ms |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for k, v in rows.items():
         print(
-            f"| {k} | {v['exact_match']} | {v['first_line_exact']} | {v['tokens_over_oracle']} | "
+            f"| {k} | {v['exact_match']} | {v['first_line_exact']} | {v['edit_similarity']} | {v['tokens_over_oracle']} | "
             f"{v['mean_passes']} | {v['tokens_per_pass']} | {v['median_ms']} |"
         )
 

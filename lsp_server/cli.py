@@ -32,6 +32,12 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "int8", "fp32"],
+        help="weights of the built-in model (default: int8 on CPU, bf16 on CUDA)",
+    )
+    p.add_argument(
         "--threads", type=int, default=0, help="CPU threads (default: 1 on a 2-core machine)"
     )
 
@@ -119,6 +125,7 @@ def serve(args) -> int:
         Settings(),
         model_path=args.model,
         device=args.device,
+        precision=args.precision,
         log_file=args.log_file,
         threads=args.threads,
     )
@@ -146,7 +153,7 @@ def _engine(args):
     from lsp_server.engine import Engine
 
     engine = Engine(threads=args.threads)
-    engine.load(args.model, args.device)
+    engine.load(args.model, args.device, args.precision)
     if not engine.wait_ready():
         raise CliError(engine.error or "model failed to load")
     return engine
@@ -273,6 +280,7 @@ def status(args) -> int:
         "state": engine.state,
         "error": engine.error,
         "device": engine.model_device,
+        "precision": getattr(engine.infiller, "precision", None),
         "loadSeconds": engine.load_seconds and round(engine.load_seconds, 2),
         "grammars": {
             g: get_language(g) is not None
@@ -294,7 +302,7 @@ def _engine_status(args):
     from lsp_server.engine import Engine
 
     engine = Engine(threads=args.threads)
-    engine.load(args.model, args.device)
+    engine.load(args.model, args.device, args.precision)
     engine.wait_ready()
     return engine
 

@@ -15,6 +15,7 @@ from lsp_server.planner import Budgets
 
 SCHEDULES = ("threshold", "fixed", "ltr")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "int8", "fp32")  # model.infill.PRECISIONS (not imported: it loads torch)
 ALL_LANGUAGES = ("python", "javascript", "typescript", "tsx", "go", "rust")
 
 
@@ -22,6 +23,7 @@ ALL_LANGUAGES = ("python", "javascript", "typescript", "tsx", "go", "rust")
 class Settings:
     model_path: str | None = None  # None: the shipped checkpoint in model/weights/
     device: str = "auto"  # "auto" | "cpu" | "cuda"
+    precision: str = "auto"  # built-in model's weights: "auto" (int8 on CPU) | "int8" | "fp32"
     schedule: str = "threshold"  # denoising schedule: "threshold" | "fixed" | "ltr"
     steps: int | None = None  # fixed schedule: forward passes; None: backend default
     threshold: float | None = None  # threshold schedule: commit confidence; None: default
@@ -105,6 +107,7 @@ def _languages(v: Any):
 FIELDS = {
     "modelPath": ("model_path", _opt(_str)),
     "device": ("device", _choice(DEVICES)),
+    "precision": ("precision", _choice(PRECISIONS)),
     "schedule": ("schedule", _choice(SCHEDULES)),
     "steps": ("steps", _opt(_int(1, 512))),
     "threshold": ("threshold", _opt(_float(0.0, 1.0))),

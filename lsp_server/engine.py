@@ -77,11 +77,11 @@ def trim_memory() -> None:
         LIBC.malloc_trim(0)
 
 
-def builtin_loader(path: str | None, device: str | None) -> Infiller:
+def builtin_loader(path: str | None, device: str | None, precision: str = "auto") -> Infiller:
     """The built-in diffusion backend: `model.infill.load_infiller` (imported lazily)."""
     from model.infill import load_infiller
 
-    return load_infiller(path, device)
+    return load_infiller(path, device, precision)
 
 
 def import_loader(spec: str) -> Loader:
@@ -158,29 +158,38 @@ class Engine:
         self.load_seconds: float | None = None
         self.model_path: str | None = None
         self.device: str | None = None
+        self.precision = "auto"
         self.stats = Stats()
         limit_malloc_arenas()
         self._worker = threading.Thread(target=self._run, name="parafill-engine", daemon=True)
         self._worker.start()
 
     # ---- loading ---------------------------------------------------------------------------
-    def load(self, model_path: str | None = None, device: str | None = None) -> None:
-        """Start loading a model in the background (replacing any loaded one)."""
+    def load(
+        self, model_path: str | None = None, device: str | None = None, precision: str = "auto"
+    ) -> None:
+        """Start loading a model in the background (replacing any loaded one); `precision` is
+        the built-in backend's weight format (model.infill.PRECISIONS)."""
         with self._lock:
             self._generation += 1
             gen = self._generation
             self._ready.clear()
             self.state, self.error = LOADING, None
-            self.model_path, self.device = model_path, device
+            self.model_path, self.device, self.precision = model_path, device, precision
             self._cache.clear()
-        threading.Thread(target=self._load, args=(gen, model_path, device), daemon=True).start()
+        threading.Thread(
+            target=self._load, args=(gen, model_path, device, precision), daemon=True
+        ).start()
 
-    def _load(self, gen: int, model_path: str | None, device: str | None) -> None:
+    def _load(self, gen: int, model_path: str | None, device: str | None, precision: str) -> None:
         t0 = time.perf_counter()
         try:
+            device = None if device in (None, "auto") else device
             if self._loader is builtin_loader:
                 set_threads(self.threads)
-            infiller = self._loader(model_path, None if device in (None, "auto") else device)
+                infiller = builtin_loader(model_path, device, precision)
+            else:
+                infiller = self._loader(model_path, device)
             state, error = READY, None
         except CheckpointError as exc:
             infiller, state, error = None, ERROR, str(exc)
@@ -299,6 +308,7 @@ class Engine:
             "model": self.model_name,
             "modelPath": self.model_path,
             "device": self.model_device or self.device,
+            "precision": getattr(self.infiller, "precision", None),
             "threads": self.threads or auto_threads(),
             "loadSeconds": None if self.load_seconds is None else round(self.load_seconds, 3),
             "requests": s.requests,

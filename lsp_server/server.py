@@ -71,13 +71,14 @@ class ParafillServer(LanguageServer):
         self.engine.cache_size = new.cache_size
         self.engine.threads = new.threads
         _configure_log_file(new.log_file)
-        if initial or (new.model_path, new.device, new.threads) != (
+        if initial or (new.model_path, new.device, new.precision, new.threads) != (
             old.model_path,
             old.device,
+            old.precision,
             old.threads,
         ):
             self.reported_load_error = False
-            self.engine.load(new.model_path, new.device)
+            self.engine.load(new.model_path, new.device, new.precision)
             self.log(f"parafill: loading model {new.model_path or '(shipped)'} on {new.device}")
 
     def model_failed(self, exc: Exception) -> None:

@@ -1,7 +1,7 @@
 """The built-in Infiller: shipped tokenizer + network + sampler behind the DESIGN.md interface.
 
 Owns: checkpoint validation and loading (safetensors + JSON only, clear errors naming the file),
-device and dtype choice (fp32 on CPU, bf16 on CUDA), laying segments out as context and hole
+device and precision choice (int8 weights on CPU, fp32 on request, bf16 on CUDA), laying segments out as context and hole
 slots within the trained window, the cached denoising loop, decoding and ranking candidates.
 """
 
@@ -27,6 +27,9 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MASK_GLYPH = "\u2591"  # shown for a still-masked token in trajectories
 LONG_HOLE = 40  # tokens: a hole longer than this is decoded semi-autoregressively
 LONG_HOLE_WINDOW = 8
+PRECISIONS = ("auto", "int8", "fp32")
+REUSE_MARGIN = 16  # context tokens re-encoded on each side of what changed since the base
+REUSE_LIMIT = 96  # re-encode everything once more than this many context tokens would be
 
 
 def denoise_config(
@@ -115,7 +118,12 @@ def _check_safetensors(f: Path) -> None:
 class BuiltinInfiller:
     """Loads `model/weights/` (or another directory of the same format) and fills holes."""
 
-    def __init__(self, path: str | os.PathLike | None = None, device: str | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike | None = None,
+        device: str | None = None,
+        precision: str | None = None,
+    ):
         import torch
 
         from model.network import ParafillConfig, ParafillForMaskedDiffusion
@@ -145,12 +153,33 @@ class BuiltinInfiller:
                 f"config.json's vocab_size {config.vocab_size}"
             )
         self.net.to(self.device).eval()
+        self.precision = self._set_precision(precision)
         self.config = config
         self.max_len = int(config.train_seq_len)
         self.name = f"parafill-builtin:{self.path.name}"
         self.lock = threading.Lock()
         self.last_timing: dict[str, float] = {}
         self.sampler_options: dict = {}  # extra DenoiseConfig fields (e.g. pad_run) for benches
+        self.reuse_context = True  # model/context_reuse.py; False: encode every context in full
+        self._base = None  # the last fully encoded context
+
+    def _set_precision(self, precision: str | None) -> str:
+        """Apply `precision`: "auto" is int8 weights on CPU (2x faster steps, see model/quantize.py), bf16 on CUDA."""
+        from model import quantize
+
+        precision = precision or "auto"
+        if precision not in PRECISIONS:
+            raise CheckpointError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
+        if self.device.type == "cuda":
+            if precision == "int8":
+                raise CheckpointError("int8 precision is for CPU inference; use bf16 on CUDA")
+            return "bf16"
+        if precision == "int8" or (precision == "auto" and quantize.available()):
+            if not quantize.available():
+                raise CheckpointError("int8 precision needs torch's quantized CPU engine")
+            quantize.quantize_int8(self.net)
+            return "int8"
+        return "fp32"
 
     # ------------------------------------------------------------------ helpers
     def count_tokens(self, text: str) -> int:
@@ -185,6 +214,23 @@ class BuiltinInfiller:
         pre, suf = trim_context(pre, suf, room - mid_n)
         ctx_ids, ctx_pos, slots = place([pre, *mids, suf], budgets)
         return ctx_ids, ctx_pos, slots, [min(h.min_tokens, b) for h, b in zip(holes, budgets)]
+
+    def _encode(self, ids: list[int], pos: list[int]):
+        """(context cache, whether it was built from the last full encode)."""
+        import torch
+
+        from model.context_reuse import Base, reuse
+
+        if self.reuse_context and self._base is not None:
+            cache = reuse(self.net, self._base, ids, pos, REUSE_MARGIN, REUSE_LIMIT)
+            if cache is not None:
+                return cache, True
+        cache = self.net.encode_context(  # an empty context gives (1, 0) tensors
+            torch.tensor([ids], dtype=torch.long, device=self.device),
+            torch.tensor([pos], dtype=torch.long, device=self.device),
+        )
+        self._base = Base(ids, pos, cache)
+        return cache, False
 
     def _render(self, row, holes: list[tuple[int, int]], show_masks: bool) -> list[str]:
         out = []
@@ -232,10 +278,7 @@ class BuiltinInfiller:
         gen.manual_seed(0 if req.seed is None else int(req.seed))
         with self.lock, torch.inference_mode():
             t0 = time.perf_counter()
-            cache = self.net.encode_context(  # an empty context gives (1, 0) tensors
-                torch.tensor([ctx_ids], dtype=torch.long, device=dev),
-                torch.tensor([ctx_pos], dtype=torch.long, device=dev),
-            )
+            cache, reused = self._encode(ctx_ids, ctx_pos)
             t1 = time.perf_counter()
             span_pos = torch.tensor([span_pos_list], device=dev).expand(n, -1)
 
@@ -260,7 +303,11 @@ class BuiltinInfiller:
             except Cancelled:
                 raise InfillCancelled() from None
             t2 = time.perf_counter()
-        self.last_timing = {"context_ms": (t1 - t0) * 1e3, "denoise_ms": (t2 - t1) * 1e3}
+        self.last_timing = {
+            "context_ms": (t1 - t0) * 1e3,
+            "denoise_ms": (t2 - t1) * 1e3,
+            "context_reused": reused,
+        }
         results, seen = [], set()
         for i in range(n):
             fills = self._render(out.tokens[i], rel, show_masks=False)
@@ -282,10 +329,12 @@ _cache: dict[tuple, BuiltinInfiller] = {}
 
 
 def load_infiller(
-    path: str | os.PathLike | None = None, device: str | None = None
+    path: str | os.PathLike | None = None,
+    device: str | None = None,
+    precision: str | None = None,
 ) -> BuiltinInfiller:
     """The default backend (shipped weights unless `path` names another checkpoint directory)."""
-    key = (str(Path(path).resolve()) if path else str(WEIGHTS_DIR), device or "auto")
+    key = (str(Path(path).resolve()) if path else str(WEIGHTS_DIR), device or "auto", precision)
     if key not in _cache:
-        _cache[key] = BuiltinInfiller(path, device)
+        _cache[key] = BuiltinInfiller(path, device, precision)
     return _cache[key]

@@ -95,6 +95,11 @@ class ContextCache:
         return self.keys[0].shape[2] if self.keys else 0
 
 
+def shift_keys(k: torch.Tensor, delta: torch.Tensor, theta: float) -> torch.Tensor:
+    """Keys rotated for positions p re-rotated for p + delta (B, L): rotary rotations compose."""
+    return _rope(k, delta, theta)
+
+
 def _rope(x: torch.Tensor, pos: torch.Tensor, theta: float) -> torch.Tensor:
     """Rotary embedding on (B, H, L, Dh) with positions (B, L)."""
     dh = x.shape[-1]
@@ -217,14 +222,24 @@ class ParafillForMaskedDiffusion(ParafillPreTrainedModel):
 
     # -------------------------------------------------------------- cached inference
     @torch.no_grad()
-    def encode_context(self, ctx_ids: torch.Tensor, ctx_pos: torch.Tensor) -> ContextCache:
-        """K/V of context tokens (which attend to context only), per layer."""
+    def encode_context(
+        self,
+        ctx_ids: torch.Tensor,
+        ctx_pos: torch.Tensor,
+        known: ContextCache | None = None,
+    ) -> ContextCache:
+        """K/V of context tokens (which attend to context only), per layer. With `known`, the
+        tokens also attend to other context tokens whose K/V are taken as given (not recomputed),
+        and only the new tokens' K/V are returned: see model/context_reuse.py."""
         keys, values = [], []
         x = self.embed(ctx_ids)
-        for blk in self.blocks:
+        for i, blk in enumerate(self.blocks):
             q, k, v = blk.qkv_heads(x, ctx_pos)
             keys.append(k)
             values.append(v)
+            if known is not None and known.length:
+                k = torch.cat([known.keys[i], k], 2)
+                v = torch.cat([known.values[i], v], 2)
             x = blk.finish(x, F.scaled_dot_product_attention(q, k, v))
         return ContextCache(keys, values)
 

@@ -41,6 +41,13 @@ class DenoiseConfig:
     # semi-autoregressive: only the `window` masked slots nearest each hole's left frontier may be
     # committed in a step (parallel within the window); None: the whole hole at once
     window: int | None = None
+    # the end of a fill is decided where the content reaches it: PAD may be committed only at
+    # the first masked slot of its hole (as one-token-per-step decoding decides it), never from
+    # the confident trailing PADs inward, which cut fills short
+    pad_at_frontier: bool = False
+    # threshold schedule, no slot above the threshold: commit the first masked slot of each hole
+    # (what one-token-per-step decoding would commit) instead of the single most confident slot
+    fallback_leftmost: bool = False
 
 
 @dataclass
@@ -117,8 +124,13 @@ def denoise(
         eligible = masked
         if cfg.window and cfg.schedule != "ltr":
             eligible = masked & _window(masked, holes, cfg.window)
+        if cfg.pad_at_frontier:
+            eligible = eligible & ((cand != pad_id) | _window(masked, holes, 1))
         conf = cand_logp.exp().masked_fill(~eligible, -1.0)
         commit = _choose(conf, eligible, cfg, steps)
+        if cfg.fallback_leftmost and cfg.schedule == "threshold":
+            stuck = ~((conf > cfg.threshold) & eligible).any(1, keepdim=True)
+            commit = torch.where(stuck, _window(masked, holes, 1) & masked, commit)
         if cfg.pad_run and cfg.schedule != "ltr":
             commit = _extend_pad_runs(commit, cand, masked, holes, pad_id)
         x = torch.where(commit, cand, x)

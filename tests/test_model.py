@@ -245,3 +245,25 @@ def test_corrupt_and_mismatched_checkpoint_are_clear_errors(tmp_path):
     (d2 / "config.json").write_text(cfg)
     with pytest.raises(CheckpointError, match="cannot load checkpoint"):
         BuiltinInfiller(d2)
+
+
+def test_int8_weights_track_fp32_and_bad_precision_is_clear(shipped):
+    """int8 (the CPU default) keeps the network's predictions: the LM-head distributions of the
+    same cached span step stay close to fp32's and nearly all argmaxes agree."""
+    fp32 = BuiltinInfiller(None, "cpu", "fp32")
+    assert shipped.precision == "int8" and fp32.precision == "fp32"
+    text = (WEIGHTS_DIR.parent / "sampler.py").read_text()[:1500]
+    ids = shipped.tok.encode(text)
+    ctx, pos = torch.tensor([ids]), torch.arange(len(ids))[None]
+    span = torch.tensor([[shipped.tok.mask_id] * 16])
+    span_pos = torch.arange(len(ids), len(ids) + 16)[None]
+    probs = []
+    for m in (shipped, fp32):
+        with torch.inference_mode():
+            cache = m.net.encode_context(ctx, pos)
+            probs.append(m.net.span_forward(span, span_pos, cache).softmax(-1))
+    tv = 0.5 * (probs[0] - probs[1]).abs().sum(-1)
+    assert float(tv.mean()) < 0.1, tv
+    assert float((probs[0].argmax(-1) == probs[1].argmax(-1)).float().mean()) >= 0.8
+    with pytest.raises(CheckpointError, match="precision"):
+        BuiltinInfiller(None, "cpu", "int4")

@@ -11,6 +11,7 @@ export const SERVER_KEYS = [
   'enabled',
   'modelPath',
   'device',
+  'precision',
   'schedule',
   'steps',
   'threshold',
