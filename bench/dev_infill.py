@@ -26,42 +26,34 @@ from model.infill import PRECISIONS, load_infiller
 from model.interface import Hole, InfillRequest
 from model.layout import trim_context
 
-CONFIGS = {
+CONFIGS = {  # threshold configs take the infiller's default PAD rule (pad_at_frontier) unless set
     "ltr": {"schedule": "ltr"},
-    "threshold-0.9-padmin0.5": {"schedule": "threshold", "threshold": 0.9, "pad_min_prob": 0.5},
-    "threshold-0.9": {"schedule": "threshold", "threshold": 0.9},
-    "threshold-0.9-no-padrun": {"schedule": "threshold", "threshold": 0.9, "pad_run": False},
-    "threshold-0.9-tail": {"schedule": "threshold", "threshold": 0.9, "pad_tail_only": True},
-    "threshold-0.7-tail": {"schedule": "threshold", "threshold": 0.7, "pad_tail_only": True},
-    "ltr-tail": {"schedule": "ltr", "pad_tail_only": True},
-    "window8-0.9": {"schedule": "threshold", "threshold": 0.9, "window": 8},
-    "window8-0.7": {"schedule": "threshold", "threshold": 0.7, "window": 8},
-    "window4-0.9": {"schedule": "threshold", "threshold": 0.9, "window": 4},
-    "threshold-0.8": {"schedule": "threshold", "threshold": 0.8},
-    "threshold-0.7": {"schedule": "threshold", "threshold": 0.7},
-    "threshold-0.6": {"schedule": "threshold", "threshold": 0.6},
-    "threshold-0.5": {"schedule": "threshold", "threshold": 0.5},
-    "fixed-4": {"schedule": "fixed", "steps": 4},
-    "threshold-0.9-frontier": {"schedule": "threshold", "threshold": 0.9, "pad_at_frontier": True},
-    "threshold-0.7-frontier": {"schedule": "threshold", "threshold": 0.7, "pad_at_frontier": True},
-    "threshold-0.9-frontier-leftmost": {
+    "threshold-0.9-anypad": {"schedule": "threshold", "threshold": 0.9, "pad_at_frontier": False},
+    "threshold-0.9-padmin0.5": {
         "schedule": "threshold",
         "threshold": 0.9,
-        "pad_at_frontier": True,
-        "fallback_leftmost": True,
+        "pad_min_prob": 0.5,
+        "pad_at_frontier": False,
     },
-    "threshold-0.7-frontier-leftmost": {
+    "threshold-0.9-tail": {
         "schedule": "threshold",
-        "threshold": 0.7,
-        "pad_at_frontier": True,
-        "fallback_leftmost": True,
+        "threshold": 0.9,
+        "pad_tail_only": True,
+        "pad_at_frontier": False,
     },
-    "threshold-0.5-frontier-leftmost": {
+    "threshold-0.9": {"schedule": "threshold", "threshold": 0.9},
+    "threshold-0.7": {"schedule": "threshold", "threshold": 0.7},
+    "threshold-0.5": {"schedule": "threshold", "threshold": 0.5},
+    "threshold-0.3": {"schedule": "threshold", "threshold": 0.3},
+    "fixed-4": {"schedule": "fixed", "steps": 4},
+    "window8-0.9-anypad": {
         "schedule": "threshold",
-        "threshold": 0.5,
-        "pad_at_frontier": True,
-        "fallback_leftmost": True,
+        "threshold": 0.9,
+        "window": 8,
+        "pad_at_frontier": False,
     },
+    "window8-0.9": {"schedule": "threshold", "threshold": 0.9, "window": 8},
+    "window8-0.7": {"schedule": "threshold", "threshold": 0.7, "window": 8},
 }
 
 
@@ -71,7 +63,6 @@ SAMPLER_OPTIONS = (
     "pad_tail_only",
     "window",
     "pad_at_frontier",
-    "fallback_leftmost",
 )
 
 
@@ -145,7 +136,9 @@ def main() -> None:
         em, em1, steps, toks, ratio, ms, sim = 0, 0, [], [], [], [], []
         for pre, body, suf in tasks:
             t = time.perf_counter()
-            r = m.infill(InfillRequest([pre, Hole(a.budget), suf], **c))[0]
+            r = m.infill(InfillRequest([pre, Hole(a.budget, single_line=a.lines == 1), suf], **c))[
+                0
+            ]
             ms.append((time.perf_counter() - t) * 1e3)
             fill = r.fills[0]
             if a.lines == 1:

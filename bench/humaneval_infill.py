@@ -11,6 +11,7 @@ A config is SUITE/LENGTH/SCHEDULE[@N]:
   LENGTH    oracle (a Hole of exactly the canonical solution's token count: min = max, capped at 256)
             | bN   (the fixed editor budget of N tokens, e.g. b32 single-line, b128 multi-line)
   SCHEDULE  ltr (one token per step, left to right) | thrX (confidence threshold X, e.g. thr0.9)
+            | thrXf (the same, PAD committed only at the fill's frontier: pad_at_frontier)
             | fixedK (K steps committing the most confident positions)
   @N        run it on N tasks of the suite: every k-th task from the first, k = ceil(total / N);
             @all (or no suffix) is every task. --subset N caps every config at N tasks.
@@ -85,7 +86,12 @@ class Config:
         if self.schedule == "ltr":
             return R.denoise_config("ltr")
         if self.schedule.startswith("thr"):
-            return R.denoise_config("threshold", threshold=float(self.schedule[3:]))
+            frontier = self.schedule.endswith("f")
+            return R.denoise_config(
+                "threshold",
+                threshold=float(self.schedule[3:].rstrip("f")),
+                pad_at_frontier=frontier,
+            )
         return R.denoise_config("fixed", steps=int(self.schedule[5:]))
 
 
@@ -93,7 +99,7 @@ def parse_configs(text: str, cap: int | None) -> list[Config]:
     out = []
     for spec in filter(None, (s.strip() for s in text.split(","))):
         body, _, count = spec.partition("@")
-        m = re.fullmatch(r"(single|multi)/(oracle|b\d+)/(ltr|thr0?\.\d+|fixed\d+)", body)
+        m = re.fullmatch(r"(single|multi)/(oracle|b\d+)/(ltr|thr0?\.\d+f?|fixed\d+)", body)
         if not m:
             raise SystemExit(f"bad config {spec!r}: expected SUITE/LENGTH/SCHEDULE[@N]")
         n = None if count in ("", "all") else int(count)
@@ -272,8 +278,10 @@ def summarize(cfg: Config, rows: list[dict], base: dict[str, dict[str, str]]) ->
 
 
 def check_runner(m, tasks: list[dict]) -> bool:
-    """The bench's shared-cache path gives the same fills as `infiller.infill`."""
+    """The bench's shared-cache path gives the same fills as `infiller.infill` (encoding every
+    context in full: successive tasks share most of their context, which infill would reuse)."""
     ok = True
+    m.reuse_context = False
     for t in tasks[:2]:
         segs = [t["prompt"], Hole(max_tokens=32), t["suffix"]]
         p = R.prepare(m, segs)
@@ -282,6 +290,7 @@ def check_runner(m, tasks: list[dict]) -> bool:
             a = R.fill_cached(m, p, cache, R.denoise_config(sched, kw.get("steps"), 0.9)).fills
             r = m.infill(InfillRequest(segments=segs, schedule=sched, seed=0, **kw))[0]
             ok &= a == r.fills
+    m.reuse_context = True
     return ok
 
 

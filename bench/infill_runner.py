@@ -12,7 +12,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,17 +106,20 @@ def fill_uncached(m, p: Prepared, cfg: DenoiseConfig) -> Fill:
 
 
 def denoise_config(
-    schedule: str, steps: int | None = None, threshold: float = 0.9
+    schedule: str, steps: int | None = None, threshold: float | None = None, **options
 ) -> DenoiseConfig:
-    return DenoiseConfig(schedule=schedule, steps=steps, threshold=threshold, temperature=0.0)
+    """Greedy sampler settings with the infiller's defaults for what `options` leave unset."""
+    return infill_denoise_config(schedule, steps, threshold, 0.0, 0, **options)
 
 
 def denoise_config_for(cfg: DenoiseConfig, longest_hole: int) -> DenoiseConfig:
     """`cfg` as the infiller would run it for a request whose longest hole has this many slots."""
     if cfg.window is not None:
         return cfg
+    named = ("schedule", "steps", "threshold", "temperature")
+    options = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in named}
     return infill_denoise_config(
-        cfg.schedule, cfg.steps, cfg.threshold, cfg.temperature, longest_hole, pad_run=cfg.pad_run
+        cfg.schedule, cfg.steps, cfg.threshold, cfg.temperature, longest_hole, **options
     )
 
 

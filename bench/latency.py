@@ -37,8 +37,8 @@ ROOT = R.ROOT
 FILES = ("textwrap.py", "argparse.py", "shlex.py", "difflib.py", "json/encoder.py", "fractions.py")
 SCHEDULES = (
     ("ltr", "ltr", None, None),
-    ("thr0.9", "threshold", None, 0.9),
-    ("thr0.7", "threshold", None, 0.7),
+    ("thr0.7f", "threshold", None, 0.7),  # the default: threshold 0.7, PAD at the frontier
+    ("thr0.9f", "threshold", None, 0.9),
     ("fixed2", "fixed", 2, None),
     ("fixed4", "fixed", 4, None),
     ("fixed8", "fixed", 8, None),
@@ -95,7 +95,7 @@ def measure(m, kind: str, budget: int, size: int, pairs, max_passes: int) -> lis
                 off.append(r.steps_used * full_forward_ms(m, p))
                 estimated += 1
                 continue
-            cfg = R.denoise_config(sched, steps, 0.9 if thr is None else thr)
+            cfg = R.denoise_config(sched, steps, thr)
             f = R.fill_uncached(m, p, cfg)
             off.append(f.ms)
             same += f.fills == r.fills

@@ -324,6 +324,8 @@ async def run(args) -> dict:
                 "superseded",
                 "cacheHits",
                 "typedThrough",
+                "contextReused",
+                "fallbacks",
                 "latencyMs",
             )
         },
@@ -349,6 +351,12 @@ def settings_for(args) -> dict:
         settings["schedule"] = args.schedule
     if args.steps:
         settings["steps"] = args.steps
+    if args.precision:
+        settings["precision"] = args.precision
+    if args.no_context_reuse:
+        settings["contextReuse"] = False
+    if args.log_file:
+        settings["logFile"] = args.log_file
     return settings
 
 
@@ -367,6 +375,15 @@ def print_table(r: dict) -> None:
             "server model time p50 / p95 (ms)",
             f"{(srv['latencyMs'] or {}).get('p50')} / {(srv['latencyMs'] or {}).get('p95')}",
         ),
+        *(
+            (
+                f"  model time for {kind} fills p50 / p95 (ms)",
+                f"{v['p50']} / {v['p95']}  (n={v['n']})",
+            )
+            for kind, v in ((srv["latencyMs"] or {}).get("byKind") or {}).items()
+        ),
+        ("context encodings reused", srv.get("contextReused")),
+        ("second decodes (fallback end rule)", srv.get("fallbacks")),
         (
             "cancelled (client) / server cancelled / superseded",
             f"{r['cancelled_client']} / {srv['cancelled']} / {srv['superseded']}",
@@ -395,6 +412,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--context-tokens", type=int, default=None, help="server contextTokens")
     ap.add_argument("--schedule", choices=["threshold", "fixed", "ltr"], default=None)
     ap.add_argument("--steps", type=int, default=None, help="fixed schedule: steps")
+    ap.add_argument("--log-file", default=None, help="the server's log file")
+    ap.add_argument("--precision", choices=["auto", "int8", "fp32"], default=None)
+    ap.add_argument("--no-context-reuse", action="store_true", help="encode every context in full")
     ap.add_argument(
         "--packages", default=None, help="comma-separated packages (default: EVAL_EXCLUDE_PACKAGES)"
     )

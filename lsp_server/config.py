@@ -35,6 +35,7 @@ class Settings:
     languages: tuple[str, ...] = ALL_LANGUAGES + ("*",)  # "*": any other language too
     cache_size: int = 256  # LRU entries
     threads: int = 0  # CPU threads for inference; 0: auto (1 on a 2-core machine)
+    context_reuse: bool = True  # reuse the context encoding across keystrokes (approximate)
     log_file: str | None = None
     enabled: bool = True
 
@@ -119,6 +120,7 @@ FIELDS = {
     "languages": ("languages", _languages),
     "cacheSize": ("cache_size", _int(0, 100_000)),
     "threads": ("threads", _int(0, 256)),
+    "contextReuse": ("context_reuse", _bool),
     "logFile": ("log_file", _opt(_str)),
     "enabled": ("enabled", _bool),
 }

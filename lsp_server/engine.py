@@ -8,7 +8,9 @@ This is the only module of the server that touches `model/` beyond the interface
 from __future__ import annotations
 
 import ctypes
+import gc
 import importlib
+import logging
 import os
 import queue
 import threading
@@ -28,6 +30,7 @@ from model.interface import (
     InfillResult,
 )
 
+log = logging.getLogger("parafill.engine")
 Loader = Callable[[str | None, str | None], Infiller]
 SMALL_MACHINE_CPUS = 2  # at or below this, one intra-op thread: a second one only contends
 LATENCY_WINDOW = 500  # recent completions kept for p50/p95
@@ -61,18 +64,26 @@ def _libc():
 
 
 LIBC = _libc()
-M_ARENA_MAX = -8  # glibc mallopt parameter
+M_ARENA_MAX = -8  # glibc mallopt parameters
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 256 * 1024
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
-    """Fewer glibc malloc arenas: the worker's torch buffers otherwise fragment into their own
-    arenas and the server's RSS creeps up by hundreds of MB over a typing session."""
+    """Fewer glibc malloc arenas, and a fixed mmap threshold: the worker's torch buffers otherwise
+    fragment into their own arenas, and once glibc raises its threshold (it does after freeing a
+    large block) the context activations (MBs each) land in the heap instead of their own
+    mappings, so the server's RSS creeps up by hundreds of MB over a typing session."""
     if LIBC is not None:
         LIBC.mallopt(M_ARENA_MAX, arenas)
+        LIBC.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
-def trim_memory() -> None:
-    """Give freed heap pages back to the OS (glibc malloc_trim); cheap, run after each job."""
+def trim_memory(collect: bool = False) -> None:
+    """Give freed heap pages back to the OS (glibc malloc_trim); cheap, run after each job.
+    `collect` first frees reference cycles (after a model load: about 90 MB of them)."""
+    if collect:
+        gc.collect()
     if LIBC is not None:
         LIBC.malloc_trim(0)
 
@@ -92,6 +103,16 @@ def import_loader(spec: str) -> Loader:
     return getattr(importlib.import_module(mod), attr)
 
 
+def _without_frames(exc: BaseException) -> BaseException:
+    """The exception without its traceback. A traceback keeps the frames of the failed run alive,
+    and through them the context K/V and logits (tens of MB); the job's future holding the
+    exception closes a reference cycle (frame -> job -> future -> exception -> frame) that only
+    the cyclic GC frees, and it rarely runs here: cancelled runs held the server's RSS 200-500 MB
+    above its post-load level while typing."""
+    exc.__context__ = exc.__cause__ = None
+    return exc.with_traceback(None)
+
+
 @dataclass
 class Job:
     doc: str
@@ -100,6 +121,7 @@ class Job:
     future: Future = field(default_factory=Future)
     stop: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.perf_counter)
+    label: str | None = None  # what kind of request (the planner's region kind), for statistics
 
     def cancel(self) -> None:
         self.stop.set()
@@ -107,7 +129,8 @@ class Job:
 
 def request_key(req: InfillRequest) -> tuple:
     segs = tuple(
-        ("\0hole", s.max_tokens, s.min_tokens) if isinstance(s, Hole) else s for s in req.segments
+        ("\0hole", s.max_tokens, s.min_tokens, s.single_line) if isinstance(s, Hole) else s
+        for s in req.segments
     )
     return (
         segs,
@@ -118,6 +141,7 @@ def request_key(req: InfillRequest) -> tuple:
         req.threshold,
         req.seed,
         req.want_trajectory,
+        req.end_rule,
     )
 
 
@@ -129,14 +153,34 @@ class Stats:
     superseded: int = 0
     cache_hits: int = 0
     typed_through: int = 0
+    context_reused: int = 0  # completions whose context encoding was reused (backend-reported)
+    fallbacks: int = 0  # second decodes ending at the most confident place (pipeline.py)
     errors: int = 0
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    by_label: dict = field(default_factory=dict)  # label -> deque of latencies
 
-    def percentile(self, q: float) -> float | None:
-        data = sorted(self.latencies_ms)
+    def add_latency(self, ms: float, label: str | None) -> None:
+        self.latencies_ms.append(ms)
+        if label is not None:
+            self.by_label.setdefault(label, deque(maxlen=LATENCY_WINDOW)).append(ms)
+
+    def percentile(self, q: float, data=None) -> float | None:
+        data = sorted(self.latencies_ms if data is None else data)
         if not data:
             return None
         return round(data[min(len(data) - 1, int(q * len(data)))], 1)
+
+    def summary(self) -> dict:
+        out = {
+            "p50": self.percentile(0.5),
+            "p95": self.percentile(0.95),
+            "n": len(self.latencies_ms),
+        }
+        out["byKind"] = {
+            k: {"p50": self.percentile(0.5, d), "p95": self.percentile(0.95, d), "n": len(d)}
+            for k, d in sorted(self.by_label.items())
+        }
+        return out
 
 
 class Engine:
@@ -159,6 +203,7 @@ class Engine:
         self.model_path: str | None = None
         self.device: str | None = None
         self.precision = "auto"
+        self.context_reuse = True  # let the backend reuse the last context encoding (if it can)
         self.stats = Stats()
         limit_malloc_arenas()
         self._worker = threading.Thread(target=self._run, name="parafill-engine", daemon=True)
@@ -190,6 +235,7 @@ class Engine:
                 infiller = builtin_loader(model_path, device, precision)
             else:
                 infiller = self._loader(model_path, device)
+            trim_memory(collect=True)
             state, error = READY, None
         except CheckpointError as exc:
             infiller, state, error = None, ERROR, str(exc)
@@ -224,10 +270,10 @@ class Engine:
         return fn(text) if fn is not None else None
 
     # ---- requests --------------------------------------------------------------------------
-    def submit(self, doc: str, req: InfillRequest) -> Job:
+    def submit(self, doc: str, req: InfillRequest, label: str | None = None) -> Job:
         """Queue a request; an older pending/running request for `doc` is superseded."""
         key = request_key(req)
-        job = Job(doc, req, key)
+        job = Job(doc, req, key, label=label)
         with self._lock:
             self.stats.requests += 1
             old = self._latest.get(doc)
@@ -264,21 +310,34 @@ class Engine:
             if self.state != READY or self.infiller is None:
                 raise ModelUnavailable(self.error or "model not loaded")
             t0 = time.perf_counter()
+            if hasattr(self.infiller, "reuse_context"):
+                self.infiller.reuse_context = self.context_reuse
             results = self.infiller.infill(job.request, should_stop=job.stop.is_set)
+            if getattr(self.infiller, "last_timing", {}).get("context_reused"):
+                with self._lock:
+                    self.stats.context_reused += 1
             elapsed = (time.perf_counter() - t0) * 1000
+            log.info(
+                "%s fill %.0f ms (queued %.0f ms), %s passes: %s",
+                job.label or "model",
+                elapsed,
+                (t0 - job.submitted) * 1000,
+                results[0].steps_used if results else 0,
+                getattr(self.infiller, "last_timing", ""),
+            )
         except InfillCancelled as exc:
             with self._lock:
                 self.stats.cancelled += 1
-            job.future.set_exception(exc)
+            job.future.set_exception(_without_frames(exc))
             return
         except Exception as exc:  # noqa: BLE001 - a backend error goes to the caller's future
             with self._lock:
                 self.stats.errors += 1
-            job.future.set_exception(exc)
+            job.future.set_exception(_without_frames(exc))
             return
         with self._lock:
             self.stats.completed += 1
-            self.stats.latencies_ms.append(elapsed)
+            self.stats.add_latency(elapsed, job.label)
             if self.cache_size > 0:
                 self._cache[job.key] = results
                 while len(self._cache) > self.cache_size:
@@ -290,10 +349,6 @@ class Engine:
     ) -> list[InfillResult]:
         """Synchronous helper (CLI): wait for the load, run one request."""
         return self.submit(doc, req).future.result(timeout)
-
-    def record_latency(self, ms: float) -> None:
-        with self._lock:
-            self.stats.latencies_ms.append(ms)
 
     def close(self) -> None:
         for job in list(self._latest.values()):
@@ -317,13 +372,11 @@ class Engine:
             "superseded": s.superseded,
             "cacheHits": s.cache_hits,
             "typedThrough": s.typed_through,
+            "contextReused": s.context_reused,
+            "fallbacks": s.fallbacks,
             "errors": s.errors,
             "cacheEntries": len(self._cache),
-            "latencyMs": {
-                "p50": s.percentile(0.5),
-                "p95": s.percentile(0.95),
-                "n": len(s.latencies_ms),
-            },
+            "latencyMs": s.summary(),
         }
 
 

@@ -60,6 +60,24 @@ def region_candidates(
     return cands
 
 
+def merge_candidates(old: list[Candidate] | None, new: list[Candidate]) -> list[Candidate]:
+    """Candidates of two decodes of one region, deduplicated, best first (fewest errors)."""
+    seen = {c.text: c for c in [*(old or []), *new]}
+    return sorted(seen.values(), key=lambda c: (c.errors, -c.score))
+
+
+def fallback_request(req: InfillRequest, cands: list[Candidate]) -> InfillRequest | None:
+    """A second decode when the first gave nothing clean: the default end rule writes the fill to
+    where its content ends, which on code unlike the training data (the model learnt Python) can
+    run on into text that breaks the syntax; ending at the most confident place instead gives a
+    short fill, which is often clean. None when the first decode was fine or was already that."""
+    if req.end_rule is not None or req.schedule not in (None, "threshold"):
+        return None
+    if cands and cands[0].errors == 0:
+        return None
+    return replace(req, end_rule="confident")
+
+
 @dataclass(frozen=True)
 class Marker:
     start: int

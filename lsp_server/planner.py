@@ -93,7 +93,7 @@ class InfillPlan:
         trail = ""
         for r in self.regions:
             segs.append(trail + text[pos : r.start] + r.lead)
-            segs.append(Hole(r.budget))
+            segs.append(Hole(r.budget, single_line=r.stop.single_line))
             pos, trail = r.end, r.trail
         segs.append(trail + text[pos : self.context_end])
         return segs

@@ -70,6 +70,7 @@ class ParafillServer(LanguageServer):
         old, self.settings = self.settings, new
         self.engine.cache_size = new.cache_size
         self.engine.threads = new.threads
+        self.engine.context_reuse = new.context_reuse
         _configure_log_file(new.log_file)
         if initial or (new.model_path, new.device, new.precision, new.threads) != (
             old.model_path,
@@ -85,6 +86,26 @@ class ParafillServer(LanguageServer):
         if not self.reported_load_error:
             self.reported_load_error = True
             self.show(f"parafill: model unavailable: {exc}", types.MessageType.Error)
+
+    async def run_model(self, uri: str, req, label: str):
+        """The engine's results for `req`, or None when it was cancelled or failed (logged)."""
+        job = self.engine.submit(uri, req, label)
+        try:
+            return await asyncio.wrap_future(job.future)
+        except asyncio.CancelledError:
+            job.cancel()
+            raise
+        except InfillCancelled:
+            return None
+        except ModelUnavailable as exc:
+            self.model_failed(exc)
+            return None
+        except Exception as exc:  # a backend failure is logged, not fatal
+            log.exception("backend failed")
+            self.log(
+                f"parafill: backend error: {type(exc).__name__}: {exc}", types.MessageType.Error
+            )
+            return None
 
     def document(self, uri: str) -> Document:
         doc = self.docs.get(uri)
@@ -136,27 +157,17 @@ class ParafillServer(LanguageServer):
         snapshot = Snapshot(text, tree, doc.language)
         plan = plan_completion(text, cursor, doc.language, snapshot, self.settings.budgets())
         req = pipeline.build_request(plan, text, self.settings, candidates)
-        job = self.engine.submit(uri, req)
         t0 = time.perf_counter()
-        try:
-            results = await asyncio.wrap_future(job.future)
-        except asyncio.CancelledError:
-            job.cancel()
-            raise
-        except InfillCancelled:
-            return start, cursor, []
-        except ModelUnavailable as exc:
-            self.model_failed(exc)
-            return start, cursor, []
-        except Exception as exc:  # a backend failure is logged, not fatal
-            log.exception("backend failed")
-            self.log(
-                f"parafill: backend error: {type(exc).__name__}: {exc}", types.MessageType.Error
+        cands = None
+        while req is not None:
+            results = await self.run_model(uri, req, plan.kind)
+            if results is None or doc.version != version:  # failed, cancelled or stale
+                return start, cursor, []
+            cands = pipeline.merge_candidates(
+                cands, pipeline.region_candidates(plan, text, results)
             )
-            return start, cursor, []
-        if doc.version != version:  # the document changed while the model ran: stale
-            return start, cursor, []
-        cands = pipeline.region_candidates(plan, text, results)
+            req = pipeline.fallback_request(req, cands)
+            self.engine.stats.fallbacks += req is not None
         self.log(
             f"completion {plan.kind} {(time.perf_counter() - t0) * 1000:.0f} ms, {len(cands)} item(s)"
         )

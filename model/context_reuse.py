@@ -40,7 +40,7 @@ SEARCH = 256  # how far into the base the new start may be found
 def region(old: list[int], new: list[int], margin: int, limit: int) -> tuple[int, int, int] | None:
     """(start in `old`, kept prefix, kept suffix): `new` begins at old[start:] (the window slid
     by `start` tokens), shares a prefix and a suffix with it, and the rest widened by `margin` is
-    re-encoded. None when that region is over `limit` tokens."""
+    re-encoded. None when that region is over `limit` tokens or more than what is kept."""
     start = next(
         (d for d in range(min(SEARCH, len(old))) if old[d : d + PROBE] == new[:PROBE]), None
     )
@@ -54,7 +54,8 @@ def region(old: list[int], new: list[int], margin: int, limit: int) -> tuple[int
     while s < n - p and old[-1 - s] == new[-1 - s]:
         s += 1
     keep_pre, keep_suf = max(0, p - margin), max(0, s - margin)
-    if len(new) - keep_pre - keep_suf > limit:
+    fresh = len(new) - keep_pre - keep_suf
+    if fresh > limit or fresh > keep_pre + keep_suf:  # mostly new: another file or a big edit
         return None
     return start, keep_pre, keep_suf
 

@@ -12,10 +12,13 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class Hole:
-    """One region to fill: up to `max_tokens` tokens (the rest of the budget becomes PAD)."""
+    """One region to fill: up to `max_tokens` tokens (the rest of the budget becomes PAD).
+    `single_line`: the fill ends at its line's end, so a line break ends it as PAD does (the
+    denoiser then spends no passes on text that would be cut off)."""
 
     max_tokens: int
     min_tokens: int = 0
+    single_line: bool = False
 
 
 Segment = str | Hole
@@ -34,6 +37,10 @@ class InfillRequest:
     threshold: float | None = None
     seed: int | None = None
     want_trajectory: bool = False
+    # how the end of a fill is decided: "frontier" (only where the content reaches it: full-length
+    # fills), "confident" (the most confident end first: shorter fills, fewer passes); None: the
+    # backend's default (frontier)
+    end_rule: str | None = None
 
     @property
     def holes(self) -> list[Hole]:

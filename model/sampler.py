@@ -45,9 +45,6 @@ class DenoiseConfig:
     # the first masked slot of its hole (as one-token-per-step decoding decides it), never from
     # the confident trailing PADs inward, which cut fills short
     pad_at_frontier: bool = False
-    # threshold schedule, no slot above the threshold: commit the first masked slot of each hole
-    # (what one-token-per-step decoding would commit) instead of the single most confident slot
-    fallback_leftmost: bool = False
 
 
 @dataclass
@@ -72,8 +69,12 @@ def denoise(
     should_stop: Callable[[], bool] | None = None,
     want_trajectory: bool = False,
     device: torch.device | str = "cpu",
+    line_holes: list[bool] | None = None,
+    newline_ids: list[int] | None = None,
 ) -> DenoiseOutput:
-    """Fill `holes` (slot ranges [a, b) of a span of S = holes[-1][1] slots) for `batch` rows."""
+    """Fill `holes` (slot ranges [a, b) of a span of S = holes[-1][1] slots) for `batch` rows.
+    In a hole flagged in `line_holes` a line break ends the fill: the probability of the
+    `newline_ids` tokens is moved onto PAD, so "the line ends here" is one event."""
     if cfg.schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {cfg.schedule!r}; expected one of {SCHEDULES}")
     S = max((b for _, b in holes), default=0)
@@ -85,6 +86,11 @@ def denoise(
     slot_idx = torch.arange(S, device=device)
     for h, (a, b) in enumerate(holes):
         hole_of[a:b] = h
+    line_slot = torch.zeros(S, dtype=torch.bool, device=device)
+    for (a, b), flag in zip(holes, line_holes or []):
+        line_slot[a:b] = bool(flag)
+    nl = torch.tensor(newline_ids or [], dtype=torch.long, device=device)
+    merge_newlines = bool(line_slot.any()) and nl.numel() > 0
     forced_no_pad = torch.zeros(S, dtype=torch.bool, device=device)
     for (a, b), m in zip(holes, min_tokens):
         forced_no_pad[a : a + min(m, b - a)] = True
@@ -96,6 +102,8 @@ def denoise(
         logits = step_fn(x).float()
         steps += 1
         logits[..., banned_ids] = -math.inf
+        if merge_newlines:
+            logits = _merge_newlines(logits, line_slot, nl, pad_id)
         # a slot before a committed non-PAD token of its hole cannot be PAD (fills are contiguous)
         no_pad = forced_no_pad.expand(batch, S).clone()
         for a, b in holes:
@@ -128,9 +136,6 @@ def denoise(
             eligible = eligible & ((cand != pad_id) | _window(masked, holes, 1))
         conf = cand_logp.exp().masked_fill(~eligible, -1.0)
         commit = _choose(conf, eligible, cfg, steps)
-        if cfg.fallback_leftmost and cfg.schedule == "threshold":
-            stuck = ~((conf > cfg.threshold) & eligible).any(1, keepdim=True)
-            commit = torch.where(stuck, _window(masked, holes, 1) & masked, commit)
         if cfg.pad_run and cfg.schedule != "ltr":
             commit = _extend_pad_runs(commit, cand, masked, holes, pad_id)
         x = torch.where(commit, cand, x)
@@ -144,6 +149,17 @@ def denoise(
             traj.append(x.clone())
     committed = ((x != pad_id) & (hole_of[None, :] >= 0)).sum(1)
     return DenoiseOutput(x, logp_sum, committed, steps, traj)
+
+
+def _merge_newlines(
+    logits: torch.Tensor, line_slot: torch.Tensor, nl: torch.Tensor, pad_id: int
+) -> torch.Tensor:
+    """At single-line slots: PAD's logit becomes logsumexp(PAD, line breaks), line breaks banned."""
+    end = torch.logsumexp(torch.cat([logits[..., [pad_id]], logits[..., nl]], -1), -1)
+    logits[..., pad_id] = torch.where(line_slot, end, logits[..., pad_id])
+    nl_logits = logits[..., nl]
+    logits[..., nl] = nl_logits.masked_fill(line_slot[None, :, None], -math.inf)
+    return logits
 
 
 def _window(masked: torch.Tensor, holes: list[tuple[int, int]], width: int) -> torch.Tensor:

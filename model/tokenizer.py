@@ -57,6 +57,7 @@ class CodeTokenizer:
             raise ValueError("tokenizer lacks the special tokens " + ", ".join(SPECIALS))
         self.vocab_size = tok.get_vocab_size()
         self.special_ids = {self.pad_id, self.mask_id, self.sep_id}
+        self._newline_ids: list[int] | None = None
 
     @classmethod
     def from_file(cls, path: str | Path) -> CodeTokenizer:
@@ -79,6 +80,18 @@ class CodeTokenizer:
 
     def token_text(self, i: int) -> str:
         return self.decode([i])
+
+    @property
+    def newline_ids(self) -> list[int]:
+        """Ids of the tokens that contain a line break."""
+        if self._newline_ids is None:
+            vocab = self.tok.get_vocab()
+            self._newline_ids = sorted(
+                i
+                for i in vocab.values()
+                if i not in self.special_ids and "\n" in self.token_text(i)
+            )
+        return self._newline_ids
 
     def __len__(self) -> int:
         return self.vocab_size

@@ -97,6 +97,36 @@ def test_latency_stats():
     assert lat["n"] == 5 and lat["p50"] is not None and lat["p95"] >= lat["p50"]
 
 
+def test_latency_by_kind_and_cancelled_runs_keep_no_frames():
+    engine = Engine(lambda p, d: FakeInfiller(step_delay=0.05, steps=10))
+    engine.load()
+    engine.submit("doc", req("# expect: a\n"), "line").future.result(5)
+    engine.submit("doc", req("# expect: b\n"), "block").future.result(5)
+    by_kind = engine.status()["latencyMs"]["byKind"]
+    assert set(by_kind) == {"block", "line"} and by_kind["line"]["n"] == 1
+    job = engine.submit("doc", req("# expect: c\n"), "line")
+    time.sleep(0.12)
+    job.cancel()
+    exc = job.future.exception(5)
+    # a traceback would keep the run's frames (and tensors) alive through the future
+    assert isinstance(exc, InfillCancelled) and exc.__traceback__ is None
+
+
+def test_fallback_request_only_when_the_first_decode_is_not_clean():
+    from lsp_server.pipeline import fallback_request, merge_candidates
+
+    first = req()
+    clean, broken = Candidate("x", -0.1, 0, 0), Candidate("x(", -0.05, 0, 1)
+    assert fallback_request(first, [clean]) is None
+    second = fallback_request(first, [broken])
+    assert second is not None and second.end_rule == "confident"
+    assert fallback_request(second, []) is None  # never a third decode
+    assert fallback_request(req(schedule="ltr"), []) is None
+    assert fallback_request(first, []) is not None  # nothing usable at all
+    merged = merge_candidates([broken], [Candidate("y", -0.9, 0, 0), clean])
+    assert [c.text for c in merged] == ["x", "y", "x("]
+
+
 def test_typing_through():
     tt = TypingThrough()
     text = "x = \ny = 2\n"

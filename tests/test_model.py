@@ -140,6 +140,26 @@ def test_sampler_min_tokens_and_single_forward_pass_when_all_confident():
     assert out.steps_used == 1
 
 
+def test_line_break_ends_a_single_line_hole_at_the_frontier():
+    """Content 7 7 7, then a line break (id 9) or PAD (0) is likely; a single-line hole ends
+    there with no line break in it, and PAD is only committed where the content reaches it."""
+
+    def step(x):
+        logits = torch.full((x.shape[0], x.shape[1], 12), -10.0)
+        logits[:, :3, 7] = 10.0
+        logits[:, 3:, 9] = 4.0  # a line break, then more text: what an unflagged hole keeps
+        logits[:, 3:, 0] = 3.5
+        logits[:, 3:, 11] = 3.0
+        return logits
+
+    cfg = DenoiseConfig(threshold=0.5, pad_at_frontier=True)
+    flagged = denoise(step, [(0, 8)], 1, 1, 0, [1], cfg, line_holes=[True], newline_ids=[9])
+    assert flagged.tokens.tolist() == [[7, 7, 7, 0, 0, 0, 0, 0]]
+    assert flagged.steps_used == 2  # the content, then the end at the frontier
+    plain = denoise(step, [(0, 8)], 1, 1, 0, [1], cfg)
+    assert plain.tokens[0, 3].item() == 9  # unflagged: the line break is just a token
+
+
 def test_should_stop_stops_within_one_step():
     fn, calls = _random_step_fn(50)
     n = {"polls": 0}

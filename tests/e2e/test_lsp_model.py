@@ -91,7 +91,7 @@ async def test_initialize_answers_before_the_model_loads(client: LanguageClient)
     await inline(client, uri, 1, 4)  # waits for the load only as long as needed
     st = await status(client)
     assert st["state"] == "ready", st
-    assert st["model"] and st["device"] == "cpu"
+    assert st["model"] and st["device"] == "cpu" and st["precision"] == "int8"
 
 
 REGIONS = [
@@ -213,6 +213,28 @@ async def test_configuration_change(client: LanguageClient):
         types.DidChangeConfigurationParams(
             settings={"parafill": {"schedule": "threshold", "steps": None}}
         )
+    )
+
+
+async def test_context_reuse_follows_the_setting(client: LanguageClient):
+    """Typing in one document reuses the last context encoding; contextReuse=false stops it."""
+    uri = "file:///m/reuse.py"
+    body = "".join(f"def f{i}(x):\n    return x * {i}\n\n\n" for i in range(12))
+    open_doc(client, uri, body + "def g(y):\n    \n")
+    last = body.count("\n") + 1
+    await inline(client, uri, last, 4)
+    before = (await status(client))["contextReused"]
+    change_doc(client, uri, 2, last, 4, last, 4, "zq_7 = ")  # no suggestion starts so
+    await inline(client, uri, last, 11)
+    assert (await status(client))["contextReused"] == before + 1
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"parafill": {"contextReuse": False}})
+    )
+    change_doc(client, uri, 3, last, 11, last, 11, "yw + ")
+    await inline(client, uri, last, 16)
+    assert (await status(client))["contextReused"] == before + 1
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"parafill": {"contextReuse": True}})
     )
 
 

@@ -23,6 +23,7 @@ export const SERVER_KEYS = [
   'languages',
   'cacheSize',
   'threads',
+  'contextReuse',
   'logFile',
 ] as const;
 

@@ -15,7 +15,7 @@ M.defaults = {
   --- Server settings, sent as initializationOptions and workspace/didChangeConfiguration under
   --- `parafill` (camelCase, as in lsp_server/config.py). Unset keys take the server's defaults:
   --- enabled = true, modelPath = nil (the shipped model), device = 'auto' ('cpu' | 'cuda'),
-  --- precision = 'auto' ('int8' | 'fp32'),
+  --- precision = 'auto' ('int8' | 'fp32'), contextReuse = true,
   --- schedule = 'threshold' ('fixed' | 'ltr'), steps = nil, threshold = nil, lineBudget = 24,
   --- blockBudget = 96, contextTokens = 512, candidates = 3, debounceMs = 25,
   --- languages = { 'python', 'javascript', 'typescript', 'tsx', 'go', 'rust', '*' },
