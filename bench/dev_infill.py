@@ -26,25 +26,15 @@ from model.infill import PRECISIONS, load_infiller
 from model.interface import Hole, InfillRequest
 from model.layout import trim_context
 
-CONFIGS = {  # threshold configs take the infiller's default PAD rule (pad_at_frontier) unless set
+CONFIGS = {  # threshold configs for single lines take the infiller's default ("confident" end)
     "ltr": {"schedule": "ltr"},
-    "threshold-0.9-anypad": {"schedule": "threshold", "threshold": 0.9, "pad_at_frontier": False},
-    "threshold-0.9-padmin0.5": {
-        "schedule": "threshold",
-        "threshold": 0.9,
-        "pad_min_prob": 0.5,
-        "pad_at_frontier": False,
-    },
-    "threshold-0.9-tail": {
-        "schedule": "threshold",
-        "threshold": 0.9,
-        "pad_tail_only": True,
-        "pad_at_frontier": False,
-    },
     "threshold-0.9": {"schedule": "threshold", "threshold": 0.9},
+    "threshold-0.9-padmin0.5": {"schedule": "threshold", "threshold": 0.9, "pad_min_prob": 0.5},
+    "threshold-0.9-tail": {"schedule": "threshold", "threshold": 0.9, "pad_tail_only": True},
+    "threshold-0.9-frontier": {"schedule": "threshold", "threshold": 0.9, "pad_at_frontier": True},
+    "threshold-0.7-frontier": {"schedule": "threshold", "threshold": 0.7, "pad_at_frontier": True},
+    "threshold-0.5-frontier": {"schedule": "threshold", "threshold": 0.5, "pad_at_frontier": True},
     "threshold-0.7": {"schedule": "threshold", "threshold": 0.7},
-    "threshold-0.5": {"schedule": "threshold", "threshold": 0.5},
-    "threshold-0.3": {"schedule": "threshold", "threshold": 0.3},
     "fixed-4": {"schedule": "fixed", "steps": 4},
     "window8-0.9-anypad": {
         "schedule": "threshold",
@@ -52,8 +42,12 @@ CONFIGS = {  # threshold configs take the infiller's default PAD rule (pad_at_fr
         "window": 8,
         "pad_at_frontier": False,
     },
-    "window8-0.9": {"schedule": "threshold", "threshold": 0.9, "window": 8},
-    "window8-0.7": {"schedule": "threshold", "threshold": 0.7, "window": 8},
+    "window8-0.9": {
+        "schedule": "threshold",
+        "threshold": 0.9,
+        "window": 8,
+        "pad_at_frontier": True,
+    },
 }
 
 

@@ -90,7 +90,7 @@ class Config:
             return R.denoise_config(
                 "threshold",
                 threshold=float(self.schedule[3:].rstrip("f")),
-                pad_at_frontier=frontier,
+                pad_at_frontier=frontier or None,  # None: the infiller's rule for the hole
             )
         return R.denoise_config("fixed", steps=int(self.schedule[5:]))
 

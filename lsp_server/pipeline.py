@@ -12,11 +12,12 @@ from dataclasses import dataclass, replace
 
 from lsp_server import postprocess
 from lsp_server.config import Settings
-from lsp_server.planner import BLOCK, BRACKET, InfillPlan, Region, plan_holes
+from lsp_server.planner import BLOCK, BRACKET, STATEMENT, InfillPlan, Region, plan_holes
 from lsp_server.postprocess import Candidate
 from lsp_server.syntax import Snapshot
 from model.interface import InfillRequest, InfillResult
 
+MULTI_LINE = (BLOCK, STATEMENT)  # region kinds decoded with the frontier end rule
 MARKER_RE = re.compile(r"<\|fill(?::(\d+))?\|>")
 INVOKED_TEMPERATURE = 0.6
 MUST_PARSE = (
@@ -40,6 +41,7 @@ def build_request(
         "language": plan.language,
         "schedule": settings.schedule,
         "threshold": settings.threshold,
+        "end_rule": "frontier" if any(r.kind in MULTI_LINE for r in plan.regions) else None,
     }
     fields.update({k: v for k, v in overrides.items() if v is not None})
     return InfillRequest(**fields)
@@ -67,11 +69,12 @@ def merge_candidates(old: list[Candidate] | None, new: list[Candidate]) -> list[
 
 
 def fallback_request(req: InfillRequest, cands: list[Candidate]) -> InfillRequest | None:
-    """A second decode when the first gave nothing clean: the default end rule writes the fill to
-    where its content ends, which on code unlike the training data (the model learnt Python) can
-    run on into text that breaks the syntax; ending at the most confident place instead gives a
-    short fill, which is often clean. None when the first decode was fine or was already that."""
-    if req.end_rule is not None or req.schedule not in (None, "threshold"):
+    """A second decode when a block's first gave nothing clean: the frontier end rule writes the
+    fill to where its content ends, which on code unlike the training data (the model learnt
+    Python) can run on into text that breaks the syntax; ending at the most confident place
+    instead gives a short fill, which is often clean. None when the first decode was fine or did
+    not use the frontier rule."""
+    if req.end_rule != "frontier" or req.schedule not in (None, "threshold"):
         return None
     if cands and cands[0].errors == 0:
         return None

@@ -39,7 +39,7 @@ class InfillRequest:
     want_trajectory: bool = False
     # how the end of a fill is decided: "frontier" (only where the content reaches it: full-length
     # fills), "confident" (the most confident end first: shorter fills, fewer passes); None: the
-    # backend's default (frontier)
+    # backend's default (the built-in one: frontier for long holes, confident for short ones)
     end_rule: str | None = None
 
     @property

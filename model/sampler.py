@@ -44,7 +44,7 @@ class DenoiseConfig:
     # the end of a fill is decided where the content reaches it: PAD may be committed only at
     # the first masked slot of its hole (as one-token-per-step decoding decides it), never from
     # the confident trailing PADs inward, which cut fills short
-    pad_at_frontier: bool = False
+    pad_at_frontier: bool | None = None  # None: False here; the infiller decides by hole length
 
 
 @dataclass

@@ -115,13 +115,14 @@ def test_latency_by_kind_and_cancelled_runs_keep_no_frames():
 def test_fallback_request_only_when_the_first_decode_is_not_clean():
     from lsp_server.pipeline import fallback_request, merge_candidates
 
-    first = req()
+    first = req(end_rule="frontier")
     clean, broken = Candidate("x", -0.1, 0, 0), Candidate("x(", -0.05, 0, 1)
     assert fallback_request(first, [clean]) is None
     second = fallback_request(first, [broken])
     assert second is not None and second.end_rule == "confident"
     assert fallback_request(second, []) is None  # never a third decode
-    assert fallback_request(req(schedule="ltr"), []) is None
+    assert fallback_request(req(schedule="ltr", end_rule="frontier"), []) is None
+    assert fallback_request(req(), []) is None  # the backend's default rule: no retry
     assert fallback_request(first, []) is not None  # nothing usable at all
     merged = merge_candidates([broken], [Candidate("y", -0.9, 0, 0), clean])
     assert [c.text for c in merged] == ["x", "y", "x("]
