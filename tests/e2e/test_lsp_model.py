@@ -176,7 +176,7 @@ async def test_typing_burst_supersedes(client: LanguageClient):
 
 async def test_typing_through(client: LanguageClient):
     uri = "file:///m/through.py"
-    text, line, col = cursor_of("import math\n\n\ndef circle_area(r):\n    return math.|\n")
+    text, line, col = cursor_of("import sys\n\n\ndef main():\n    args = sys.|\n")
     open_doc(client, uri, text)
     items = await inline(client, uri, line, col, invoked=False)
     assert items and len(items[0].insert_text) >= 2
