@@ -48,6 +48,12 @@ CONFIGS = {  # threshold configs for single lines take the infiller's default ("
         "window": 8,
         "pad_at_frontier": True,
     },
+    "window8-0.7": {
+        "schedule": "threshold",
+        "threshold": 0.7,
+        "window": 8,
+        "pad_at_frontier": True,
+    },
 }
 
 

@@ -108,8 +108,11 @@ def fill_uncached(m, p: Prepared, cfg: DenoiseConfig) -> Fill:
 def denoise_config(
     schedule: str, steps: int | None = None, threshold: float | None = None, **options
 ) -> DenoiseConfig:
-    """Greedy sampler settings with the infiller's defaults for what `options` leave unset."""
-    return infill_denoise_config(schedule, steps, threshold, 0.0, 0, **options)
+    """Greedy sampler settings; what is left None (threshold, end rule, window) takes the
+    infiller's default for the hole when the fill runs (`denoise_config_for`)."""
+    return DenoiseConfig(
+        schedule=schedule, steps=steps, threshold=threshold, temperature=0.0, **options
+    )
 
 
 def denoise_config_for(cfg: DenoiseConfig, longest_hole: int) -> DenoiseConfig:

@@ -37,8 +37,8 @@ ROOT = R.ROOT
 FILES = ("textwrap.py", "argparse.py", "shlex.py", "difflib.py", "json/encoder.py", "fractions.py")
 SCHEDULES = (
     ("ltr", "ltr", None, None),
-    ("thr0.9", "threshold", None, 0.9),  # the default (end rule by hole length: infill.py)
-    ("thr0.7", "threshold", None, 0.7),
+    ("thr0.9", "threshold", None, 0.9),  # the default for lines (infill.denoise_config)
+    ("thr0.7", "threshold", None, 0.7),  # the default for blocks
     ("fixed2", "fixed", 2, None),
     ("fixed4", "fixed", 4, None),
     ("fixed8", "fixed", 8, None),

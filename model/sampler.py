@@ -28,7 +28,7 @@ class Cancelled(Exception):
 class DenoiseConfig:
     schedule: str = "threshold"
     steps: int | None = None  # fixed: number of steps; threshold: an upper bound (None: no bound)
-    threshold: float = 0.9
+    threshold: float | None = 0.9  # None only in bench configs the infiller resolves first
     temperature: float = 0.0
     pad_run: bool = True  # a committed PAD also commits the PADs predicted just before it
     # "the fill ends here" is a yes/no event: predict PAD only when P(PAD) beats all content
