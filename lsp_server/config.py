@@ -29,7 +29,7 @@ class Settings:
     threshold: float | None = None  # threshold schedule: commit confidence; None: default
     line_budget: int = 24  # mask tokens for a rest-of-line fill
     block_budget: int = 96  # mask tokens for a block body
-    context_tokens: int = 512  # the model window: prefix + holes + suffix (tokens)
+    context_tokens: int = 400  # prefix + holes + suffix (tokens; the model window is 512)
     candidates: int = 3  # candidates for an explicitly invoked completion
     debounce_ms: int = 25  # wait this long for more typing before running the model
     languages: tuple[str, ...] = ALL_LANGUAGES + ("*",)  # "*": any other language too

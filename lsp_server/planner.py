@@ -48,7 +48,7 @@ class Budgets:
     bracket: int = 24
     hole: int = 32
     selection_max: int = 256
-    context_tokens: int = 512  # the model's window: prefix + holes + suffix
+    context_tokens: int = 400  # prefix + holes + suffix (the model window is 512)
     suffix_share: float = 0.25  # fraction of the context budget given to the suffix
     chars_per_token: float = 3.0  # estimate (on the low side) used to size the window
 
