@@ -6,17 +6,19 @@ deciding which tokens to re-encode, and assembling the K/V cache from the base's
 
 Encoding the context is most of a completion's cost on a CPU (about 200 ms for 480 tokens in int8
 on one core, against about 10 ms per denoising step), yet between two keystrokes the context
-changes in a few tokens around the cursor. The region that differs from the base (the common
-prefix and suffix removed), widened by `margin` tokens on each side, is encoded afresh attending
-to the kept tokens; the kept tokens keep the K/V they had in the base. That is an approximation:
-exactly, every context token would see the edit. It is bounded: kept tokens are always those of
-the last full encode (staleness never compounds), and once the region outgrows `limit` tokens the
-whole context is encoded again and becomes the new base. bench/context_reuse.py measures how often
+changes in a few tokens around the cursor. A token diff against the base finds what changed (one
+edit or several, and a window that slid); the changed tokens, widened by `margin` tokens on each
+side, are encoded afresh attending to the kept tokens; the kept tokens keep the K/V they had in the
+base. That is an approximation: exactly, every context token would see the edits. It is bounded:
+kept tokens are always those of the last full encode (staleness never compounds), and once more
+than `limit` tokens (or more than are kept) would be re-encoded, the whole context is encoded
+again and becomes the new base. bench/context_reuse.py measures how often
 the fill differs from a full encode.
 """
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 import torch
@@ -33,31 +35,23 @@ class Base:
     cache: ContextCache
 
 
-PROBE = 8  # tokens of the new context's start looked for in the base (the window may slide)
-SEARCH = 256  # how far into the base the new start may be found
-
-
-def region(old: list[int], new: list[int], margin: int, limit: int) -> tuple[int, int, int] | None:
-    """(start in `old`, kept prefix, kept suffix): `new` begins at old[start:] (the window slid
-    by `start` tokens), shares a prefix and a suffix with it, and the rest widened by `margin` is
-    re-encoded. None when that region is over `limit` tokens or more than what is kept."""
-    start = next(
-        (d for d in range(min(SEARCH, len(old))) if old[d : d + PROBE] == new[:PROBE]), None
-    )
-    if start is None:
+def kept_pairs(
+    old: list[int], new: list[int], margin: int, limit: int
+) -> list[tuple[int, int]] | None:
+    """(index in `old`, index in `new`) of the tokens reused from the base: the runs the two share
+    (a token diff, so several edits and a sliding window are all found), each shortened by
+    `margin` tokens where it borders a change in `new`. None when the tokens left to re-encode
+    are over `limit` or outnumber the kept ones (another file, or a big edit)."""
+    blocks = difflib.SequenceMatcher(None, old, new, autojunk=False).get_matching_blocks()
+    pairs: list[tuple[int, int]] = []
+    for a, b, n in blocks:
+        lo = 0 if b == 0 else margin
+        hi = 0 if b + n == len(new) else margin
+        pairs += [(a + i, b + i) for i in range(lo, n - hi)]
+    fresh = len(new) - len(pairs)
+    if fresh > limit or fresh > len(pairs):
         return None
-    n = min(len(old) - start, len(new))
-    p = 0
-    while p < n and old[start + p] == new[p]:
-        p += 1
-    s = 0
-    while s < n - p and old[-1 - s] == new[-1 - s]:
-        s += 1
-    keep_pre, keep_suf = max(0, p - margin), max(0, s - margin)
-    fresh = len(new) - keep_pre - keep_suf
-    if fresh > limit or fresh > keep_pre + keep_suf:  # mostly new: another file or a big edit
-        return None
-    return start, keep_pre, keep_suf
+    return pairs
 
 
 def reuse(
@@ -66,16 +60,12 @@ def reuse(
     """The context cache for (ids, pos) built from `base`, or None when too much changed."""
     if ids == base.ids and pos == base.pos:
         return ContextCache(base.cache.keys, base.cache.values)
-    kept = region(base.ids, ids, margin, limit)
-    if kept is None:
+    pairs = kept_pairs(base.ids, ids, margin, limit)
+    if pairs is None:
         return None
-    start, keep_pre, keep_suf = kept
-    old_n, new_n = len(base.ids), len(ids)
-    old_idx = list(range(start, start + keep_pre)) + list(range(old_n - keep_suf, old_n))
-    new_idx = list(range(keep_pre)) + list(range(new_n - keep_suf, new_n))
     dev = base.cache.keys[0].device if base.cache.keys else "cpu"
-    take = torch.tensor(old_idx, dtype=torch.long, device=dev)
-    delta = torch.tensor([[pos[j] - base.pos[i] for i, j in zip(old_idx, new_idx)]], device=dev)
+    take = torch.tensor([i for i, _ in pairs], dtype=torch.long, device=dev)
+    delta = torch.tensor([[pos[j] - base.pos[i] for i, j in pairs]], device=dev)
     moved = bool((delta != 0).any())
     theta = net.config.rope_theta
     kk, vv = [], []
@@ -84,15 +74,16 @@ def reuse(
         kk.append(shift_keys(k, delta, theta) if moved else k)
         vv.append(v.index_select(2, take))
     known = ContextCache(kk, vv)
-    if keep_pre + keep_suf == new_n:
+    kept = {j for _, j in pairs}
+    fresh = [j for j in range(len(ids)) if j not in kept]
+    if not fresh:
         return known
-    mid = slice(keep_pre, new_n - keep_suf)
-    fresh = net.encode_context(
-        torch.tensor([ids[mid]], dtype=torch.long, device=dev),
-        torch.tensor([pos[mid]], dtype=torch.long, device=dev),
+    new = net.encode_context(
+        torch.tensor([[ids[j] for j in fresh]], dtype=torch.long, device=dev),
+        torch.tensor([[pos[j] for j in fresh]], dtype=torch.long, device=dev),
         known=known,
     )
-    # attention is order-free: keep the kept tokens first and the re-encoded region after them
-    keys = [torch.cat([k, f], 2) for k, f in zip(kk, fresh.keys)]
-    values = [torch.cat([v, f], 2) for v, f in zip(vv, fresh.values)]
+    # attention is order-free: the kept tokens first, then the re-encoded ones
+    keys = [torch.cat([k, f], 2) for k, f in zip(kk, new.keys)]
+    values = [torch.cat([v, f], 2) for v, f in zip(vv, new.values)]
     return ContextCache(keys, values)

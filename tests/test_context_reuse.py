@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.context_reuse import Base, region, reuse
+from model.context_reuse import Base, kept_pairs, reuse
 from model.infill import WEIGHTS_DIR, load_infiller
 from model.interface import Hole, InfillRequest
 from model.network import _rope, shift_keys
@@ -14,19 +14,34 @@ from model.network import _rope, shift_keys
 OLD = list(range(100, 160))
 
 
+def _runs(pairs):
+    """Kept pairs as runs (old start, new start, length)."""
+    runs = []
+    for i, j in pairs:
+        if runs and runs[-1][0] + runs[-1][2] == i and runs[-1][1] + runs[-1][2] == j:
+            runs[-1][2] += 1
+        else:
+            runs.append([i, j, 1])
+    return [tuple(r) for r in runs]
+
+
 @pytest.mark.parametrize(
     ("new", "want"),
     [
-        (OLD, (0, 56, 0)),  # identical: only the last `margin` tokens are re-encoded
-        (OLD[:30] + [7, 8] + OLD[30:], (0, 26, 26)),  # two tokens typed mid-context
-        (OLD[:30] + OLD[31:], (0, 26, 25)),  # one token deleted
-        (OLD[5:40] + [9] + OLD[40:], (5, 31, 16)),  # the window slid by 5 tokens
-        (OLD[:10] + list(range(20)) + OLD[30:], None),  # region of 28 > limit 24
+        (OLD, [(0, 0, 60)]),  # identical: everything kept
+        (OLD[:30] + [7, 8] + OLD[30:], [(0, 0, 26), (34, 36, 26)]),  # typed mid-context, margin 4
+        (OLD[:30] + OLD[31:], [(0, 0, 26), (35, 34, 25)]),  # one token deleted
+        (OLD[5:40] + [9] + OLD[40:], [(5, 0, 31), (44, 40, 16)]),  # the window slid by 5
+        (OLD[:15] + [1] + OLD[15:45] + [2] + OLD[45:], [(0, 0, 11), (19, 20, 22), (49, 51, 11)]),
+        (OLD[:10] + list(range(20)) + OLD[30:], None),  # 28 to re-encode > limit 24
         (list(range(60)), None),  # nothing in common
     ],
 )
-def test_region(new, want):
-    assert region(OLD, new, margin=4, limit=24) == want
+def test_kept_pairs(new, want):
+    pairs = kept_pairs(OLD, new, margin=4, limit=24)
+    assert (None if pairs is None else _runs(pairs)) == want
+    if pairs is not None:
+        assert all(OLD[i] == new[j] for i, j in pairs)
 
 
 def test_shift_keys_composes_rotations():
