@@ -224,6 +224,12 @@ def complete(args) -> int:
             file=sys.stderr,
         )
     cands = pipeline.region_candidates(plan, doc.text, results)
+    retry = pipeline.fallback_request(req, cands)  # as the server does for a block
+    if retry is not None:
+        retry_results = engine.run(replace(retry, want_trajectory=False))
+        cands = pipeline.merge_candidates(
+            cands, pipeline.region_candidates(plan, doc.text, retry_results)
+        )
     if cands:
         best = cands[0]
         text = best.text[: len(best.text) - best.extend] if best.extend else best.text
