@@ -13,6 +13,8 @@ import os
 import sys
 from dataclasses import replace
 
+from lsp_server.config import DEVICES, PRECISIONS
+
 EXIT_USAGE = 2
 LOCALHOST = "127.0.0.1"
 
@@ -30,11 +32,11 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model", default=None, help="checkpoint directory (default: the shipped model/weights/)"
     )
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument(
         "--precision",
         default="auto",
-        choices=["auto", "int8", "fp32"],
+        choices=PRECISIONS,
         help="weights of the built-in model (default: int8 on CPU, bf16 on CUDA)",
     )
     p.add_argument(

@@ -202,7 +202,6 @@ class Engine:
         self.load_seconds: float | None = None
         self.model_path: str | None = None
         self.device: str | None = None
-        self.precision = "auto"
         self.context_reuse = True  # let the backend reuse the last context encoding (if it can)
         self.stats = Stats()
         limit_malloc_arenas()
@@ -220,7 +219,7 @@ class Engine:
             gen = self._generation
             self._ready.clear()
             self.state, self.error = LOADING, None
-            self.model_path, self.device, self.precision = model_path, device, precision
+            self.model_path, self.device = model_path, device
             self._cache.clear()
         threading.Thread(
             target=self._load, args=(gen, model_path, device, precision), daemon=True
@@ -313,17 +312,18 @@ class Engine:
             if hasattr(self.infiller, "reuse_context"):
                 self.infiller.reuse_context = self.context_reuse
             results = self.infiller.infill(job.request, should_stop=job.stop.is_set)
-            if getattr(self.infiller, "last_timing", {}).get("context_reused"):
+            elapsed = (time.perf_counter() - t0) * 1000
+            timing = getattr(self.infiller, "last_timing", {})
+            if timing.get("context_reused"):
                 with self._lock:
                     self.stats.context_reused += 1
-            elapsed = (time.perf_counter() - t0) * 1000
             log.info(
                 "%s fill %.0f ms (queued %.0f ms), %s passes: %s",
                 job.label or "model",
                 elapsed,
                 (t0 - job.submitted) * 1000,
                 results[0].steps_used if results else 0,
-                getattr(self.infiller, "last_timing", ""),
+                timing,
             )
         except InfillCancelled as exc:
             with self._lock:

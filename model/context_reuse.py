@@ -12,8 +12,8 @@ side, are encoded afresh attending to the kept tokens; the kept tokens keep the 
 base. That is an approximation: exactly, every context token would see the edits. It is bounded:
 kept tokens are always those of the last full encode (staleness never compounds), and once more
 than `limit` tokens (or more than are kept) would be re-encoded, the whole context is encoded
-again and becomes the new base. bench/context_reuse.py measures how often
-the fill differs from a full encode.
+again and becomes the new base. bench/context_reuse.py measures how often the fill differs from
+a full encode.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The built-in Infiller: shipped tokenizer + network + sampler behind the DESIGN.md interface.
 
 Owns: checkpoint validation and loading (safetensors + JSON only, clear errors naming the file),
-device and precision choice (int8 weights on CPU, fp32 on request, bf16 on CUDA), laying segments out as context and hole
-slots within the trained window, the cached denoising loop, decoding and ranking candidates.
+device and precision choice (int8 weights on CPU, fp32 on request, bf16 on CUDA), laying
+segments out as context and hole slots within the trained window, the cached denoising loop
+(reusing the last context encoding: model/context_reuse.py), decoding and ranking candidates.
 """
 
 from __future__ import annotations
@@ -182,7 +183,8 @@ class BuiltinInfiller:
         self._base = None  # the last fully encoded context
 
     def _set_precision(self, precision: str | None) -> str:
-        """Apply `precision`: "auto" is int8 weights on CPU (2x faster steps, see model/quantize.py), bf16 on CUDA."""
+        """Apply `precision`: "auto" is int8 weights on CPU where torch has the quantized engine
+        (2x faster steps, see model/quantize.py), fp32 where it has not; bf16 on CUDA."""
         from model import quantize
 
         precision = precision or "auto"
@@ -192,12 +194,14 @@ class BuiltinInfiller:
             if precision == "int8":
                 raise CheckpointError("int8 precision is for CPU inference; use bf16 on CUDA")
             return "bf16"
-        if precision == "int8" or (precision == "auto" and quantize.available()):
-            if not quantize.available():
+        if precision == "fp32":
+            return "fp32"
+        if not quantize.available():
+            if precision == "int8":
                 raise CheckpointError("int8 precision needs torch's quantized CPU engine")
-            quantize.quantize_int8(self.net)
-            return "int8"
-        return "fp32"
+            return "fp32"
+        quantize.quantize_int8(self.net)
+        return "int8"
 
     # ------------------------------------------------------------------ helpers
     def count_tokens(self, text: str) -> int:
