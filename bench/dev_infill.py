@@ -123,9 +123,17 @@ def main() -> None:
         help="keep this many context tokens (default: the model's window)",
     )
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--span-block",
+        type=int,
+        default=-1,
+        help="slots a windowed step runs (model/span_step.py); 0: the whole span; -1: default",
+    )
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     m = load_infiller(precision=a.precision)
+    if a.span_block >= 0:
+        m.span_block = a.span_block or None
     tasks = make_tasks(a.n, n_lines=a.lines)
     if a.context_tokens:
         tasks = [_trim(m.tok, t, a.context_tokens) for t in tasks]
@@ -162,7 +170,14 @@ def main() -> None:
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(
         json.dumps(
-            {"n": len(tasks), "lines": a.lines, "budget": a.budget, "results": rows}, indent=2
+            {
+                "n": len(tasks),
+                "lines": a.lines,
+                "budget": a.budget,
+                "span_block": m.span_block,
+                "results": rows,
+            },
+            indent=2,
         )
     )
     print(

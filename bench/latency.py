@@ -7,7 +7,8 @@ prefix and suffix trimmed by whole lines to about 3/4 and 1/4 of the context siz
 The multi-line sizes stop at 384 tokens: the window is 512 and the hole takes 128.
 
 Cache on is the shipped path, `infiller.infill` (context K/V encoded once, each step a forward
-over the span only). Cache off recomputes the full forward over context + span at every step under
+over the span only; for a block, over a region of 16 slots with the rest of the span's K/V from
+the last full step, model/span_step.py, against "wholespan" where every step runs the span). Cache off recomputes the full forward over context + span at every step under
 the same group layout (bench/infill_runner.py). A cache-off cell whose cached run took more than
 --max-uncached-passes forward passes in total is estimated as passes x one full forward, not run,
 and flagged. Every schedule and the one-token-per-step baseline (ltr) run in the same process, on
@@ -39,6 +40,8 @@ SCHEDULES = (
     ("ltr", "ltr", None, None),
     ("thr0.9", "threshold", None, 0.9),  # the default for lines (infill.denoise_config)
     ("thr0.7", "threshold", None, 0.7),  # the default for blocks
+    # blocks without the span block steps (model/span_step.py): every step runs the whole span
+    ("thr0.7-wholespan", "threshold", None, 0.7, {"span_block": None}),
     ("fixed2", "fixed", 2, None),
     ("fixed4", "fixed", 4, None),
     ("fixed8", "fixed", 8, None),
@@ -78,14 +81,21 @@ def full_forward_ms(m, p: R.Prepared) -> float:
 
 def measure(m, kind: str, budget: int, size: int, pairs, max_passes: int) -> list[dict]:
     rows = []
-    for label, sched, steps, thr in SCHEDULES:
+    for label, sched, steps, thr, *attrs in SCHEDULES:
+        if kind != "multi-line" and attrs:
+            continue  # infiller settings that only change long holes
         on, off, passes, toks, ctx_ms, ctx_len, same, estimated = [], [], [], [], [], [], 0, 0
         for prefix, suffix in pairs:
             segs = [prefix, Hole(max_tokens=budget), suffix]
             req = InfillRequest(segments=segs, schedule=sched, steps=steps, threshold=thr, seed=0)
+            saved = {k: getattr(m, k) for k in (attrs[0] if attrs else {})}
+            for k, v in (attrs[0] if attrs else {}).items():
+                setattr(m, k, v)
             t0 = time.perf_counter()
             r = m.infill(req)[0]
             on.append((time.perf_counter() - t0) * 1e3)
+            for k, v in saved.items():
+                setattr(m, k, v)
             ctx_ms.append(m.last_timing["context_ms"])
             passes.append(r.steps_used)
             toks.append(r.tokens)

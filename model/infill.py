@@ -3,7 +3,8 @@
 Owns: checkpoint validation and loading (safetensors + JSON only, clear errors naming the file),
 device and precision choice (int8 weights on CPU, fp32 on request, bf16 on CUDA), laying
 segments out as context and hole slots within the trained window, the cached denoising loop
-(reusing the last context encoding: model/context_reuse.py), decoding and ranking candidates.
+(reusing the last context encoding: model/context_reuse.py; long holes run a block of slots per
+step: model/span_step.py), decoding and ranking candidates.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ LONG_HOLE_THRESHOLD = 0.7
 END_RULES = ("frontier", "confident")
 REUSE_MARGIN = 16  # context tokens re-encoded on each side of what changed since the base
 REUSE_LIMIT = 96  # re-encode everything once more than this many context tokens would be
+SPAN_BLOCK = 16  # slots a windowed step runs per hole (model/span_step.py)
 
 
 def denoise_config(
@@ -181,6 +183,9 @@ class BuiltinInfiller:
         self.sampler_options: dict = {}  # extra DenoiseConfig fields (e.g. pad_run) for benches
         self.reuse_context = True  # model/context_reuse.py; False: encode every context in full
         self._base = None  # the last fully encoded context
+        # windowed (long) holes: steps run this many slots per hole, the rest of the span through
+        # K/V from the last full step (model/span_step.py); None: every step runs the whole span
+        self.span_block: int | None = SPAN_BLOCK
 
     def _set_precision(self, precision: str | None) -> str:
         """Apply `precision`: "auto" is int8 weights on CPU where torch has the quantized engine
@@ -279,6 +284,7 @@ class BuiltinInfiller:
         import torch
 
         from model.sampler import Cancelled, denoise
+        from model.span_step import SpanStep
 
         ctx_ids, ctx_pos, holes_abs, min_tokens = self._layout(req)
         n = max(1, int(req.candidates))
@@ -307,11 +313,15 @@ class BuiltinInfiller:
             t0 = time.perf_counter()
             cache, reused = self._encode(ctx_ids, ctx_pos)
             t1 = time.perf_counter()
-            span_pos = torch.tensor([span_pos_list], device=dev).expand(n, -1)
-
-            def step_fn(ids: torch.Tensor) -> torch.Tensor:
-                return self.net.span_forward(ids, span_pos, cache)
-
+            step_fn = SpanStep(
+                self.net,
+                torch.tensor([span_pos_list], device=dev),
+                cache,
+                rel,
+                self.tok.mask_id,
+                block=self.span_block if cfg.window else None,
+                window=cfg.window or 1,
+            )
             try:
                 out = denoise(
                     step_fn,
@@ -336,6 +346,8 @@ class BuiltinInfiller:
             "context_ms": (t1 - t0) * 1e3,
             "denoise_ms": (t2 - t1) * 1e3,
             "context_reused": reused,
+            "full_steps": step_fn.full_steps,
+            "partial_steps": step_fn.partial_steps,
         }
         results, seen = [], set()
         for i in range(n):

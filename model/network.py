@@ -102,11 +102,23 @@ def shift_keys(k: torch.Tensor, delta: torch.Tensor, theta: float) -> torch.Tens
 
 def _rope(x: torch.Tensor, pos: torch.Tensor, theta: float) -> torch.Tensor:
     """Rotary embedding on (B, H, L, Dh) with positions (B, L)."""
-    dh = x.shape[-1]
-    inv = 1.0 / (theta ** (torch.arange(0, dh, 2, device=x.device, dtype=torch.float32) / dh))
+    return _rotate(x, rope_tables(pos, x.shape[-1], theta, x.dtype))
+
+
+def rope_tables(
+    pos: torch.Tensor, dh: int, theta: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (B, 1, L, Dh/2) for positions (B, L): computed once per forward, used by
+    every layer's queries and keys."""
+    inv = 1.0 / (theta ** (torch.arange(0, dh, 2, device=pos.device, dtype=torch.float32) / dh))
     ang = pos.to(torch.float32)[:, None, :, None] * inv  # B,1,L,Dh/2
-    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
-    x1, x2 = x[..., : dh // 2], x[..., dh // 2 :]
+    return ang.cos().to(dtype), ang.sin().to(dtype)
+
+
+def _rotate(x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    cos, sin = rot
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
@@ -134,10 +146,11 @@ class Block(nn.Module):
         self.gate_up = nn.Linear(d, 2 * cfg.intermediate_size, bias=False)
         self.down = nn.Linear(cfg.intermediate_size, d, bias=False)
 
-    def qkv_heads(self, x: torch.Tensor, pos: torch.Tensor):
+    def qkv_heads(self, x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]):
+        """Queries, keys (rotated by `rot`, from rope_tables) and values: (B, H, L, Dh) each."""
         b, n, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.h, d // self.h).permute(2, 0, 3, 1, 4)
-        return _rope(q, pos, self.theta), _rope(k, pos, self.theta), v
+        return _rotate(q, rot), _rotate(k, rot), v
 
     def finish(self, x: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
         b, h, n, dh = att.shape
@@ -192,6 +205,10 @@ class ParafillForMaskedDiffusion(ParafillPreTrainedModel):
     def set_output_embeddings(self, value: nn.Module) -> None:
         self.lm_head = value
 
+    def _rot(self, pos: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.config
+        return rope_tables(pos, c.hidden_size // c.num_attention_heads, c.rope_theta, dtype)
+
     # -------------------------------------------------------------- full forward (training)
     @staticmethod
     def layout_mask(group: torch.Tensor) -> torch.Tensor:
@@ -213,8 +230,9 @@ class ParafillForMaskedDiffusion(ParafillPreTrainedModel):
             position_ids = torch.arange(n, device=input_ids.device).expand(b, n)
         mask = None if group_ids is None else self.layout_mask(group_ids)
         x = self.embed(input_ids)
+        rot = self._rot(position_ids, x.dtype)
         for blk in self.blocks:
-            q, k, v = blk.qkv_heads(x, position_ids)
+            q, k, v = blk.qkv_heads(x, rot)
             att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             x = blk.finish(x, att)
         x = self.norm(x)
@@ -233,8 +251,9 @@ class ParafillForMaskedDiffusion(ParafillPreTrainedModel):
         and only the new tokens' K/V are returned: see model/context_reuse.py."""
         keys, values = [], []
         x = self.embed(ctx_ids)
+        rot = self._rot(ctx_pos, x.dtype)
         for i, blk in enumerate(self.blocks):
-            q, k, v = blk.qkv_heads(x, ctx_pos)
+            q, k, v = blk.qkv_heads(x, rot)
             keys.append(k)
             values.append(v)
             if known is not None and known.length:
@@ -245,17 +264,34 @@ class ParafillForMaskedDiffusion(ParafillPreTrainedModel):
 
     @torch.no_grad()
     def span_forward(
-        self, span_ids: torch.Tensor, span_pos: torch.Tensor, cache: ContextCache
+        self,
+        span_ids: torch.Tensor,
+        span_pos: torch.Tensor,
+        cache: ContextCache,
+        slots: torch.Tensor | None = None,
+        span_len: int | None = None,
     ) -> torch.Tensor:
-        """Logits (B, Ls, V) for span tokens attending to cached context plus the span."""
+        """Logits (B, n, V) for n span tokens attending to the cached context plus the span.
+
+        Without `slots` the tokens are the whole span (n = span length). With `slots` ((n,) slot
+        indices into a span of `span_len`) they are some of its slots: their K/V replace those
+        slots' K/V in the cache's span buffers, and they attend to the other span slots through
+        the K/V those slots got in an earlier call (stale by design: model/span_step.py)."""
         x = self.embed(span_ids)
         b, n = span_ids.shape
-        kb, vb = cache.buffers(b, n)
+        total = n if slots is None else span_len
+        kb, vb = cache.buffers(b, total)
         lc = cache.length
+        rot = self._rot(span_pos, x.dtype)
+        where = None if slots is None else slots + lc
         for i, blk in enumerate(self.blocks):
-            q, k, v = blk.qkv_heads(x, span_pos)
-            kb[i][:, :, lc:] = k
-            vb[i][:, :, lc:] = v
+            q, k, v = blk.qkv_heads(x, rot)
+            if where is None:
+                kb[i][:, :, lc:] = k
+                vb[i][:, :, lc:] = v
+            else:
+                kb[i].index_copy_(2, where, k)
+                vb[i].index_copy_(2, where, v)
             x = blk.finish(x, F.scaled_dot_product_attention(q, kb[i], vb[i]))
         return self.lm_head(self.norm(x))
 

@@ -1,0 +1,84 @@
+"""SpanStep: full steps are the exact span forward; block steps run a region of a long hole and
+read the other slots' K/V from the last full step; the region is refreshed before the sampler's
+window could leave it."""
+
+from __future__ import annotations
+
+import torch
+
+from model.network import ParafillConfig, ParafillForMaskedDiffusion
+from model.sampler import DenoiseConfig, denoise
+from model.span_step import SpanStep
+
+MASK, PAD = 1, 0
+N_CTX, SPAN = 20, 40
+
+
+def _setup(seed: int = 0):
+    torch.manual_seed(seed)
+    cfg = ParafillConfig(
+        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48
+    )
+    net = ParafillForMaskedDiffusion(cfg).eval()
+    ctx = torch.randint(3, 64, (1, N_CTX))
+    with torch.no_grad():
+        cache = net.encode_context(ctx, torch.arange(N_CTX)[None])
+    pos = torch.arange(N_CTX, N_CTX + SPAN)[None]
+    return net, cache, pos
+
+
+def test_without_block_every_step_is_the_exact_span_forward():
+    net, cache, pos = _setup()
+    step = SpanStep(net, pos, cache, [(0, SPAN)], MASK)
+    ids = torch.full((1, SPAN), MASK)
+    ids[0, :5] = torch.tensor([5, 6, 7, 8, 9])
+    with torch.no_grad():
+        assert torch.equal(step(ids), net.span_forward(ids, pos, cache))
+        step(ids)
+    assert (step.full_steps, step.partial_steps) == (2, 0)
+
+
+def test_block_step_runs_the_region_and_is_exact_when_nothing_else_changed():
+    net, cache, pos = _setup()
+    step = SpanStep(net, pos, cache, [(0, SPAN)], MASK, block=8, window=4)
+    ids = torch.full((1, SPAN), MASK)
+    with torch.no_grad():
+        full = step(ids)  # first step: full, region starts at the frontier (slot 0)
+        again = step(ids)  # same ids: the region's logits equal the full step's
+        assert (step.full_steps, step.partial_steps) == (1, 1)
+        assert torch.allclose(again[0, :8], full[0, :8], atol=1e-5)
+        assert torch.count_nonzero(again[0, 8:]) == 0  # outside the region: not computed
+        ids[0, :3] = torch.tensor([5, 6, 7])  # frontier 3: window [3, 7) still inside [0, 8)
+        part = step(ids)
+        exact = net.span_forward(ids, pos, cache)
+        assert step.partial_steps == 2
+        # stale K/V of slots 8.. (computed when slots 0-2 were masks): close, not equal
+        assert not torch.equal(part[0, :8], exact[0, :8])
+        assert torch.allclose(part[0, :8].softmax(-1), exact[0, :8].softmax(-1), atol=0.05)
+        ids[0, 3:5] = torch.tensor([8, 9])  # frontier 5: window [5, 9) leaves [0, 8): refresh
+        assert torch.equal(step(ids), net.span_forward(ids, pos, cache))
+        assert step.full_steps == 2 and step.starts == [5]
+
+
+def test_short_holes_always_run_whole():
+    net, cache, pos = _setup()
+    holes = [(0, 6), (6, SPAN)]
+    step = SpanStep(net, pos, cache, holes, MASK, block=8, window=2)
+    ids = torch.full((1, SPAN), MASK)
+    with torch.no_grad():
+        step(ids)
+        out = step(ids)
+    assert step.partial_steps == 1
+    assert torch.count_nonzero(out[0, :14].abs().sum(-1)) == 14  # short hole + region of the long one
+    assert torch.count_nonzero(out[0, 14:]) == 0
+
+
+def test_windowed_denoise_with_blocks_fills_every_slot_in_order():
+    net, cache, pos = _setup(1)
+    step = SpanStep(net, pos, cache, [(0, SPAN)], MASK, block=12, window=4)
+    cfg = DenoiseConfig(threshold=0.5, window=4, pad_at_frontier=True)
+    with torch.no_grad():
+        out = denoise(step, [(0, SPAN)], 1, MASK, PAD, [MASK], cfg, min_tokens=[SPAN])
+    assert not bool((out.tokens == MASK).any())
+    assert step.partial_steps > 0 and step.full_steps >= SPAN // 12
+    assert out.steps_used == step.full_steps + step.partial_steps
