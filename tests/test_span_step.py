@@ -17,7 +17,11 @@ N_CTX, SPAN = 20, 40
 def _setup(seed: int = 0):
     torch.manual_seed(seed)
     cfg = ParafillConfig(
-        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=48,
     )
     net = ParafillForMaskedDiffusion(cfg).eval()
     ctx = torch.randint(3, 64, (1, N_CTX))
@@ -69,7 +73,9 @@ def test_short_holes_always_run_whole():
         step(ids)
         out = step(ids)
     assert step.partial_steps == 1
-    assert torch.count_nonzero(out[0, :14].abs().sum(-1)) == 14  # short hole + region of the long one
+    assert (
+        torch.count_nonzero(out[0, :14].abs().sum(-1)) == 14
+    )  # short hole + region of the long one
     assert torch.count_nonzero(out[0, 14:]) == 0
 
 
