@@ -129,9 +129,15 @@ def main() -> None:
         default=-1,
         help="slots a windowed step runs (model/span_step.py); 0: the whole span; -1: default",
     )
+    ap.add_argument(
+        "--fresh-ends",
+        action="store_true",
+        help="run the PADs after a fill's end at every step (model/span_step.py's stale_ends off)",
+    )
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     m = load_infiller(precision=a.precision)
+    m.stale_ends = not a.fresh_ends
     if a.span_block >= 0:
         m.span_block = a.span_block or None
     tasks = make_tasks(a.n, n_lines=a.lines)
@@ -175,6 +181,7 @@ def main() -> None:
                 "lines": a.lines,
                 "budget": a.budget,
                 "span_block": m.span_block,
+                "stale_ends": m.stale_ends,
                 "results": rows,
             },
             indent=2,

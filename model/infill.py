@@ -186,6 +186,7 @@ class BuiltinInfiller:
         # windowed (long) holes: steps run this many slots per hole, the rest of the span through
         # K/V from the last full step (model/span_step.py); None: every step runs the whole span
         self.span_block: int | None = SPAN_BLOCK
+        self.stale_ends = True
 
     def _set_precision(self, precision: str | None) -> str:
         """Apply `precision`: "auto" is int8 weights on CPU where torch has the quantized engine
@@ -321,6 +322,8 @@ class BuiltinInfiller:
                 self.tok.mask_id,
                 block=self.span_block if cfg.window else None,
                 window=cfg.window or 1,
+                pad_id=self.tok.pad_id,
+                stale_ends=self.stale_ends,
             )
             try:
                 out = denoise(

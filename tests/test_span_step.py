@@ -88,3 +88,24 @@ def test_windowed_denoise_with_blocks_fills_every_slot_in_order():
     assert not bool((out.tokens == MASK).any())
     assert step.partial_steps > 0 and step.full_steps >= SPAN // 12
     assert out.steps_used == step.full_steps + step.partial_steps
+
+
+def test_stale_ends_run_up_to_the_end_and_refresh_when_it_moves():
+    net, cache, pos = _setup(2)
+    step = SpanStep(net, pos, cache, [(0, 12), (12, SPAN)], MASK, pad_id=PAD, stale_ends=True)
+    ids = torch.full((1, SPAN), MASK)
+    with torch.no_grad():
+        step(ids)
+        ids[0, 5:12] = PAD  # the first hole ends at slot 5: slots 6-11 are after its end
+        assert torch.equal(step(ids), net.span_forward(ids, pos, cache))  # moved: full step
+        part = step(ids)  # end unchanged: slots 6-11 are not run
+        exact = net.span_forward(ids, pos, cache)
+        assert (step.full_steps, step.partial_steps) == (2, 1)
+        assert torch.count_nonzero(part[0, 6:12]) == 0
+        live = torch.ones(SPAN, dtype=torch.bool)
+        live[6:12] = False
+        # nothing changed since the full step, so the kept K/V are exact
+        assert torch.allclose(part[0, live], exact[0, live], atol=1e-5)
+        ids[0, 3:5] = PAD  # the end moves left: refresh again
+        assert torch.equal(step(ids), net.span_forward(ids, pos, cache))
+        assert step.full_steps == 3
