@@ -22,7 +22,7 @@ if str(ROOT) not in sys.path:
 import torch
 
 from model.infill import denoise_config as infill_denoise_config
-from model.interface import InfillRequest
+from model.interface import Hole, InfillRequest
 from model.layout import span_slots
 from model.sampler import DenoiseConfig, denoise
 
@@ -36,6 +36,7 @@ class Prepared:
     rel: list[tuple[int, int]]  # hole slot ranges within the span
     span_pos: list[int]
     min_tokens: list[int]
+    line_holes: list[bool]  # holes a line break ends (Hole.single_line)
 
 
 @dataclass
@@ -49,7 +50,8 @@ class Fill:
 def prepare(m, segments: list) -> Prepared:
     ctx_ids, ctx_pos, holes_abs, min_tokens = m._layout(InfillRequest(segments=segments))
     rel, span_pos = span_slots(holes_abs)
-    return Prepared(ctx_ids, ctx_pos, rel, span_pos, min_tokens)
+    lines = [s.single_line for s in segments if isinstance(s, Hole)]
+    return Prepared(ctx_ids, ctx_pos, rel, span_pos, min_tokens, lines)
 
 
 def encode(m, p: Prepared):
@@ -63,10 +65,11 @@ def encode(m, p: Prepared):
     return cache, (time.perf_counter() - t0) * 1e3
 
 
-def _run(m, p: Prepared, step_fn, cfg: DenoiseConfig) -> Fill:
+def _run(m, p: Prepared, make_step, cfg: DenoiseConfig) -> Fill:
     longest = max(b - a for a, b in p.rel)
     # the infiller's own rule for long holes (model.infill.denoise_config), so both paths agree
     cfg = denoise_config_for(cfg, longest)
+    step_fn = make_step(cfg)
     t0 = time.perf_counter()
     with torch.inference_mode():
         out = denoise(
@@ -79,6 +82,8 @@ def _run(m, p: Prepared, step_fn, cfg: DenoiseConfig) -> Fill:
             cfg,
             min_tokens=p.min_tokens,
             device=m.device,
+            line_holes=p.line_holes,
+            newline_ids=m.tok.newline_ids,
         )
     ms = (time.perf_counter() - t0) * 1e3
     fills = m._render(out.tokens[0], p.rel, show_masks=False)
@@ -86,9 +91,9 @@ def _run(m, p: Prepared, step_fn, cfg: DenoiseConfig) -> Fill:
 
 
 def fill_cached(m, p: Prepared, cache, cfg: DenoiseConfig) -> Fill:
-    """Denoise over an existing context cache: each step is a forward over the span only."""
-    span_pos = torch.tensor([p.span_pos], dtype=torch.long, device=m.device)
-    return _run(m, p, lambda ids: m.net.span_forward(ids, span_pos, cache), cfg)
+    """Denoise over an existing context cache: each step is a forward over the span only, or
+    over the slots that can change, as the infiller runs it (model/span_step.py)."""
+    return _run(m, p, lambda c: m.span_step(cache, p.span_pos, p.rel, c), cfg)
 
 
 def fill_uncached(m, p: Prepared, cfg: DenoiseConfig) -> Fill:
@@ -102,7 +107,7 @@ def fill_uncached(m, p: Prepared, cfg: DenoiseConfig) -> Fill:
     def step_fn(ids: torch.Tensor) -> torch.Tensor:
         return m.net(torch.cat([ctx, ids], 1), pos, group)[:, n_ctx:]
 
-    return _run(m, p, step_fn, cfg)
+    return _run(m, p, lambda _: step_fn, cfg)
 
 
 def denoise_config(

@@ -1,9 +1,10 @@
 """Milliseconds per completion of the shipped model: fill size x context size x schedule x cache.
 
 Contexts are real code read at run time from the running interpreter's standard library (a few
-files, a hole at a code line near the middle of each): a single-line fill (one line replaced by a
-Hole of --line-budget tokens) and a multi-line fill (four lines, --block-budget tokens), with
-prefix and suffix trimmed by whole lines to about 3/4 and 1/4 of the context size.
+files, a hole at a code line near the middle of each): a single-line fill as the server requests
+one (the rest of a line after its indentation, a Hole of --line-budget tokens flagged
+single-line, so a line break ends it) and a multi-line fill (four lines, --block-budget tokens),
+with prefix and suffix trimmed by whole lines to about 3/4 and 1/4 of the context size.
 The multi-line sizes stop at 384 tokens: the window is 512 and the hole takes 128.
 
 Cache on is the shipped path, `infiller.infill` (context K/V encoded once, each step a forward
@@ -62,7 +63,12 @@ def samples(m, n: int, ctx_tokens: int, hole_lines: int) -> list[tuple[str, str]
             a -= 1
         while b < len(suf) and m.count_tokens("".join(suf[: b + 1])) <= ctx_tokens // 4:
             b += 1
-        out.append(("".join(pre[a:]), "".join(suf[:b])))
+        prefix, suffix = "".join(pre[a:]), "".join(suf[:b])
+        if hole_lines == 1:  # as the server plans a line: the rest of it after the indentation
+            line = lines[i]
+            indent = line[: len(line) - len(line.lstrip())]
+            prefix, suffix = prefix + indent, "\n" + suffix
+        out.append((prefix, suffix))
     return out
 
 
@@ -86,7 +92,7 @@ def measure(m, kind: str, budget: int, size: int, pairs, max_passes: int) -> lis
             continue  # infiller settings that only change long holes
         on, off, passes, toks, ctx_ms, ctx_len, same, estimated = [], [], [], [], [], [], 0, 0
         for prefix, suffix in pairs:
-            segs = [prefix, Hole(max_tokens=budget), suffix]
+            segs = [prefix, Hole(max_tokens=budget, single_line=kind == "single-line"), suffix]
             req = InfillRequest(segments=segs, schedule=sched, steps=steps, threshold=thr, seed=0)
             saved = {k: getattr(m, k) for k in (attrs[0] if attrs else {})}
             for k, v in (attrs[0] if attrs else {}).items():
@@ -159,7 +165,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="64,256,480", help="context sizes in tokens")
     ap.add_argument("--samples", type=int, default=3, help="stdlib files sampled (at most 6)")
-    ap.add_argument("--line-budget", type=int, default=32)
+    ap.add_argument("--line-budget", type=int, default=24, help="the server's lineBudget")
     ap.add_argument("--block-budget", type=int, default=128)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-uncached-passes", type=int, default=40)

@@ -3,8 +3,8 @@
 Owns: checkpoint validation and loading (safetensors + JSON only, clear errors naming the file),
 device and precision choice (int8 weights on CPU, fp32 on request, bf16 on CUDA), laying
 segments out as context and hole slots within the trained window, the cached denoising loop
-(reusing the last context encoding: model/context_reuse.py; long holes run a block of slots per
-step: model/span_step.py), decoding and ranking candidates.
+(reusing the last context encoding: model/context_reuse.py; steps run only the span slots that can
+change: model/span_step.py), decoding and ranking candidates.
 """
 
 from __future__ import annotations
@@ -278,6 +278,24 @@ class BuiltinInfiller:
                 out.append(self.tok.decode(ids[:end]))
         return out
 
+    def span_step(self, cache, span_pos: list[int], holes: list[tuple[int, int]], cfg):
+        """The sampler's step function over `cache` with this infiller's span-step settings."""
+        import torch
+
+        from model.span_step import SpanStep
+
+        return SpanStep(
+            self.net,
+            torch.tensor([span_pos], device=self.device),
+            cache,
+            holes,
+            self.tok.mask_id,
+            block=self.span_block if cfg.window else None,
+            window=cfg.window or 1,
+            pad_id=self.tok.pad_id,
+            stale_ends=self.stale_ends,
+        )
+
     # ------------------------------------------------------------------ the interface
     def infill(
         self, req: InfillRequest, should_stop: Callable[[], bool] = _never
@@ -285,7 +303,6 @@ class BuiltinInfiller:
         import torch
 
         from model.sampler import Cancelled, denoise
-        from model.span_step import SpanStep
 
         ctx_ids, ctx_pos, holes_abs, min_tokens = self._layout(req)
         n = max(1, int(req.candidates))
@@ -306,7 +323,7 @@ class BuiltinInfiller:
             max(b - a for a, b in holes_abs),
             **options,
         )
-        rel, span_pos_list = span_slots(holes_abs)
+        rel, span_pos = span_slots(holes_abs)
         dev = self.device
         gen = torch.Generator(device=dev)
         gen.manual_seed(0 if req.seed is None else int(req.seed))
@@ -314,17 +331,7 @@ class BuiltinInfiller:
             t0 = time.perf_counter()
             cache, reused = self._encode(ctx_ids, ctx_pos)
             t1 = time.perf_counter()
-            step_fn = SpanStep(
-                self.net,
-                torch.tensor([span_pos_list], device=dev),
-                cache,
-                rel,
-                self.tok.mask_id,
-                block=self.span_block if cfg.window else None,
-                window=cfg.window or 1,
-                pad_id=self.tok.pad_id,
-                stale_ends=self.stale_ends,
-            )
+            step_fn = self.span_step(cache, span_pos, rel, cfg)
             try:
                 out = denoise(
                     step_fn,

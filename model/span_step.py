@@ -66,33 +66,31 @@ class SpanStep:
         """(S,) bool slots to run this step, or None for a full step (and new region starts)."""
         if self.starts is None or (self.block is None and not self.stale_ends):
             return None
-        masked = (ids == self.mask_id).any(0)
         live = self.live_slots(ids)
         if self.stale_ends:
             if not torch.equal(live, self.live_then):
                 return None  # an end moved: refresh the K/V of the PADs after it
         else:
             live = torch.ones_like(live)
-        active = torch.zeros_like(masked)
+        active = torch.zeros_like(live)
         for (a, b), start in zip(self.holes, self.starts):
             if self.block is None or b - a <= self.block:
                 active[a:b] = live[a:b]
                 continue
-            left = masked[a:b].nonzero()
-            if left.numel() == 0:
+            frontier = _frontiers(ids[:, a:b] == self.mask_id)
+            if frontier is None:
                 continue  # filled: its K/V stay as they are
-            frontier = a + int(left[0])
-            if frontier + self.window > min(b, start + self.block):
-                return None  # the sampler's window would leave the region: refresh
+            if a + int(frontier.max()) + self.window > min(b, start + self.block):
+                return None  # a row's window would leave the region: refresh
             active[start : start + self.block] = live[start : start + self.block]
         return active
 
     def _starts(self, ids: torch.Tensor) -> list[int]:
-        masked = (ids == self.mask_id).any(0)
+        """Each hole's region start: the leftmost frontier of its rows (its end when filled)."""
         out = []
         for a, b in self.holes:
-            left = masked[a:b].nonzero()
-            out.append(a + int(left[0]) if left.numel() else b)
+            frontier = _frontiers(ids[:, a:b] == self.mask_id)
+            out.append(b if frontier is None else a + int(frontier.min()))
         return out
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
@@ -110,3 +108,11 @@ class SpanStep:
         logits = out.new_zeros(b, s, out.shape[-1])
         logits[:, slots] = out
         return logits
+
+
+def _frontiers(masked: torch.Tensor) -> torch.Tensor | None:
+    """The first masked slot of each row that has one ((B, n) bool -> (rows,)), None if none."""
+    rows = masked.any(1)
+    if not bool(rows.any()):
+        return None
+    return masked[rows].int().argmax(1)

@@ -109,3 +109,18 @@ def test_stale_ends_run_up_to_the_end_and_refresh_when_it_moves():
         ids[0, 3:5] = PAD  # the end moves left: refresh again
         assert torch.equal(step(ids), net.span_forward(ids, pos, cache))
         assert step.full_steps == 3
+
+
+def test_block_region_holds_every_rows_window():
+    net, cache, pos = _setup(3)
+    step = SpanStep(net, pos, cache, [(0, SPAN)], MASK, block=8, window=2)
+    ids = torch.full((2, SPAN), MASK)
+    ids[1, :5] = torch.tensor([5, 6, 7, 8, 9])  # candidate rows at frontiers 0 and 5
+    with torch.no_grad():
+        step(ids)
+        assert step.starts == [0]  # the leftmost row's frontier
+        step(ids)  # row 1's window [5, 7) is inside [0, 8)
+        assert step.partial_steps == 1
+        ids[1, 5:7] = torch.tensor([10, 11])  # row 1 at 7: its window [7, 9) leaves the region
+        step(ids)
+    assert (step.full_steps, step.partial_steps) == (2, 1)
