@@ -43,16 +43,16 @@ def main() -> None:
     reused = 0
     for pre, body, suf in make_tasks(a.n):
         m.reuse_context = True
-        m._base = None
+        m.forget_contexts()
         m.infill(InfillRequest([pre, Hole(a.budget), suf]))  # the base: the line still empty
         for k in (len(body) // 3, 2 * len(body) // 3):
             req = InfillRequest([pre + body[:k], Hole(a.budget), suf])
             fills = {}
             for mode in ("full", "reuse"):
                 m.reuse_context = mode == "reuse"
-                base = m._base
+                bases = list(m.bases)
                 fills[mode] = m.infill(req)[0].fills[0].split("\n")[0]
-                m._base = base  # the full encode must not become the reuse run's base
+                m.bases = bases  # the full encode must not become a base of the reuse run
                 ms[mode].append(m.last_timing["context_ms"])
                 exact[mode] += fills[mode].strip() == body[k:].strip()
                 if mode == "reuse":

@@ -7,12 +7,17 @@ on them and nothing third-party is copied into the repo. For each sampled line t
 automatic textDocument/inlineCompletion per keystroke, `$/cancelRequest` for the request still
 outstanding when the next key arrives.
 
+With `--consecutive K`, K consecutive lines are blanked at each place and typed one after
+another, an Enter (line break plus the next line's indentation) between them, as when writing new
+code: the line starts after an Enter are reported apart from those at a new place.
+
 Reported: request latency p50/p95 (answered requests; all, and line-start requests), cancelled,
 superseded, cache-hit and typed-through counts, the server's peak RSS, and how well the suggestion
 made at the start of each line matches the real line (exact next line; edit similarity).
 
     python bench/lsp_latency.py                       # defaults: ~2-3 minutes on 2 cores
     python bench/lsp_latency.py --files 4 --lines 4   # quicker
+    python bench/lsp_latency.py --lines 1 --consecutive 5   # writing 5 lines in a row per file
 Results: bench/results/lsp_latency.json
 """
 
@@ -70,20 +75,28 @@ def package_files(packages: tuple[str, ...]) -> list[Path]:
     return files
 
 
-def pick_lines(text: str, k: int, rng: random.Random) -> list[int]:
-    """Lines worth typing: code (not comments/docstring-looking), moderate length."""
+def typable(line: str) -> bool:
+    """A line worth typing: code (not comments/docstring-looking), moderate length."""
+    s = line.strip()
+    return (
+        MIN_LINE_CHARS <= len(s) <= MAX_LINE_CHARS
+        and not s.startswith(("#", '"', "'", "@"))
+        and s.isascii()
+    )
+
+
+def pick_lines(text: str, k: int, rng: random.Random, run: int = 1) -> list[int]:
+    """First lines of `k` non-overlapping runs of `run` consecutive typable lines."""
     lines = text.split("\n")
-    ok = []
-    for i, ln in enumerate(lines[5:], start=5):
-        s = ln.strip()
-        if (
-            MIN_LINE_CHARS <= len(s) <= MAX_LINE_CHARS
-            and not s.startswith(("#", '"', "'", "@"))
-            and s.isascii()
-        ):
-            ok.append(i)
+    ok = [i for i in range(5, len(lines) - run + 1) if all(map(typable, lines[i : i + run]))]
     rng.shuffle(ok)
-    return sorted(ok[:k])
+    picked: list[int] = []
+    for i in ok:
+        if len(picked) == k:
+            break
+        if all(abs(i - j) >= run for j in picked):
+            picked.append(i)
+    return sorted(picked)
 
 
 class Replay:
@@ -92,6 +105,7 @@ class Replay:
         self.typing_ms = typing_ms
         self.latencies: list[float] = []
         self.line_start_latencies: list[float] = []
+        self.enter_latencies: list[float] = []  # line starts reached by Enter (--consecutive)
         self.cancelled = 0
         self.errors = 0
         self.empty = 0
@@ -117,7 +131,9 @@ class Replay:
         )
         return msg_id, fut, time.perf_counter()
 
-    async def settle(self, fut: asyncio.Future, t0: float, line_start: bool) -> str | None:
+    async def settle(self, fut: asyncio.Future, t0: float, line_start: str = "") -> str | None:
+        """Await a request; record its latency (and, with `line_start` "jump" or "enter", as a
+        line-start request of that kind); return the first item's text."""
         try:
             res = await fut
         except Exception as exc:  # noqa: BLE001 - any error response counts, by kind
@@ -128,21 +144,25 @@ class Replay:
             return None
         ms = (time.perf_counter() - t0) * 1000
         self.latencies.append(ms)
-        if line_start:
+        if line_start == "jump":
             self.line_start_latencies.append(ms)
+        elif line_start == "enter":
+            self.enter_latencies.append(ms)
         items = res.items if isinstance(res, types.InlineCompletionList) else (res or [])
         if not items:
             self.empty += 1
             return ""
         return items[0].insert_text
 
-    async def type_line(self, uri: str, version: int, line: int, indent: str, content: str) -> int:
-        """Type `content` after `indent` on a blank line; returns the next document version."""
+    async def type_line(
+        self, uri: str, version: int, line: int, indent: str, content: str, start: str = "jump"
+    ) -> int:
+        """Type `content` after `indent` on a blank line reached by `start` ("jump": a new
+        place; "enter": Enter at the end of the line above); returns the next document version."""
         col = len(indent)
         pending: tuple[str, asyncio.Future, float] | None = None
-        pending_start = True
         _, fut, t0 = await self.request(uri, line, col)
-        first = await self.settle(fut, t0, line_start=True)  # the suggestion at the line start
+        first = await self.settle(fut, t0, line_start=start)  # the suggestion at the line start
         if first is not None:
             got = first.split("\n", 1)[0].strip()
             self.exact += int(got == content.strip())
@@ -153,7 +173,7 @@ class Replay:
             if pending is not None and not pending[1].done():
                 self.client.protocol.notify("$/cancelRequest", types.CancelParams(id=pending[0]))
             if pending is not None:
-                await self.settle(pending[1], pending[2], pending_start)
+                await self.settle(pending[1], pending[2])
             version += 1
             self.client.text_document_did_change(
                 types.DidChangeTextDocumentParams(
@@ -168,10 +188,24 @@ class Replay:
             )
             col += 1
             pending = await self.request(uri, line, col)
-            pending_start = False
         if pending is not None:
-            await self.settle(pending[1], pending[2], False)
+            await self.settle(pending[1], pending[2])
         return version
+
+    def press_enter(self, uri: str, version: int, line: int, col: int, indent: str) -> int:
+        """A line break at (line, col) followed by the next line's indentation (auto-indent)."""
+        self.client.text_document_did_change(
+            types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version + 1),
+                content_changes=[
+                    types.TextDocumentContentChangePartial(
+                        range=types.Range(types.Position(line, col), types.Position(line, col)),
+                        text="\n" + indent,
+                    )
+                ],
+            )
+        )
+        return version + 1
 
 
 def as_dict(obj):
@@ -263,22 +297,30 @@ async def run(args) -> dict:
     for path in files:
         text = path.read_text(encoding="utf-8", errors="replace")
         uri = path.as_uri()
-        targets = pick_lines(text, args.lines, rng)
+        run_len = max(1, args.consecutive)
+        targets = pick_lines(text, args.lines, rng, run_len)
         lines = text.split("\n")
         for target in targets:
-            indent = lines[target][: len(lines[target]) - len(lines[target].lstrip())]
-            content = lines[target].strip()
-            doc_lines = lines[:target] + [indent] + lines[target + 1 :]
+            chunk = lines[target : target + run_len]
+            indents = [ln[: len(ln) - len(ln.lstrip())] for ln in chunk]
+            doc_lines = lines[:target] + [indents[0]] + lines[target + run_len :]
             client.text_document_did_open(
                 types.DidOpenTextDocumentParams(
                     types.TextDocumentItem(uri, "python", 1, "\n".join(doc_lines))
                 )
             )
-            await replay.type_line(uri, 1, target, indent, content)
+            version = 1
+            for j, ln in enumerate(chunk):
+                if j:
+                    end = len(indents[j - 1]) + len(chunk[j - 1].strip())
+                    version = replay.press_enter(uri, version, target + j - 1, end, indents[j])
+                version = await replay.type_line(
+                    uri, version, target + j, indents[j], ln.strip(), "enter" if j else "jump"
+                )
+                lines_typed += 1
             client.text_document_did_close(
                 types.DidCloseTextDocumentParams(types.TextDocumentIdentifier(uri))
             )
-            lines_typed += 1
     st = await client.protocol.send_request_async("parafill/status", {})
     status = as_dict(st)
     rss = peak_rss_mb(pid)
@@ -304,10 +346,16 @@ async def run(args) -> dict:
             "mean": round(statistics.mean(replay.latencies), 1) if replay.latencies else None,
             "n": len(replay.latencies),
         },
+        "consecutive": run_len,
         "line_start_latency_ms": {
             "p50": pct(replay.line_start_latencies, 0.5),
             "p95": pct(replay.line_start_latencies, 0.95),
             "n": len(replay.line_start_latencies),
+        },
+        "enter_latency_ms": {
+            "p50": pct(replay.enter_latencies, 0.5),
+            "p95": pct(replay.enter_latencies, 0.95),
+            "n": len(replay.enter_latencies),
         },
         "answered_empty": replay.empty,
         "cancelled_client": replay.cancelled,
@@ -362,6 +410,7 @@ def settings_for(args) -> dict:
 
 def print_table(r: dict) -> None:
     lat, ls, srv = r["latency_ms"], r["line_start_latency_ms"], r["server"]
+    en = r.get("enter_latency_ms") or {"n": 0}
     rows = [
         (
             "files / lines / keystrokes",
@@ -370,7 +419,14 @@ def print_table(r: dict) -> None:
         ("initialize (ms)", r["initialize_ms"]),
         ("model ready (s)", r["model_ready_s"]),
         ("latency p50 / p95 (ms), answered", f"{lat['p50']} / {lat['p95']}  (n={lat['n']})"),
-        ("line-start latency p50 / p95 (ms)", f"{ls['p50']} / {ls['p95']}  (n={ls['n']})"),
+        (
+            "line-start latency p50 / p95 (ms), new place",
+            f"{ls['p50']} / {ls['p95']}  (n={ls['n']})",
+        ),
+        (
+            "line start after Enter p50 / p95 (ms)",
+            f"{en['p50']} / {en['p95']}  (n={en['n']})" if en["n"] else "-",
+        ),
         (
             "server model time p50 / p95 (ms)",
             f"{(srv['latencyMs'] or {}).get('p50')} / {(srv['latencyMs'] or {}).get('p95')}",
@@ -406,7 +462,13 @@ def print_table(r: dict) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--files", type=int, default=8, help="source files sampled")
-    ap.add_argument("--lines", type=int, default=5, help="lines typed per file")
+    ap.add_argument("--lines", type=int, default=5, help="places typed per file")
+    ap.add_argument(
+        "--consecutive",
+        type=int,
+        default=1,
+        help="lines typed at each place, one after another with Enter between them",
+    )
     ap.add_argument("--typing-ms", type=float, default=80.0, help="delay between keystrokes")
     ap.add_argument("--debounce-ms", type=int, default=25, help="server-side debounce setting")
     ap.add_argument("--context-tokens", type=int, default=None, help="server contextTokens")

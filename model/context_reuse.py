@@ -1,8 +1,9 @@
 """Reusing a context encoding across requests (keystrokes): the editor's latency lever.
 
-Owns: matching a request's context tokens against the last fully encoded context (the base),
-deciding which tokens to re-encode, and assembling the K/V cache from the base's kept tokens
-(re-rotated where their positions moved) plus the re-encoded region.
+Owns: matching a request's context tokens against a fully encoded context (a base; the infiller
+keeps the last few: model/infill.py), deciding which tokens to re-encode, and assembling the K/V
+cache from the base's kept tokens (re-rotated where their positions moved) plus the re-encoded
+region.
 
 Encoding the context is most of a completion's cost on a CPU (about 200 ms for 480 tokens in int8
 on one core, against about 10 ms per denoising step), yet between two keystrokes the context

@@ -35,6 +35,7 @@ LONG_HOLE_THRESHOLD = 0.7
 END_RULES = ("frontier", "confident")
 REUSE_MARGIN = 16  # context tokens re-encoded on each side of what changed since the base
 REUSE_LIMIT = 96  # re-encode everything once more than this many context tokens would be
+REUSE_BASES = 4  # full encodes kept to reuse (most recent first): several places / files stay warm
 SPAN_BLOCK = 16  # slots a windowed step runs per hole (model/span_step.py)
 
 
@@ -182,7 +183,7 @@ class BuiltinInfiller:
         self.last_timing: dict[str, float] = {}
         self.sampler_options: dict = {}  # extra DenoiseConfig fields (e.g. pad_run) for benches
         self.reuse_context = True  # model/context_reuse.py; False: encode every context in full
-        self._base = None  # the last fully encoded context
+        self.bases: list = []  # the last REUSE_BASES fully encoded contexts, most recent first
         # windowed (long) holes: steps run this many slots per hole, the rest of the span through
         # K/V from the last full step (model/span_step.py); None: every step runs the whole span
         self.span_block: int | None = SPAN_BLOCK
@@ -244,21 +245,32 @@ class BuiltinInfiller:
         return ctx_ids, ctx_pos, slots, [min(h.min_tokens, b) for h, b in zip(holes, budgets)]
 
     def _encode(self, ids: list[int], pos: list[int]):
-        """(context cache, whether it was built from the last full encode)."""
+        """(context cache, whether it was built from a kept full encode). The kept bases are
+        tried most recent first (a diff against one that shares little costs about 2 ms); one
+        that serves moves to the front; a full encode becomes the newest base."""
         import torch
 
         from model.context_reuse import Base, reuse
+        from model.network import ContextCache
 
-        if self.reuse_context and self._base is not None:
-            cache = reuse(self.net, self._base, ids, pos, REUSE_MARGIN, REUSE_LIMIT)
-            if cache is not None:
-                return cache, True
+        if self.reuse_context:
+            for k, base in enumerate(self.bases):
+                cache = reuse(self.net, base, ids, pos, REUSE_MARGIN, REUSE_LIMIT)
+                if cache is not None:
+                    self.bases.insert(0, self.bases.pop(k))
+                    return cache, True
         cache = self.net.encode_context(  # an empty context gives (1, 0) tensors
             torch.tensor([ids], dtype=torch.long, device=self.device),
             torch.tensor([pos], dtype=torch.long, device=self.device),
         )
-        self._base = Base(ids, pos, cache)
+        # the base keeps the K/V only, not the span buffers this request's steps will add
+        base = Base(ids, pos, ContextCache(cache.keys, cache.values))
+        self.bases = [base, *self.bases][:REUSE_BASES]
         return cache, False
+
+    def forget_contexts(self) -> None:
+        """Drop the kept context encodings (the next request encodes its context in full)."""
+        self.bases = []
 
     def _render(self, row, holes: list[tuple[int, int]], show_masks: bool) -> list[str]:
         out = []

@@ -87,7 +87,7 @@ def test_reused_cache_tracks_a_full_encode(shipped):
 def test_infiller_reuses_the_last_full_encode_and_refreshes_it(shipped):
     src = "def area(width, height):\n    result = width * height\n    return result\n" * 8
     pre, suf = src + "\ndef volume(w, h, d):\n    ", "\n    return v\n"
-    shipped._base = None
+    shipped.forget_contexts()
     shipped.infill(InfillRequest([pre, Hole(16), suf]))
     assert shipped.last_timing["context_reused"] is False
     res = shipped.infill(InfillRequest([pre + "v = ", Hole(16), suf]))
@@ -100,3 +100,24 @@ def test_infiller_reuses_the_last_full_encode_and_refreshes_it(shipped):
         assert shipped.last_timing["context_reused"] is False
     finally:
         shipped.reuse_context = True
+
+
+def test_infiller_keeps_several_bases_so_switching_places_stays_warm(shipped):
+    from model.infill import REUSE_BASES
+
+    files = [
+        f"import mod{k}\n" + f"def f{k}(a, b):\n    return a * {k} + b\n" * 12 for k in range(5)
+    ]
+    shipped.forget_contexts()
+    for k in range(REUSE_BASES):  # REUSE_BASES places, each encoded in full
+        shipped.infill(InfillRequest([files[k], Hole(8), "\n"]))
+        assert shipped.last_timing["context_reused"] is False
+    shipped.infill(InfillRequest([files[0] + "x = ", Hole(8), "\n"]))  # back to the first place
+    assert shipped.last_timing["context_reused"] is True
+    shipped.infill(InfillRequest([files[4], Hole(8), "\n"]))  # one more: the oldest goes (files[1])
+    assert shipped.last_timing["context_reused"] is False
+    assert len(shipped.bases) == REUSE_BASES
+    shipped.infill(InfillRequest([files[1] + "y", Hole(8), "\n"]))
+    assert shipped.last_timing["context_reused"] is False
+    shipped.forget_contexts()
+    assert shipped.bases == []
