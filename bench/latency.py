@@ -39,8 +39,8 @@ ROOT = R.ROOT
 FILES = ("textwrap.py", "argparse.py", "shlex.py", "difflib.py", "json/encoder.py", "fractions.py")
 SCHEDULES = (
     ("ltr", "ltr", None, None),
-    ("thr0.9", "threshold", None, 0.9),  # the default for lines (infill.denoise_config)
-    ("thr0.7", "threshold", None, 0.7),  # the default for blocks
+    ("thr0.9", "threshold", None, 0.9),
+    ("thr0.7", "threshold", None, 0.7),  # the default (infill.denoise_config)
     # blocks without the span block steps (model/span_step.py): every step runs the whole span
     ("thr0.7-wholespan", "threshold", None, 0.7, {"span_block": None}),
     ("fixed2", "fixed", 2, None),
