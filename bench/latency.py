@@ -39,8 +39,8 @@ ROOT = R.ROOT
 FILES = ("textwrap.py", "argparse.py", "shlex.py", "difflib.py", "json/encoder.py", "fractions.py")
 SCHEDULES = (
     ("ltr", "ltr", None, None),
-    ("thr0.9", "threshold", None, 0.9),
-    ("thr0.7", "threshold", None, 0.7),  # the default (infill.denoise_config)
+    ("thr0.9", "threshold", None, 0.9),  # the default for lines (infill.denoise_config)
+    ("thr0.7", "threshold", None, 0.7),  # the default for blocks
     # blocks without the span block steps (model/span_step.py): every step runs the whole span
     ("thr0.7-wholespan", "threshold", None, 0.7, {"span_block": None}),
     ("fixed2", "fixed", 2, None),
@@ -178,6 +178,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     m = load_infiller(args.weights)
+    m.reuse_context = False  # every request encodes its context (reuse: bench/context_reuse.py)
     m.infill(InfillRequest(segments=["def f(x):\n", Hole(8), "\n"], schedule="threshold"))  # warm
     rows = []
     for kind, budget, hole_lines in (
