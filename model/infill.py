@@ -3,8 +3,8 @@
 Owns: checkpoint validation and loading (safetensors + JSON only, clear errors naming the file),
 device and precision choice (int8 weights on CPU, fp32 on request, bf16 on CUDA), laying
 segments out as context and hole slots within the trained window, the cached denoising loop
-(reusing the last context encoding: model/context_reuse.py; steps run only the span slots that can
-change: model/span_step.py), decoding and ranking candidates.
+(reusing one of the last few context encodings: model/context_reuse.py; steps run only the span
+slots that can change: model/span_step.py), decoding and ranking candidates.
 """
 
 from __future__ import annotations

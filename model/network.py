@@ -129,7 +129,11 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type):
+        if (
+            not self.training
+            and x.dtype == torch.float32
+            and not torch.is_autocast_enabled(x.device.type)
+        ):
             return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)  # one fused op (inference)
         xf = x.float()
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -140,7 +144,6 @@ class Block(nn.Module):
     def __init__(self, cfg: ParafillConfig):
         super().__init__()
         d, self.h = cfg.hidden_size, cfg.num_attention_heads
-        self.theta = cfg.rope_theta
         self.norm1 = RMSNorm(d, cfg.rms_norm_eps)
         self.qkv = nn.Linear(d, 3 * d, bias=False)
         self.proj = nn.Linear(d, d, bias=False)
