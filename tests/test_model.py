@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_model import tiny_model
 
 from model.infill import WEIGHTS_DIR, BuiltinInfiller, load_infiller, validate_checkpoint
 from model.interface import CheckpointError, Hole, InfillCancelled, InfillRequest
-from model.network import ParafillConfig, ParafillForMaskedDiffusion
 from model.sampler import Cancelled, DenoiseConfig, denoise
 from model.tokenizer import CodeTokenizer
 
@@ -52,20 +52,8 @@ def test_tokenizer_line_boundaries_are_token_boundaries(tok):
     assert tok.mask_id not in tok.encode("<|mask|>")
 
 
-def _tiny_model(seed: int = 0) -> ParafillForMaskedDiffusion:
-    torch.manual_seed(seed)
-    cfg = ParafillConfig(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=48,
-    )
-    return ParafillForMaskedDiffusion(cfg).eval()
-
-
 def test_cached_span_step_equals_full_forward():
-    m = _tiny_model()
+    m = tiny_model()
     L = 30
     ids = torch.randint(3, 64, (1, L))
     pos = torch.arange(L)[None]

@@ -5,8 +5,8 @@ window could leave it."""
 from __future__ import annotations
 
 import torch
+from tiny_model import tiny_model
 
-from model.network import ParafillConfig, ParafillForMaskedDiffusion
 from model.sampler import DenoiseConfig, denoise
 from model.span_step import SpanStep
 
@@ -15,15 +15,7 @@ N_CTX, SPAN = 20, 40
 
 
 def _setup(seed: int = 0):
-    torch.manual_seed(seed)
-    cfg = ParafillConfig(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=48,
-    )
-    net = ParafillForMaskedDiffusion(cfg).eval()
+    net = tiny_model(seed)
     ctx = torch.randint(3, 64, (1, N_CTX))
     with torch.no_grad():
         cache = net.encode_context(ctx, torch.arange(N_CTX)[None])
