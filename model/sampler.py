@@ -162,13 +162,18 @@ def _merge_newlines(
     return logits
 
 
+def first_masked(masked: torch.Tensor) -> torch.Tensor:
+    """(B, n) bool -> (B,): each row's first masked slot (its frontier), n for a row with none."""
+    n = masked.shape[1]
+    return torch.where(masked, torch.arange(n, device=masked.device), n).amin(1)
+
+
 def _window(masked: torch.Tensor, holes: list[tuple[int, int]], width: int) -> torch.Tensor:
     """(B, S) bool: slots within `width` of the leftmost masked slot of their hole."""
     out = torch.zeros_like(masked)
     for a, b in holes:
         idx = torch.arange(b - a, device=masked.device)
-        first = torch.where(masked[:, a:b], idx, b - a).amin(1, keepdim=True)
-        out[:, a:b] = idx[None, :] < first + width
+        out[:, a:b] = idx[None, :] < first_masked(masked[:, a:b])[:, None] + width
     return out
 
 

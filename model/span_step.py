@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 
 from model.network import ContextCache
+from model.sampler import first_masked
 
 
 class SpanStep:
@@ -62,22 +63,21 @@ class SpanStep:
             live[a + 1 : b] = ~pad[a : b - 1]
         return live
 
-    def region(self, ids: torch.Tensor) -> torch.Tensor | None:
-        """(S,) bool slots to run this step, or None for a full step (and new region starts)."""
-        if self.starts is None or (self.block is None and not self.stale_ends):
+    def region(self, ids: torch.Tensor, live: torch.Tensor | None) -> torch.Tensor | None:
+        """(S,) bool slots to run this step, or None for a full step (and new region starts).
+        `live`: live_slots(ids) under stale_ends, else None (every slot counts as live)."""
+        if self.starts is None or (self.block is None and live is None):
             return None
-        live = self.live_slots(ids)
-        if self.stale_ends:
-            if not torch.equal(live, self.live_then):
-                return None  # an end moved: refresh the K/V of the PADs after it
-        else:
-            live = torch.ones_like(live)
+        if live is None:
+            live = torch.ones(ids.shape[1], dtype=torch.bool, device=ids.device)
+        elif not torch.equal(live, self.live_then):
+            return None  # an end moved: refresh the K/V of the PADs after it
         active = torch.zeros_like(live)
         for (a, b), start in zip(self.holes, self.starts):
             if self.block is None or b - a <= self.block:
                 active[a:b] = live[a:b]
                 continue
-            frontier = _frontiers(ids[:, a:b] == self.mask_id)
+            frontier = self._frontiers(ids, a, b)
             if frontier is None:
                 continue  # filled: its K/V stay as they are
             if a + int(frontier.max()) + self.window > min(b, start + self.block):
@@ -85,22 +85,30 @@ class SpanStep:
             active[start : start + self.block] = live[start : start + self.block]
         return active
 
+    def _frontiers(self, ids: torch.Tensor, a: int, b: int) -> torch.Tensor | None:
+        """The frontier of each row with a masked slot in hole [a, b), relative to a; None if
+        the hole is filled in every row."""
+        first = first_masked(ids[:, a:b] == self.mask_id)
+        pending = first[first < b - a]
+        return pending if pending.numel() else None
+
     def _starts(self, ids: torch.Tensor) -> list[int]:
         """Each hole's region start: the leftmost frontier of its rows (its end when filled)."""
         out = []
         for a, b in self.holes:
-            frontier = _frontiers(ids[:, a:b] == self.mask_id)
+            frontier = self._frontiers(ids, a, b)
             out.append(b if frontier is None else a + int(frontier.min()))
         return out
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         b, s = ids.shape
         pos = self.span_pos.expand(b, -1)
-        active = self.region(ids)
+        live = self.live_slots(ids) if self.stale_ends else None
+        active = self.region(ids, live)
         if active is None or bool(active.all()):
             self.full_steps += 1
             self.starts = self._starts(ids)
-            self.live_then = self.live_slots(ids)
+            self.live_then = live
             return self.net.span_forward(ids, pos, self.cache)
         self.partial_steps += 1
         slots = active.nonzero()[:, 0]
@@ -108,11 +116,3 @@ class SpanStep:
         logits = out.new_zeros(b, s, out.shape[-1])
         logits[:, slots] = out
         return logits
-
-
-def _frontiers(masked: torch.Tensor) -> torch.Tensor | None:
-    """The first masked slot of each row that has one ((B, n) bool -> (rows,)), None if none."""
-    rows = masked.any(1)
-    if not bool(rows.any()):
-        return None
-    return masked[rows].int().argmax(1)
