@@ -87,15 +87,16 @@ def full_forward_ms(m, p: R.Prepared) -> float:
 
 def measure(m, kind: str, budget: int, size: int, pairs, max_passes: int) -> list[dict]:
     rows = []
-    for label, sched, steps, thr, *attrs in SCHEDULES:
-        if kind != "multi-line" and attrs:
+    for label, sched, steps, thr, *rest in SCHEDULES:
+        overrides = rest[0] if rest else {}  # infiller attributes set for this schedule's fills
+        if kind != "multi-line" and overrides:
             continue  # infiller settings that only change long holes
         on, off, passes, toks, ctx_ms, ctx_len, same, estimated = [], [], [], [], [], [], 0, 0
         for prefix, suffix in pairs:
             segs = [prefix, Hole(max_tokens=budget, single_line=kind == "single-line"), suffix]
             req = InfillRequest(segments=segs, schedule=sched, steps=steps, threshold=thr, seed=0)
-            saved = {k: getattr(m, k) for k in (attrs[0] if attrs else {})}
-            for k, v in (attrs[0] if attrs else {}).items():
+            saved = {k: getattr(m, k) for k in overrides}
+            for k, v in overrides.items():
                 setattr(m, k, v)
             t0 = time.perf_counter()
             r = m.infill(req)[0]
