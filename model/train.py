@@ -107,7 +107,12 @@ def save_checkpoint(model, out: Path, tok_path: Path, state: dict, opt=None) -> 
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    sd = {k: v.detach().to(torch.bfloat16).cpu() for k, v in model.state_dict().items()}
+    tied = set(model._tied_weights_keys) if model.config.tie_word_embeddings else set()
+    sd = {  # a tied LM head is the embedding: saving it again would add 8 MB and a shard
+        k: v.detach().to(torch.bfloat16).cpu()
+        for k, v in model.state_dict().items()
+        if k not in tied
+    }
     model.save_pretrained(tmp, state_dict=sd, max_shard_size="15MB")
     shutil.copy(tok_path, tmp / "tokenizer.json")
     (tmp / "train_state.json").write_text(json.dumps(state, indent=2))

@@ -11,10 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from safetensors import safe_open
 
 from model import data
 from model.infill import WEIGHTS_DIR, BuiltinInfiller
 from model.interface import Hole, InfillRequest
+from model.network import ParafillForMaskedDiffusion
 
 BENCH = data.DEFAULT_BENCH
 
@@ -106,6 +109,9 @@ def test_train_resume_and_load_tiny_model(corpus_root, tmp_path):
     state = json.loads((ck / "train_state.json").read_text())
     assert state["steps"] >= 1 and (ck / "optimizer.safetensors").exists()
     assert all(f.stat().st_size < 16 * 2**20 for f in ck.glob("*.safetensors"))
+    shards = [safe_open(str(f), "pt") for f in ck.glob("model*.safetensors")]
+    saved = {n for shard in shards for n in shard.keys()}  # noqa: SIM118 (not a dict)
+    assert "embed.weight" in saved and "lm_head.weight" not in saved  # tied: saved once
     train.main(
         [
             "--data",
@@ -122,6 +128,8 @@ def test_train_resume_and_load_tiny_model(corpus_root, tmp_path):
     state2 = json.loads((ck / "r" / "train_state.json").read_text())
     assert state2["steps"] > state["steps"] and len(state2["runs"]) == 2
 
+    net = ParafillForMaskedDiffusion.from_pretrained(ck / "r", dtype=torch.float32)
+    assert torch.equal(net.lm_head.weight, net.embed.weight)  # the head comes back tied
     m = BuiltinInfiller(ck / "r")
     res = m.infill(InfillRequest(["def f():\n    ", Hole(6), "\n"]))
     assert len(res[0].fills) == 1 and res[0].steps_used >= 1

@@ -105,7 +105,7 @@ REGIONS = [
         "block",
         "function sum(xs) {\n  let total = 0;\n  for (const x of xs) {|}\n  return total;\n}\n",
     ),
-    ("javascript", "bracket", "const xs = [1, 2, 3];\nconsole.log(xs.map(|));\n"),
+    ("javascript", "bracket", "function add(a, b) {\n  return a + b;\n}\nconst total = add(|);\n"),
 ]
 
 
