@@ -35,6 +35,9 @@ CONFIGS = {  # threshold configs for single lines take the infiller's default ("
     "threshold-0.7-frontier": {"schedule": "threshold", "threshold": 0.7, "pad_at_frontier": True},
     "threshold-0.5-frontier": {"schedule": "threshold", "threshold": 0.5, "pad_at_frontier": True},
     "threshold-0.7": {"schedule": "threshold", "threshold": 0.7},
+    # threshold 0.9 within at most K passes (each pass commits at least a share of what is left)
+    "threshold-0.9-s4": {"schedule": "threshold", "threshold": 0.9, "steps": 4},
+    "threshold-0.9-s6": {"schedule": "threshold", "threshold": 0.9, "steps": 6},
     "fixed-4": {"schedule": "fixed", "steps": 4},
     "window8-0.9-anypad": {
         "schedule": "threshold",
@@ -123,6 +126,7 @@ def main() -> None:
         help="keep this many context tokens (default: the model's window)",
     )
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--weights", default=None, help="checkpoint directory (default: shipped)")
     ap.add_argument(
         "--span-block",
         type=int,
@@ -136,7 +140,7 @@ def main() -> None:
     )
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    m = load_infiller(precision=a.precision)
+    m = load_infiller(a.weights, precision=a.precision)
     m.stale_ends = not a.fresh_ends
     if a.span_block >= 0:
         m.span_block = a.span_block or None
@@ -171,6 +175,8 @@ def main() -> None:
             "mean_passes": round(statistics.mean(steps), 2),
             "tokens_per_pass": round(sum(toks) / max(1, sum(steps)), 2),
             "median_ms": round(statistics.median(ms), 1),
+            "p95_passes": int(np.percentile(steps, 95)),
+            "p95_ms": round(float(np.percentile(ms, 95)), 1),
         }
         print(name, rows[name], flush=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)

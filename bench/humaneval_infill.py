@@ -12,6 +12,8 @@ A config is SUITE/LENGTH/SCHEDULE[@N]:
             | bN   (the fixed editor budget of N tokens, e.g. b32 single-line, b128 multi-line)
   SCHEDULE  ltr (one token per step, left to right) | thrX (confidence threshold X, e.g. thr0.9)
             | thrXf (the same, PAD committed only at the fill's frontier: pad_at_frontier)
+            | thrXsK (threshold X within at most K steps: each step commits at least an even
+              share of what is left; e.g. thr0.9s4)
             | fixedK (K steps committing the most confident positions)
   @N        run it on N tasks of the suite: every k-th task from the first, k = ceil(total / N);
             @all (or no suffix) is every task. --subset N caps every config at N tasks.
@@ -86,11 +88,12 @@ class Config:
         if self.schedule == "ltr":
             return R.denoise_config("ltr")
         if self.schedule.startswith("thr"):
-            frontier = self.schedule.endswith("f")
+            m = re.fullmatch(r"thr(0?\.\d+)(f?)(?:s(\d+))?", self.schedule)
             return R.denoise_config(
                 "threshold",
-                threshold=float(self.schedule[3:].rstrip("f")),
-                pad_at_frontier=frontier or None,  # None: the infiller's rule for the hole
+                threshold=float(m.group(1)),
+                steps=int(m.group(3)) if m.group(3) else None,
+                pad_at_frontier=bool(m.group(2)) or None,  # None: the infiller's rule for the hole
             )
         return R.denoise_config("fixed", steps=int(self.schedule[5:]))
 
@@ -99,7 +102,7 @@ def parse_configs(text: str, cap: int | None) -> list[Config]:
     out = []
     for spec in filter(None, (s.strip() for s in text.split(","))):
         body, _, count = spec.partition("@")
-        m = re.fullmatch(r"(single|multi)/(oracle|b\d+)/(ltr|thr0?\.\d+f?|fixed\d+)", body)
+        m = re.fullmatch(r"(single|multi)/(oracle|b\d+)/(ltr|thr0?\.\d+f?(?:s\d+)?|fixed\d+)", body)
         if not m:
             raise SystemExit(f"bad config {spec!r}: expected SUITE/LENGTH/SCHEDULE[@N]")
         n = None if count in ("", "all") else int(count)

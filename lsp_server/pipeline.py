@@ -19,11 +19,8 @@ from model.interface import InfillRequest, InfillResult
 
 MULTI_LINE = (BLOCK, STATEMENT)  # region kinds decoded with the frontier end rule
 MARKER_RE = re.compile(r"<\|fill(?::(\d+))?\|>")
-INVOKED_TEMPERATURE = 0.6
-MUST_PARSE = (
-    BLOCK,
-    BRACKET,
-)  # region kinds whose fill is complete: it must add no syntax error  # extra candidates for an explicit request are sampled
+INVOKED_TEMPERATURE = 0.6  # extra candidates for an explicit request are sampled
+MUST_PARSE = (BLOCK, BRACKET)  # region kinds whose fill is complete: it must add no syntax error
 
 
 def build_request(
@@ -31,10 +28,13 @@ def build_request(
     text: str,
     settings: Settings,
     candidates: int = 1,
+    explicit: bool = False,
     **overrides,
 ) -> InfillRequest:
+    """The model request for a plan. An `explicit` request (the user asked: an Invoked trigger)
+    gets holes of at least one token: an empty fill is a fine answer to typing, not to asking."""
     fields = {
-        "segments": plan.segments(text),
+        "segments": plan.segments(text, min_tokens=1 if explicit else 0),
         "steps": settings.steps if settings.schedule == "fixed" else None,
         "candidates": candidates,
         "temperature": INVOKED_TEMPERATURE if candidates > 1 else 0.0,

@@ -86,14 +86,15 @@ class InfillPlan:
     def kind(self) -> str:
         return self.regions[0].kind if len(self.regions) == 1 else HOLE
 
-    def segments(self, text: str) -> list[Segment]:
-        """[prefix, Hole, middle, Hole, ..., suffix] over the context window."""
+    def segments(self, text: str, min_tokens: int = 0) -> list[Segment]:
+        """[prefix, Hole, middle, Hole, ..., suffix] over the context window; each hole holds
+        at least `min_tokens` tokens (an explicit request wants something, not an empty fill)."""
         segs: list[Segment] = []
         pos = self.context_start
         trail = ""
         for r in self.regions:
             segs.append(trail + text[pos : r.start] + r.lead)
-            segs.append(Hole(r.budget, single_line=r.stop.single_line))
+            segs.append(Hole(r.budget, min(min_tokens, r.budget), single_line=r.stop.single_line))
             pos, trail = r.end, r.trail
         segs.append(trail + text[pos : self.context_end])
         return segs

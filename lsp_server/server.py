@@ -117,9 +117,10 @@ class ParafillServer(LanguageServer):
     async def complete_at(
         self, doc: Document, pos: types.Position, invoked: bool, selected=None
     ) -> tuple[int, int, list]:
-        """An explicit request gets several candidates and no debounce; automatic ones get one."""
+        """An explicit request gets several candidates of at least one token and no debounce;
+        automatic ones get one, which may be empty."""
         n = self.settings.candidates if invoked else 1
-        return await self.complete(doc, pos.line, pos.character, n, not invoked, selected)
+        return await self.complete(doc, pos.line, pos.character, n, invoked, selected)
 
     async def complete(
         self,
@@ -127,7 +128,7 @@ class ParafillServer(LanguageServer):
         line: int,
         character: int,
         candidates: int,
-        debounce: bool,
+        invoked: bool,
         selected: tuple[int, int, str] | None = None,
     ) -> tuple[int, int, list]:
         """(insert start, cursor, candidates) for a cursor; empty when superseded or unusable."""
@@ -148,7 +149,7 @@ class ParafillServer(LanguageServer):
             if through:
                 self.engine.stats.typed_through += 1
                 return start, cursor, [_with_text(c, rest) for c, rest in through]
-        if debounce and self.settings.debounce_ms:
+        if not invoked and self.settings.debounce_ms:
             await asyncio.sleep(self.settings.debounce_ms / 1000)
             if self.pending.get(uri) != ticket or doc.version != version:
                 self.engine.stats.superseded += 1
@@ -156,7 +157,7 @@ class ParafillServer(LanguageServer):
         tree = doc.tree if selected is None else None
         snapshot = Snapshot(text, tree, doc.language)
         plan = plan_completion(text, cursor, doc.language, snapshot, self.settings.budgets())
-        req = pipeline.build_request(plan, text, self.settings, candidates)
+        req = pipeline.build_request(plan, text, self.settings, candidates, explicit=invoked)
         t0 = time.perf_counter()
         cands = None
         while req is not None:

@@ -27,7 +27,10 @@ class Cancelled(Exception):
 @dataclass(frozen=True)
 class DenoiseConfig:
     schedule: str = "threshold"
-    steps: int | None = None  # fixed: number of steps; threshold: an upper bound (None: no bound)
+    # fixed: number of steps. threshold: an upper bound (None: no bound), kept by committing in
+    # each step at least an even share of the masked slots left (ceil(masked / steps left)) when
+    # fewer pass the threshold: adaptive while confident, never more than `steps` passes
+    steps: int | None = None
     threshold: float | None = 0.9  # None only in bench configs the infiller resolves first
     temperature: float = 0.0
     pad_run: bool = True  # a committed PAD also commits the PADs predicted just before it
@@ -207,11 +210,12 @@ def _choose(
     if cfg.schedule == "fixed":
         left = max(1, (cfg.steps or 1) - step + 1)
         k = torch.clamp((n_masked + left - 1) // left, min=1)
-    else:  # threshold: every position above it, at least one; all when out of steps
+    else:  # threshold: every position above it, at least one, and at least a step's share
         above = (conf > cfg.threshold) & masked
         k = torch.clamp(above.sum(1), min=1)
-        if cfg.steps is not None and step >= cfg.steps:
-            k = n_masked
+        if cfg.steps is not None:
+            left = max(1, cfg.steps - step + 1)
+            k = torch.maximum(k, (n_masked + left - 1) // left)
     order = conf.argsort(1, descending=True)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(S, device=conf.device).expand(B, S).contiguous())

@@ -116,6 +116,17 @@ def test_sampler_fills_only_holes_contiguously_within_budget(schedule, steps):
         assert torch.equal(before[done], after[done])
 
 
+def test_threshold_with_a_step_bound_commits_a_share_each_step():
+    """Nothing passes a 0.999 threshold, yet 12 masked slots within 3 steps: each step commits at
+    least ceil(masked left / steps left), not one a step and the rest all at once at the end."""
+    fn, calls = _random_step_fn(50)
+    cfg = DenoiseConfig(threshold=0.999, steps=3, pad_run=False)
+    out = denoise(fn, [(0, 12)], 2, mask_id=1, pad_id=0, banned_ids=[1, 2], cfg=cfg)
+    assert out.steps_used <= 3 and not (out.tokens == 1).any()
+    masked = [int((c == 1).sum(1).max()) for c in calls]  # masked slots before each step
+    assert masked[0] == 12 and all(m <= 12 - 4 * i for i, m in enumerate(masked))
+
+
 def test_sampler_min_tokens_and_single_forward_pass_when_all_confident():
     def confident(x):
         logits = torch.full((x.shape[0], x.shape[1], 20), -10.0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from lsp_server import pipeline
+from lsp_server.config import Settings
 from lsp_server.planner import (
     BLOCK,
     BRACKET,
@@ -103,6 +105,14 @@ def test_segments_rebuild_the_window():
     assert isinstance(hole, Hole) and hole.max_tokens == Budgets().line
     assert prefix + suffix == text[p.context_start : p.context_end]
     assert (p.context_start, p.context_end) == (0, len(text))  # small file: all of it
+
+
+def test_an_explicit_request_asks_for_at_least_one_token():
+    text, _, p = plan("import os\n\ndef f(x):\n    return |\n\nprint(f(1))\n")
+    typing = pipeline.build_request(p, text, Settings())
+    asked = pipeline.build_request(p, text, Settings(), 3, explicit=True)
+    assert [h.min_tokens for h in typing.holes] == [0]  # while typing, nothing is a fine answer
+    assert [h.min_tokens for h in asked.holes] == [1] and asked.candidates == 3
 
 
 FUNCS = "".join(
