@@ -268,6 +268,12 @@ class Engine:
         fn = getattr(self.infiller, "count_tokens", None)
         return fn(text) if fn is not None else None
 
+    def count(self, stat: str, n: int = 1) -> None:
+        """Add to a statistic from another thread (the server's event loop): the worker thread
+        updates the same counters, always under the lock."""
+        with self._lock:
+            setattr(self.stats, stat, getattr(self.stats, stat) + n)
+
     # ---- requests --------------------------------------------------------------------------
     def submit(self, doc: str, req: InfillRequest, label: str | None = None) -> Job:
         """Queue a request; an older pending/running request for `doc` is superseded."""

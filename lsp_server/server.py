@@ -147,12 +147,12 @@ class ParafillServer(LanguageServer):
         if selected is None:
             through = self.typing.rest(uri, text, cursor)
             if through:
-                self.engine.stats.typed_through += 1
+                self.engine.count("typed_through")
                 return start, cursor, [_with_text(c, rest) for c, rest in through]
         if not invoked and self.settings.debounce_ms:
             await asyncio.sleep(self.settings.debounce_ms / 1000)
             if self.pending.get(uri) != ticket or doc.version != version:
-                self.engine.stats.superseded += 1
+                self.engine.count("superseded")
                 return start, cursor, []
         tree = doc.tree if selected is None else None
         snapshot = Snapshot(text, tree, doc.language)
@@ -168,7 +168,7 @@ class ParafillServer(LanguageServer):
                 cands, pipeline.region_candidates(plan, text, results)
             )
             req = pipeline.fallback_request(req, cands)
-            self.engine.stats.fallbacks += req is not None
+            self.engine.count("fallbacks", int(req is not None))
         self.log(
             f"completion {plan.kind} {(time.perf_counter() - t0) * 1000:.0f} ms, {len(cands)} item(s)"
         )
