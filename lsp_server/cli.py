@@ -48,7 +48,12 @@ def _sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--budget", type=int, default=None, help="mask tokens per hole (default: by region kind)"
     )
-    p.add_argument("--steps", type=int, default=None, help="fixed number of denoising steps")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="denoising steps (fixed schedule; with --schedule threshold: at most this many)",
+    )
     p.add_argument("--threshold", type=float, default=None, help="confidence threshold schedule")
     p.add_argument("--schedule", choices=["threshold", "fixed", "ltr"], default=None)
     p.add_argument("--candidates", type=int, default=1)

@@ -25,7 +25,7 @@ class Settings:
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     precision: str = "auto"  # built-in model's weights: "auto" (int8 on CPU) | "int8" | "fp32"
     schedule: str = "threshold"  # denoising schedule: "threshold" | "fixed" | "ltr"
-    steps: int | None = None  # fixed schedule: forward passes; None: backend default
+    steps: int | None = None  # fixed: forward passes; threshold: at most this many; None: default
     threshold: float | None = None  # threshold schedule: commit confidence; None: default
     line_budget: int = 24  # mask tokens for a rest-of-line fill
     block_budget: int = 96  # mask tokens for a block body

@@ -35,7 +35,7 @@ def build_request(
     gets holes of at least one token: an empty fill is a fine answer to typing, not to asking."""
     fields = {
         "segments": plan.segments(text, min_tokens=1 if explicit else 0),
-        "steps": settings.steps if settings.schedule == "fixed" else None,
+        "steps": settings.steps if settings.schedule in ("fixed", "threshold") else None,
         "candidates": candidates,
         "temperature": INVOKED_TEMPERATURE if candidates > 1 else 0.0,
         "language": plan.language,

@@ -115,6 +115,13 @@ def test_an_explicit_request_asks_for_at_least_one_token():
     assert [h.min_tokens for h in asked.holes] == [1] and asked.candidates == 3
 
 
+def test_steps_bound_the_threshold_schedule_and_set_the_fixed_one():
+    text, _, p = plan("x = |\n")
+    for schedule, want in (("threshold", 3), ("fixed", 3), ("ltr", None)):
+        req = pipeline.build_request(p, text, Settings(schedule=schedule, steps=3))
+        assert (req.schedule, req.steps) == (schedule, want)
+
+
 FUNCS = "".join(
     f"def func_{i}(a, b):\n    x = a + {i}\n    y = b * {i}\n    return x - y\n\n\n"
     for i in range(60)
