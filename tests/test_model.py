@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import ast
 import itertools
 import shutil
+import subprocess
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -267,22 +270,30 @@ def test_corrupt_and_mismatched_checkpoint_are_clear_errors(tmp_path):
 
 
 def test_int8_weights_track_fp32_and_bad_precision_is_clear(shipped):
-    """int8 (the CPU default) keeps the network's predictions: the LM-head distributions of the
-    same cached span step stay close to fp32's and nearly all argmaxes agree."""
+    """int8 (the CPU default) keeps the network's predictions: over three stretches of stdlib
+    code (fixed text, unlike this project's own files), the LM-head distributions of the same
+    cached span step stay close to fp32's and nearly all argmaxes agree."""
     fp32 = BuiltinInfiller(None, "cpu", "fp32")
     assert shipped.precision == "int8" and fp32.precision == "fp32"
-    text = (WEIGHTS_DIR.parent / "sampler.py").read_text()[:1500]
-    ids = shipped.tok.encode(text)
-    ctx, pos = torch.tensor([ids]), torch.arange(len(ids))[None]
-    span = torch.tensor([[shipped.tok.mask_id] * 16])
-    span_pos = torch.arange(len(ids), len(ids) + 16)[None]
-    probs = []
-    for m in (shipped, fp32):
-        with torch.inference_mode():
-            cache = m.net.encode_context(ctx, pos)
-            probs.append(m.net.span_forward(span, span_pos, cache).softmax(-1))
-    tv = 0.5 * (probs[0] - probs[1]).abs().sum(-1)
-    assert float(tv.mean()) < 0.1, tv
-    assert float((probs[0].argmax(-1) == probs[1].argmax(-1)).float().mean()) >= 0.8
+    texts = [
+        Path(textwrap.__file__).read_text()[:1500],
+        Path(subprocess.__file__).read_text()[3000:4500],
+        Path(argparse.__file__).read_text()[:1500],
+    ]
+    tv, agree = [], []
+    for text in texts:
+        ids = shipped.tok.encode(text)
+        ctx, pos = torch.tensor([ids]), torch.arange(len(ids))[None]
+        span = torch.tensor([[shipped.tok.mask_id] * 16])
+        span_pos = torch.arange(len(ids), len(ids) + 16)[None]
+        probs = []
+        for m in (shipped, fp32):
+            with torch.inference_mode():
+                cache = m.net.encode_context(ctx, pos)
+                probs.append(m.net.span_forward(span, span_pos, cache).softmax(-1))
+        tv.append(float((0.5 * (probs[0] - probs[1]).abs().sum(-1)).mean()))
+        agree.append(float((probs[0].argmax(-1) == probs[1].argmax(-1)).float().mean()))
+    assert sum(tv) / len(tv) < 0.1, tv
+    assert sum(agree) / len(agree) >= 0.8, agree
     with pytest.raises(CheckpointError, match="precision"):
         BuiltinInfiller(None, "cpu", "int4")
