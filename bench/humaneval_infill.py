@@ -58,6 +58,7 @@ SUITE_FILES = {
     "multi": "HumanEval-MultiLineInfilling.jsonl.gz",
 }
 MAX_HOLE = 256  # the infiller's limit on hole budgets
+THRESHOLD_RE = re.compile(r"thr(0?\.\d+)(f?)(?:s(\d+))?")  # thrX, thrXf, thrXsK, thrXfsK
 DEFAULT_CONFIGS = (
     # single-line: the two headline schedules on every 5th task (207), the rest on every 15th (69)
     "single/oracle/ltr@207,single/oracle/thr0.9@207,"
@@ -88,7 +89,7 @@ class Config:
         if self.schedule == "ltr":
             return R.denoise_config("ltr")
         if self.schedule.startswith("thr"):
-            m = re.fullmatch(r"thr(0?\.\d+)(f?)(?:s(\d+))?", self.schedule)
+            m = THRESHOLD_RE.fullmatch(self.schedule)
             return R.denoise_config(
                 "threshold",
                 threshold=float(m.group(1)),
@@ -102,8 +103,8 @@ def parse_configs(text: str, cap: int | None) -> list[Config]:
     out = []
     for spec in filter(None, (s.strip() for s in text.split(","))):
         body, _, count = spec.partition("@")
-        m = re.fullmatch(r"(single|multi)/(oracle|b\d+)/(ltr|thr0?\.\d+f?(?:s\d+)?|fixed\d+)", body)
-        if not m:
+        m = re.fullmatch(r"(single|multi)/(oracle|b\d+)/(ltr|thr\S*|fixed\d+)", body)
+        if not m or (m.group(3).startswith("thr") and not THRESHOLD_RE.fullmatch(m.group(3))):
             raise SystemExit(f"bad config {spec!r}: expected SUITE/LENGTH/SCHEDULE[@N]")
         n = None if count in ("", "all") else int(count)
         if cap is not None:

@@ -168,7 +168,8 @@ class ParafillServer(LanguageServer):
                 cands, pipeline.region_candidates(plan, text, results)
             )
             req = pipeline.fallback_request(req, cands)
-            self.engine.count("fallbacks", int(req is not None))
+            if req is not None:
+                self.engine.count("fallbacks")
         self.log(
             f"completion {plan.kind} {(time.perf_counter() - t0) * 1000:.0f} ms, {len(cands)} item(s)"
         )

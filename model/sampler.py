@@ -205,17 +205,18 @@ def _choose(
     B, S = conf.shape
     n_masked = masked.sum(1)
     if cfg.schedule == "ltr":
-        first = torch.where(masked, torch.arange(S, device=conf.device), S).amin(1)
+        first = first_masked(masked)
         return (torch.arange(S, device=conf.device)[None, :] == first[:, None]) & masked
+    # an even share of the masked slots over the steps left (all of them at the last step)
+    left = max(1, (cfg.steps or 1) - step + 1)
+    share = (n_masked + left - 1) // left
     if cfg.schedule == "fixed":
-        left = max(1, (cfg.steps or 1) - step + 1)
-        k = torch.clamp((n_masked + left - 1) // left, min=1)
+        k = torch.clamp(share, min=1)
     else:  # threshold: every position above it, at least one, and at least a step's share
         above = (conf > cfg.threshold) & masked
         k = torch.clamp(above.sum(1), min=1)
         if cfg.steps is not None:
-            left = max(1, cfg.steps - step + 1)
-            k = torch.maximum(k, (n_masked + left - 1) // left)
+            k = torch.maximum(k, share)
     order = conf.argsort(1, descending=True)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(S, device=conf.device).expand(B, S).contiguous())
