@@ -43,7 +43,8 @@ class ModelUnavailable(RuntimeError):
 
 
 def auto_threads() -> int:
-    """CPU threads for inference: 1 on small machines (the editor needs a core too)."""
+    """Base CPU threads for inference: 1 on small machines (the editor needs a core too); with
+    the auto setting the model adds the cores idle at each forward (model/cpu_threads.py)."""
     cpus = os.cpu_count() or 1
     return 1 if cpus <= SMALL_MACHINE_CPUS else min(4, cpus // 2)
 
@@ -232,6 +233,8 @@ class Engine:
             if self._loader is builtin_loader:
                 set_threads(self.threads)
                 infiller = builtin_loader(model_path, device, precision)
+                # threads 0 (auto): each forward also uses the cores idle at that moment
+                infiller.adaptive_threads = not self.threads
             else:
                 infiller = self._loader(model_path, device)
             trim_memory(collect=True)
@@ -371,6 +374,7 @@ class Engine:
             "device": self.model_device or self.device,
             "precision": getattr(self.infiller, "precision", None),
             "threads": self.threads or auto_threads(),
+            "adaptiveThreads": bool(getattr(self.infiller, "adaptive_threads", False)),
             "loadSeconds": None if self.load_seconds is None else round(self.load_seconds, 3),
             "requests": s.requests,
             "completed": s.completed,

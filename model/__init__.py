@@ -3,3 +3,5 @@
 Never imports lsp_server or lsprotocol. The server reaches the model only through
 `model.interface` (the seam) and `model.infill.load_infiller`.
 """
+
+from model import cpu_threads  # noqa: E402,F401  (sets libgomp's spin count before torch loads)

@@ -189,6 +189,9 @@ class BuiltinInfiller:
         # K/V from the last full step (model/span_step.py); None: every step runs the whole span
         self.span_block: int | None = SPAN_BLOCK
         self.stale_ends = True
+        # CPU: a full context encode widens onto the cores idle then (model/cpu_threads.py);
+        # False: keep torch's thread count as set (a fixed `threads` setting)
+        self.adaptive_threads = True
 
     def _set_precision(self, precision: str | None) -> str:
         """Apply `precision`: "auto" is int8 weights on CPU where torch has the quantized engine
@@ -245,10 +248,11 @@ class BuiltinInfiller:
         ctx_ids, ctx_pos, slots = place([pre, *mids, suf], budgets)
         return ctx_ids, ctx_pos, slots, [min(h.min_tokens, b) for h, b in zip(holes, budgets)]
 
-    def _encode(self, ids: list[int], pos: list[int]):
+    def _encode(self, ids: list[int], pos: list[int], fit: Callable[[int], object] = len):
         """(context cache, whether it was built from a kept full encode). The kept bases are
         tried most recent first (a diff against one that shares little costs about 2 ms); one
-        that serves moves to the front; a full encode becomes the newest base."""
+        that serves moves to the front; a full encode becomes the newest base. `fit` runs
+        before the forward (model/cpu_threads.py)."""
         import torch
 
         from model.context_reuse import Base, reuse
@@ -260,6 +264,7 @@ class BuiltinInfiller:
                 if cache is not None:
                     self.bases.insert(0, self.bases.pop(k))
                     return cache, True
+        fit(len(ids))
         cache = self.net.encode_context(  # an empty context gives (1, 0) tensors
             torch.tensor([ids], dtype=torch.long, device=self.device),
             torch.tensor([pos], dtype=torch.long, device=self.device),
@@ -315,6 +320,7 @@ class BuiltinInfiller:
     ) -> list[InfillResult]:
         import torch
 
+        from model.cpu_threads import Fitter
         from model.sampler import Cancelled, denoise
 
         ctx_ids, ctx_pos, holes_abs, min_tokens = self._layout(req)
@@ -340,9 +346,11 @@ class BuiltinInfiller:
         dev = self.device
         gen = torch.Generator(device=dev)
         gen.manual_seed(0 if req.seed is None else int(req.seed))
-        with self.lock, torch.inference_mode():
+        cpu = self.adaptive_threads and self.device.type == "cpu"
+        with self.lock, torch.inference_mode(), Fitter(cpu) as fitter:
             t0 = time.perf_counter()
-            cache, reused = self._encode(ctx_ids, ctx_pos)
+            cache, reused = self._encode(ctx_ids, ctx_pos, fitter.fit)
+            fitter.fit(0)  # the span steps: back to the base threads
             t1 = time.perf_counter()
             step_fn = self.span_step(cache, span_pos, rel, cfg)
             try:

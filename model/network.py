@@ -257,10 +257,13 @@ class ParafillForMaskedDiffusion(ParafillPreTrainedModel):
         keys, values = [], []
         x = self.embed(ctx_ids)
         rot = self._rot(ctx_pos, x.dtype)
+        last = len(self.blocks) - 1
         for i, blk in enumerate(self.blocks):
             q, k, v = blk.qkv_heads(x, rot)
             keys.append(k)
             values.append(v)
+            if i == last:  # the last layer's output is never read: only its K/V are
+                break
             if known is not None and known.length:
                 k = torch.cat([known.keys[i], k], 2)
                 v = torch.cat([known.values[i], v], 2)

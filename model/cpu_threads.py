@@ -1,0 +1,82 @@
+"""CPU threads for a request's one large forward: its context encoded in full.
+
+Owns: the OpenMP spin default (GOMP_SPINCOUNT, read when torch loads libgomp), finding the cores
+that are idle at this moment (/proc/loadavg's count of runnable threads), and `Fitter`, which
+sets torch's intra-op threads for each forward of a request (the base count plus the idle cores
+for a forward of WIDE_MIN_TOKENS or more, the base count otherwise) and restores the base count
+when the request ends.
+
+Why: on a 2-core machine a second thread pays off only while the other core is free. Measured
+here (int8, one 400-token context encode / one 16-token span step): 113-116 / 12.4 ms on one
+thread; on two, with the other core idle, 69-80 / 9.2 ms; with the other core busy, two threads
+took 266-270 ms for the encode under libgomp's default spinning, and 141 / 23-24 ms with a spin
+count of 1000 (passive waiting, 124-128 ms busy, lost a third of the idle gain: 93-101 ms). So a
+forward widens only onto cores idle when it starts, and waiting threads spin briefly. The span
+steps stay on the base threads: in the LSP replay (bench/lsp_latency.py) the editor's client and
+the server's own thread wake with every keystroke, and widening the steps too made line fills
+slower (model time p50 100 ms against 73 ms for one thread, back to back).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")  # before torch loads libgomp (model/__init__.py)
+
+MAX_THREADS = 4
+WIDE_MIN_TOKENS = 128  # smaller forwards (span steps, partial re-encodes) stay on the base threads
+
+
+def idle_cores() -> int:
+    """Cores with nothing runnable on them now: CPUs minus the runnable threads (the caller
+    included) in /proc/loadavg; 0 where that file is missing (not Linux)."""
+    try:
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return max(0, (os.cpu_count() or 1) - running)
+
+
+def fitted(base: int, idle: int, cpus: int) -> int:
+    """Threads for a forward: `base` plus the idle cores, at most min(MAX_THREADS, cpus), never
+    fewer than `base`."""
+    return max(base, min(MAX_THREADS, cpus, base + idle))
+
+
+class Fitter:
+    """`fit()` before each forward sets the threads for the idle cores; used as a context manager
+    around one request, it restores the base count at the end. Disabled, it does nothing (a
+    fixed thread setting, or a GPU)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.base = self.current = 1
+
+    def __enter__(self) -> Fitter:
+        if self.enabled:
+            import torch
+
+            self.base = self.current = torch.get_num_threads()
+        return self
+
+    def fit(self, tokens: int) -> int:
+        """Set the threads for a forward over `tokens` tokens; return them."""
+        if not self.enabled:
+            return self.current
+        n = self.base
+        if tokens >= WIDE_MIN_TOKENS:
+            n = fitted(self.base, idle_cores(), os.cpu_count() or 1)
+        if n != self.current:
+            import torch
+
+            torch.set_num_threads(n)
+            self.current = n
+        return n
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled and self.current != self.base:
+            import torch
+
+            torch.set_num_threads(self.base)
+            self.current = self.base
