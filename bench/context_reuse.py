@@ -18,9 +18,9 @@ import statistics
 from pathlib import Path
 
 import infill_runner as R
-import torch
 from dev_infill import make_tasks
 
+from model import cpu_threads
 from model.infill import PRECISIONS, load_infiller
 from model.interface import Hole, InfillRequest
 
@@ -32,11 +32,13 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=150)
     ap.add_argument("--budget", type=int, default=24)
     ap.add_argument("--precision", default="auto", choices=PRECISIONS)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads; 0: automatic, as the server"
+    )
     ap.add_argument("--out", type=Path, default=Path("bench/results/context_reuse.json"))
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
     m = load_infiller(precision=a.precision)
+    cpu_threads.apply(m, a.threads)  # 0: automatic, as the server
     same = total = 0
     exact = {"full": 0, "reuse": 0}
     ms: dict[str, list[float]] = {"full": [], "reuse": []}

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from model import cpu_threads
 from model.data import EVAL_EXCLUDE_PACKAGES
 from model.infill import PRECISIONS, load_infiller
 from model.interface import Hole, InfillRequest
@@ -125,7 +125,9 @@ def main() -> None:
         default=None,
         help="keep this many context tokens (default: the model's window)",
     )
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads; 0: automatic, as the server"
+    )
     ap.add_argument("--weights", default=None, help="checkpoint directory (default: shipped)")
     ap.add_argument(
         "--span-block",
@@ -139,8 +141,8 @@ def main() -> None:
         help="run the PADs after a fill's end at every step (model/span_step.py's stale_ends off)",
     )
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
     m = load_infiller(a.weights, precision=a.precision)
+    cpu_threads.apply(m, a.threads)  # 0: automatic, as the server
     m.stale_ends = not a.fresh_ends
     if a.span_block >= 0:
         m.span_block = a.span_block or None

@@ -50,6 +50,7 @@ from pathlib import Path
 
 import infill_runner as R
 
+from model import cpu_threads
 from model.interface import Hole, InfillRequest
 
 ROOT = R.ROOT
@@ -382,16 +383,15 @@ def main() -> None:
     ap.add_argument("--subset", type=int, default=None, help="cap every config at N tasks")
     ap.add_argument("--out", default=str(ROOT / "bench/results/humaneval_infill.json"))
     ap.add_argument("--weights", default=None, help="checkpoint directory (default: shipped)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads for the model")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads; 0: automatic, as the server"
+    )
     ap.add_argument("--workers", type=int, default=2, help="programs run at once")
     ap.add_argument("--timeout", type=float, default=5.0, help="seconds per program")
     args = ap.parse_args()
 
-    import torch
-
     from model.infill import load_infiller
 
-    torch.set_num_threads(args.threads)
     configs = parse_configs(args.configs, args.subset)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -401,6 +401,7 @@ def main() -> None:
         print(f"[{time.perf_counter() - t0:6.0f}s] {msg}", flush=True)
 
     m = load_infiller(args.weights)
+    cpu_threads.apply(m, args.threads)  # 0: automatic, as the server
     ex = Executor(args.workers, args.timeout)
     all_tasks = {
         s: load_tasks(Path(args.tasks) / f)

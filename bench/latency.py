@@ -13,10 +13,13 @@ the last full step, model/span_step.py, against "wholespan" where every step run
 the same group layout (bench/infill_runner.py). A cache-off cell whose cached run took more than
 --max-uncached-passes forward passes in total is estimated as passes x one full forward, not run,
 and flagged. Every schedule and the one-token-per-step baseline (ltr) run in the same process, on
-the same samples, one model thread (--threads); medians over the samples, ratios against ltr.
+the same samples, one model thread (--threads; 0 is the server's automatic setting, where a full
+context encode of the cache-on path also takes the idle cores, model/cpu_threads.py); medians
+over the samples, ratios against ltr.
 
     .venv/bin/python bench/latency.py            # about 7 minutes on the shared 2-core machine
     .venv/bin/python bench/latency.py --samples 2 --sizes 64,256
+    .venv/bin/python bench/latency.py --kinds single-line --threads 0 --out ...   # lines only
 Results: bench/results/latency.json
 """
 
@@ -33,6 +36,7 @@ from pathlib import Path
 import infill_runner as R
 import torch
 
+from model import cpu_threads
 from model.interface import Hole, InfillRequest
 
 ROOT = R.ROOT
@@ -168,7 +172,10 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=3, help="stdlib files sampled (at most 6)")
     ap.add_argument("--line-budget", type=int, default=24, help="the server's lineBudget")
     ap.add_argument("--block-budget", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads; 0: automatic, as the server"
+    )
+    ap.add_argument("--kinds", default="single-line,multi-line", help="fill kinds measured")
     ap.add_argument("--max-uncached-passes", type=int, default=40)
     ap.add_argument("--weights", default=None)
     ap.add_argument("--out", default=str(ROOT / "bench/results/latency.json"))
@@ -176,9 +183,9 @@ def main() -> None:
 
     from model.infill import load_infiller
 
-    torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     m = load_infiller(args.weights)
+    cpu_threads.apply(m, args.threads)  # 0: automatic, as the server
     m.reuse_context = False  # every request encodes its context (reuse: bench/context_reuse.py)
     m.infill(InfillRequest(segments=["def f(x):\n", Hole(8), "\n"], schedule="threshold"))  # warm
     rows = []
@@ -186,6 +193,8 @@ def main() -> None:
         ("single-line", args.line_budget, 1),
         ("multi-line", args.block_budget, 4),
     ):
+        if kind not in args.kinds.split(","):
+            continue
         for size in (int(s) for s in args.sizes.split(",")):
             size = min(size, m.max_len - budget)
             pairs = samples(m, args.samples, size, hole_lines)

@@ -11,7 +11,6 @@ import ctypes
 import gc
 import importlib
 import logging
-import os
 import queue
 import threading
 import time
@@ -21,6 +20,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from model import cpu_threads
 from model.interface import (
     CheckpointError,
     Hole,
@@ -32,7 +32,6 @@ from model.interface import (
 
 log = logging.getLogger("parafill.engine")
 Loader = Callable[[str | None, str | None], Infiller]
-SMALL_MACHINE_CPUS = 2  # at or below this, one intra-op thread: a second one only contends
 LATENCY_WINDOW = 500  # recent completions kept for p50/p95
 TYPE_THROUGH_CONTEXT = 2000  # characters around the cursor compared for typing-through
 IDLE, LOADING, READY, ERROR = "idle", "loading", "ready", "error"
@@ -40,21 +39,6 @@ IDLE, LOADING, READY, ERROR = "idle", "loading", "ready", "error"
 
 class ModelUnavailable(RuntimeError):
     """The model could not be loaded; the message says why (e.g. the missing file)."""
-
-
-def auto_threads() -> int:
-    """Base CPU threads for inference: 1 on small machines (the editor needs a core too); with
-    the auto setting the model adds the cores idle at each forward (model/cpu_threads.py)."""
-    cpus = os.cpu_count() or 1
-    return 1 if cpus <= SMALL_MACHINE_CPUS else min(4, cpus // 2)
-
-
-def set_threads(threads: int) -> None:
-    """Set torch's intra-op threads (measured here: 2 threads on a busy 2-core machine were
-    up to 10x slower than 1, from spinning OpenMP workers)."""
-    import torch
-
-    torch.set_num_threads(threads or auto_threads())
 
 
 def _libc():
@@ -231,10 +215,8 @@ class Engine:
         try:
             device = None if device in (None, "auto") else device
             if self._loader is builtin_loader:
-                set_threads(self.threads)
                 infiller = builtin_loader(model_path, device, precision)
-                # threads 0 (auto): each forward also uses the cores idle at that moment
-                infiller.adaptive_threads = not self.threads
+                cpu_threads.apply(infiller, self.threads)  # 0: auto, widening onto idle cores
             else:
                 infiller = self._loader(model_path, device)
             trim_memory(collect=True)
@@ -373,7 +355,7 @@ class Engine:
             "modelPath": self.model_path,
             "device": self.model_device or self.device,
             "precision": getattr(self.infiller, "precision", None),
-            "threads": self.threads or auto_threads(),
+            "threads": self.threads or cpu_threads.base_threads(),
             "adaptiveThreads": bool(getattr(self.infiller, "adaptive_threads", False)),
             "loadSeconds": None if self.load_seconds is None else round(self.load_seconds, 3),
             "requests": s.requests,

@@ -4,4 +4,4 @@ Never imports lsp_server or lsprotocol. The server reaches the model only throug
 `model.interface` (the seam) and `model.infill.load_infiller`.
 """
 
-from model import cpu_threads  # noqa: E402,F401  (sets libgomp's spin count before torch loads)
+from model import cpu_threads  # noqa: F401  (sets libgomp's spin count before torch loads)

@@ -20,11 +20,30 @@ slower (model time p50 100 ms against 73 ms for one thread, back to back).
 from __future__ import annotations
 
 import os
+from typing import Self
 
 os.environ.setdefault("GOMP_SPINCOUNT", "1000")  # before torch loads libgomp (model/__init__.py)
 
 MAX_THREADS = 4
+SMALL_MACHINE_CPUS = 2  # at or below this, a base of one thread: a second one only contends
 WIDE_MIN_TOKENS = 128  # smaller forwards (span steps, partial re-encodes) stay on the base threads
+
+
+def base_threads() -> int:
+    """The automatic base thread count: 1 on small machines (the editor needs a core too), else
+    half the cores, at most MAX_THREADS."""
+    cpus = os.cpu_count() or 1
+    return 1 if cpus <= SMALL_MACHINE_CPUS else min(MAX_THREADS, cpus // 2)
+
+
+def apply(infiller, threads: int) -> None:
+    """Set torch's threads for `infiller`: 0 is automatic (base_threads(), and a full encode
+    widens onto the idle cores); N is exactly N threads, never widened."""
+    import torch
+
+    torch.set_num_threads(threads or base_threads())
+    if hasattr(infiller, "adaptive_threads"):
+        infiller.adaptive_threads = not threads
 
 
 def idle_cores() -> int:
@@ -53,7 +72,7 @@ class Fitter:
         self.enabled = enabled
         self.base = self.current = 1
 
-    def __enter__(self) -> Fitter:
+    def __enter__(self) -> Self:
         if self.enabled:
             import torch
 
