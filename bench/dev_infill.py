@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lsp_server.postprocess import _cut_when_balanced
 from model import cpu_threads
 from model.data import EVAL_EXCLUDE_PACKAGES
 from model.infill import PRECISIONS, load_infiller
@@ -79,7 +80,27 @@ def unseen_files() -> list[Path]:
     return out
 
 
-def make_tasks(n: int, seed: int = 0, n_lines: int = 1) -> list[tuple[str, str, str]]:
+def after_opener(line: str) -> int | None:
+    """Index just after the line's first bracket opener that closes later on the same line
+    with at least 3 characters between (a statement the editor would fill as left open)."""
+    for i, ch in enumerate(line):
+        if ch in "([{":
+            depth = 0
+            for j in range(i, len(line)):
+                depth += line[j] in "([{"
+                depth -= line[j] in ")]}"
+                if depth == 0:
+                    return i + 1 if j - i > 3 else None
+            return None
+    return None
+
+
+def make_tasks(
+    n: int, seed: int = 0, n_lines: int = 1, after_open: bool = False
+) -> list[tuple[str, str, str]]:
+    """(prefix, hidden text, suffix) tasks: the rest of `n_lines` lines after the indentation,
+    or with `after_open` the rest of one line after its first bracket opener (the planner's
+    statement region: the bracket left open, nothing after the cursor)."""
     rng = np.random.default_rng(seed)
     files = [f for f in unseen_files() if 2_000 < f.stat().st_size < 400_000]
     tasks = []
@@ -94,6 +115,13 @@ def make_tasks(n: int, seed: int = 0, n_lines: int = 1) -> list[tuple[str, str, 
         if n_lines > 1 and sum(bool(x.strip()) for x in block) < n_lines:
             continue
         ind = len(line) - len(line.lstrip())
+        if after_open:
+            k = after_opener(line)
+            if k is None or line.lstrip().startswith(("def ", "class ")):
+                continue
+            if any(q in line[:k] for q in "\"'") or line.rstrip().endswith(":"):
+                continue  # inside a string; a header (the block rules apply there)
+            ind = k
         body = "\n".join(block)[ind:]
         pre = "\n".join(lines[:i] + [line[:ind]])
         suf = "\n" + "\n".join(lines[i + n_lines :])
@@ -116,6 +144,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=150)
     ap.add_argument("--budget", type=int, default=24)
     ap.add_argument("--lines", type=int, default=1, help="hide this many lines (1: single-line)")
+    ap.add_argument(
+        "--after-open",
+        action="store_true",
+        help="hide the rest of a line after its first bracket opener (a statement fill)",
+    )
     ap.add_argument("--configs", nargs="*", default=list(CONFIGS))
     ap.add_argument("--out", type=Path, default=Path("bench/results/dev_infill.json"))
     ap.add_argument("--precision", default="auto", choices=PRECISIONS)
@@ -146,7 +179,7 @@ def main() -> None:
     m.stale_ends = not a.fresh_ends
     if a.span_block >= 0:
         m.span_block = a.span_block or None
-    tasks = make_tasks(a.n, n_lines=a.lines)
+    tasks = make_tasks(a.n, n_lines=a.lines, after_open=a.after_open)
     if a.context_tokens:
         tasks = [_trim(m.tok, t, a.context_tokens) for t in tasks]
     rows = {}
@@ -156,12 +189,13 @@ def main() -> None:
         em, em1, steps, toks, ratio, ms, sim = 0, 0, [], [], [], [], []
         for pre, body, suf in tasks:
             t = time.perf_counter()
-            r = m.infill(InfillRequest([pre, Hole(a.budget, single_line=a.lines == 1), suf], **c))[
-                0
-            ]
+            hole = Hole(a.budget, single_line=a.lines == 1 and not a.after_open)
+            r = m.infill(InfillRequest([pre, hole, suf], **c))[0]
             ms.append((time.perf_counter() - t) * 1e3)
             fill = r.fills[0]
-            if a.lines == 1:
+            if a.after_open:  # as the server cuts a statement: where the bracket closes
+                fill = _cut_when_balanced(fill, 1)
+            elif a.lines == 1:
                 fill = fill.split("\n")[0]
             em += fill.strip() == body.strip()
             em1 += fill.strip().split("\n")[0].strip() == body.strip().split("\n")[0].strip()
@@ -187,6 +221,7 @@ def main() -> None:
             {
                 "n": len(tasks),
                 "lines": a.lines,
+                "after_open": a.after_open,
                 "budget": a.budget,
                 "span_block": m.span_block,
                 "stale_ends": m.stale_ends,

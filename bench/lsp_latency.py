@@ -11,7 +11,8 @@ With `--consecutive K`, K consecutive lines are blanked at each place and typed 
 another, an Enter (line break plus the next line's indentation) between them, as when writing new
 code: the line starts after an Enter are reported apart from those at a new place.
 
-Reported: request latency p50/p95 (answered requests; all, and line-start requests), cancelled,
+Reported: request latency p50/p95 (answered requests; all, line-start requests, and by the shape
+of the suggestion returned: single-line or multi-line items), cancelled,
 superseded, cache-hit and typed-through counts, the server's peak RSS, and how well the suggestion
 made at the start of each line matches the real line (exact next line; edit similarity).
 
@@ -106,6 +107,8 @@ class Replay:
         self.latencies: list[float] = []
         self.line_start_latencies: list[float] = []
         self.enter_latencies: list[float] = []  # line starts reached by Enter (--consecutive)
+        # answered requests by the suggestion's shape: "single-line" / "multi-line" items
+        self.by_answer: dict[str, list[float]] = {"single-line": [], "multi-line": []}
         self.cancelled = 0
         self.errors = 0
         self.empty = 0
@@ -152,6 +155,9 @@ class Replay:
         if not items:
             self.empty += 1
             return ""
+        text = items[0].insert_text
+        text = text if isinstance(text, str) else text.value
+        self.by_answer["multi-line" if "\n" in text.strip("\n") else "single-line"].append(ms)
         return items[0].insert_text
 
     async def type_line(
@@ -241,6 +247,10 @@ def pct(data: list[float], q: float) -> float | None:
         return None
     s = sorted(data)
     return round(s[min(len(s) - 1, int(q * len(s)))], 1)
+
+
+def percentiles(data: list[float]) -> dict:
+    return {"p50": pct(data, 0.5), "p95": pct(data, 0.95), "n": len(data)}
 
 
 async def run(args) -> dict:
@@ -347,16 +357,9 @@ async def run(args) -> dict:
             "n": len(replay.latencies),
         },
         "consecutive": run_len,
-        "line_start_latency_ms": {
-            "p50": pct(replay.line_start_latencies, 0.5),
-            "p95": pct(replay.line_start_latencies, 0.95),
-            "n": len(replay.line_start_latencies),
-        },
-        "enter_latency_ms": {
-            "p50": pct(replay.enter_latencies, 0.5),
-            "p95": pct(replay.enter_latencies, 0.95),
-            "n": len(replay.enter_latencies),
-        },
+        "line_start_latency_ms": percentiles(replay.line_start_latencies),
+        "enter_latency_ms": percentiles(replay.enter_latencies),
+        "answer_latency_ms": {k: percentiles(v) for k, v in replay.by_answer.items()},
         "answered_empty": replay.empty,
         "cancelled_client": replay.cancelled,
         "errors": replay.errors,
@@ -426,6 +429,13 @@ def print_table(r: dict) -> None:
         (
             "line start after Enter p50 / p95 (ms)",
             f"{en['p50']} / {en['p95']}  (n={en['n']})" if en["n"] else "-",
+        ),
+        *(
+            (
+                f"answered with a {kind} suggestion p50 / p95 (ms)",
+                f"{v['p50']} / {v['p95']}  (n={v['n']})",
+            )
+            for kind, v in (r.get("answer_latency_ms") or {}).items()
         ),
         (
             "server model time p50 / p95 (ms)",
