@@ -16,11 +16,13 @@ import importlib.util
 import json
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from lsp_server.postprocess import _cut_when_balanced
+from lsp_server.planner import StopRules
+from lsp_server.postprocess import _cut_when_balanced, scope_ended
 from model import cpu_threads
 from model.data import EVAL_EXCLUDE_PACKAGES
 from model.infill import PRECISIONS, load_infiller
@@ -149,6 +151,11 @@ def main() -> None:
         action="store_true",
         help="hide the rest of a line after its first bracket opener (a statement fill)",
     )
+    ap.add_argument(
+        "--scope-ends",
+        action="store_true",
+        help="with --after-open: stop denoising once the bracket has closed (as the server does)",
+    )
     ap.add_argument("--configs", nargs="*", default=list(CONFIGS))
     ap.add_argument("--out", type=Path, default=Path("bench/results/dev_infill.json"))
     ap.add_argument("--precision", default="auto", choices=PRECISIONS)
@@ -182,6 +189,9 @@ def main() -> None:
     tasks = make_tasks(a.n, n_lines=a.lines, after_open=a.after_open)
     if a.context_tokens:
         tasks = [_trim(m.tok, t, a.context_tokens) for t in tasks]
+    ends = None
+    if a.scope_ends and a.after_open:  # the server's check: stop once the bracket has closed
+        ends = partial(scope_ended, stop=StopRules(open_brackets=1))
     rows = {}
     for name in a.configs:
         c = dict(CONFIGS[name])
@@ -189,7 +199,7 @@ def main() -> None:
         em, em1, steps, toks, ratio, ms, sim = 0, 0, [], [], [], [], []
         for pre, body, suf in tasks:
             t = time.perf_counter()
-            hole = Hole(a.budget, single_line=a.lines == 1 and not a.after_open)
+            hole = Hole(a.budget, single_line=a.lines == 1 and not a.after_open, ends=ends)
             r = m.infill(InfillRequest([pre, hole, suf], **c))[0]
             ms.append((time.perf_counter() - t) * 1e3)
             fill = r.fills[0]
@@ -222,6 +232,7 @@ def main() -> None:
                 "n": len(tasks),
                 "lines": a.lines,
                 "after_open": a.after_open,
+                "scope_ends": ends is not None,
                 "budget": a.budget,
                 "span_block": m.span_block,
                 "stale_ends": m.stale_ends,

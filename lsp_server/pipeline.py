@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from functools import partial
 
 from lsp_server import postprocess
 from lsp_server.config import Settings
 from lsp_server.planner import BLOCK, BRACKET, STATEMENT, InfillPlan, Region, plan_holes
 from lsp_server.postprocess import Candidate
 from lsp_server.syntax import Snapshot
-from model.interface import InfillRequest, InfillResult
+from model.interface import Hole, InfillRequest, InfillResult
 
 MULTI_LINE = (BLOCK, STATEMENT)  # region kinds decoded with the frontier end rule
 MARKER_RE = re.compile(r"<\|fill(?::(\d+))?\|>")
@@ -34,7 +35,7 @@ def build_request(
     """The model request for a plan. An `explicit` request (the user asked: an Invoked trigger)
     gets holes of at least one token: an empty fill is a fine answer to typing, not to asking."""
     fields = {
-        "segments": plan.segments(text, min_tokens=1 if explicit else 0),
+        "segments": with_scope_ends(plan, plan.segments(text, min_tokens=1 if explicit else 0)),
         "steps": settings.steps if settings.schedule in ("fixed", "threshold") else None,
         "candidates": candidates,
         "temperature": INVOKED_TEMPERATURE if candidates > 1 else 0.0,
@@ -45,6 +46,21 @@ def build_request(
     }
     fields.update({k: v for k, v in overrides.items() if v is not None})
     return InfillRequest(**fields)
+
+
+def with_scope_ends(plan: InfillPlan, segments: list) -> list:
+    """Each Hole gets its region's scope check (`Hole.ends`): the model may stop denoising a fill
+    once it has run past its region, since the post-processing would cut the rest off."""
+    regions = iter(plan.regions)
+    out = []
+    for s in segments:
+        if isinstance(s, Hole):
+            check = partial(
+                postprocess.scope_ended, stop=next(regions).stop, language=plan.language
+            )
+            s = replace(s, ends=check)
+        out.append(s)
+    return out
 
 
 def region_candidates(

@@ -48,6 +48,14 @@ def cut_to_scope(fill: str, stop: StopRules, language: str = "python") -> str:
     return _trim_trailing(fill)
 
 
+def scope_ended(fill: str, stop: StopRules, language: str = "python") -> bool:
+    """Whether `fill` (a fill's text so far, from its start) already runs past its region's end:
+    cut_to_scope cuts more than trailing whitespace, so whatever follows would be cut off too.
+    The model backend asks this between denoising steps to stop early (Hole.ends)."""
+    fill = strip_special(fill)
+    return len(cut_to_scope(fill, stop, language)) < len(fill.rstrip())
+
+
 def _trim_trailing(fill: str) -> str:
     """Drop trailing whitespace and blank lines (the suffix keeps its own line breaks)."""
     if "\n" not in fill:

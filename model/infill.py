@@ -314,6 +314,31 @@ class BuiltinInfiller:
             stale_ends=self.stale_ends,
         )
 
+    def _ended_fn(self, holes: list[Hole], rel: list[tuple[int, int]]):
+        """The sampler's `ended` check from the holes' `ends` callbacks (None if none has one):
+        each row's hole text from its start up to the first masked slot, decoded and asked."""
+        import torch
+
+        if not any(h.ends for h in holes):
+            return None
+        mask, pad = self.tok.mask_id, self.tok.pad_id
+
+        def ended(x: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros(x.shape[0], len(holes), dtype=torch.bool)
+            rows = x.tolist()
+            for h, (hole, (a, b)) in enumerate(zip(holes, rel)):
+                if hole.ends is None:
+                    continue
+                for r, row in enumerate(rows):
+                    ids = row[a:b]
+                    if mask not in ids:
+                        continue  # nothing left to stop
+                    ids = [i for i in ids[: ids.index(mask)] if i != pad]
+                    out[r, h] = bool(ids) and hole.ends(self.tok.decode(ids))
+            return out.to(x.device)
+
+        return ended
+
     # ------------------------------------------------------------------ the interface
     def infill(
         self, req: InfillRequest, should_stop: Callable[[], bool] = _never
@@ -369,6 +394,7 @@ class BuiltinInfiller:
                     device=dev,
                     line_holes=[h.single_line for h in req.holes],
                     newline_ids=self.tok.newline_ids,
+                    ended=self._ended_fn(req.holes, rel),
                 )
             except Cancelled:
                 raise InfillCancelled() from None

@@ -6,7 +6,7 @@ Pure data definitions; no torch import here so the server can type against it ch
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -14,11 +14,16 @@ from typing import Protocol
 class Hole:
     """One region to fill: up to `max_tokens` tokens (the rest of the budget becomes PAD).
     `single_line`: the fill ends at its line's end, so a line break ends it as PAD does (the
-    denoiser then spends no passes on text that would be cut off)."""
+    denoiser then spends no passes on text that would be cut off).
+    `ends`: called with the fill's text decoded so far from its start (up to the first slot
+    still masked); True means the caller will cut the fill within that text (e.g. the server's
+    scope rules: the bracket closed, the block dedented), so the backend may end the hole there
+    instead of denoising what would be cut off. A backend may ignore it."""
 
     max_tokens: int
     min_tokens: int = 0
     single_line: bool = False
+    ends: Callable[[str], bool] | None = field(default=None, compare=False, repr=False)
 
 
 Segment = str | Hole

@@ -74,10 +74,13 @@ def denoise(
     device: torch.device | str = "cpu",
     line_holes: list[bool] | None = None,
     newline_ids: list[int] | None = None,
+    ended: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> DenoiseOutput:
     """Fill `holes` (slot ranges [a, b) of a span of S = holes[-1][1] slots) for `batch` rows.
     In a hole flagged in `line_holes` a line break ends the fill: the probability of the
-    `newline_ids` tokens is moved onto PAD, so "the line ends here" is one event."""
+    `newline_ids` tokens is moved onto PAD, so "the line ends here" is one event.
+    `ended(x)` -> (B, holes) bool, asked after each step: where True, the hole's fill is over
+    (its caller cuts it within what is committed), and its masked slots become PAD."""
     if cfg.schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {cfg.schedule!r}; expected one of {SCHEDULES}")
     S = max((b for _, b in holes), default=0)
@@ -143,6 +146,11 @@ def denoise(
             commit = _extend_pad_runs(commit, cand, masked, holes, pad_id)
         x = torch.where(commit, cand, x)
         logp_sum += (cand_logp * commit).sum(1)
+        if ended is not None:
+            over = ended(x)
+            for h, (a, b) in enumerate(holes):
+                stop = over[:, h : h + 1] & (x[:, a:b] == mask_id)
+                x[:, a:b] = torch.where(stop, torch.full_like(x[:, a:b], pad_id), x[:, a:b])
         # a committed PAD ends its hole: every later slot of that hole becomes PAD
         for a, b in holes:
             is_pad = x[:, a:b] == pad_id

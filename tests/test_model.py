@@ -162,6 +162,28 @@ def test_line_break_ends_a_single_line_hole_at_the_frontier():
     assert plain.tokens[0, 3].item() == 9  # unflagged: the line break is just a token
 
 
+def test_ended_hole_stops_and_keeps_what_is_committed():
+    """`ended` asked after each step: once it says a hole is over, its masked slots become PAD
+    (no more passes for it); what was committed stays, the other hole goes on."""
+    fn, calls = _random_step_fn(50)
+
+    def no_pad(x):  # random content, never PAD: only `ended` can end a hole early
+        logits = fn(x)
+        logits[..., 0] = -1e9
+        return logits
+
+    def ended(x):
+        return torch.tensor([[(x[0, :8] != 1).sum() >= 2, False]])
+
+    cfg = DenoiseConfig(schedule="ltr")  # one slot a step, left to right across the span
+    out = denoise(no_pad, [(0, 8), (8, 12)], 1, 1, 0, [1, 2], cfg, ended=ended)
+    row = out.tokens[0].tolist()
+    assert 0 not in row[:2] and row[2:8] == [0] * 6  # stopped after two committed slots
+    assert 0 not in row[8:] and 1 not in row  # the other hole was filled to its budget
+    assert out.steps_used == 2 + 4
+    assert torch.equal(out.tokens[0, :2], calls[-1][0, :2])  # committed slots unchanged
+
+
 def test_should_stop_stops_within_one_step():
     fn, calls = _random_step_fn(50)
     n = {"polls": 0}

@@ -12,6 +12,7 @@ from lsp_server.postprocess import (
     drop_repetition,
     drop_suffix_repeat,
     process,
+    scope_ended,
     strip_special,
     syntax_errors,
 )
@@ -140,3 +141,26 @@ def test_process_chain(marked, fills, stop, expected, extend):
     cands = process(fills, stop, prefix, suffix, "python")
     assert [c.text for c in cands] == expected
     assert cands[0].extend == extend
+
+
+@pytest.mark.parametrize(
+    "fill,stop,ended",
+    [
+        ("x + 1", LINE, False),
+        ("x + 1\n", LINE, False),  # only trailing whitespace would be cut
+        ("x + 1\ny", LINE, True),
+        ("a, b", StopRules(open_brackets=1), False),
+        ("a, b)", StopRules(open_brackets=1), False),  # the line may go on: `).strip()`
+        ("a, b)\n", StopRules(open_brackets=1), False),
+        ("a, b)\n    x", StopRules(open_brackets=1), True),
+        ("a, ')'\n    x", StopRules(open_brackets=1), False),  # a closer in a string
+        ("x = 1\n        y", StopRules(dedent_below=4), False),
+        ("x = 1\n    def", StopRules(dedent_below=4), True),
+        ("x = 1\n    ", StopRules(dedent_below=4), False),  # no code on the new line yet
+        ("a, b) + c", BRACKET, True),
+    ],
+)
+def test_scope_ended_once_the_cut_falls_inside_the_text(fill, stop, ended):
+    assert scope_ended(fill, stop) is ended
+    if ended:  # and what follows cannot move the cut: the same cut with more text after it
+        assert cut_to_scope(fill + " more\n   text", stop) == cut_to_scope(fill, stop)
