@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from lsp_server.planner import StopRules
-from lsp_server.postprocess import _cut_when_balanced, scope_ended
+from lsp_server.postprocess import cut_to_scope, scope_ended
 from model import cpu_threads
 from model.data import EVAL_EXCLUDE_PACKAGES
 from model.infill import PRECISIONS, load_infiller
@@ -189,9 +189,10 @@ def main() -> None:
     tasks = make_tasks(a.n, n_lines=a.lines, after_open=a.after_open)
     if a.context_tokens:
         tasks = [_trim(m.tok, t, a.context_tokens) for t in tasks]
+    statement = StopRules(open_brackets=1)  # the planner's rule for a bracket left open
     ends = None
     if a.scope_ends and a.after_open:  # the server's check: stop once the bracket has closed
-        ends = partial(scope_ended, stop=StopRules(open_brackets=1))
+        ends = partial(scope_ended, stop=statement)
     rows = {}
     for name in a.configs:
         c = dict(CONFIGS[name])
@@ -204,7 +205,7 @@ def main() -> None:
             ms.append((time.perf_counter() - t) * 1e3)
             fill = r.fills[0]
             if a.after_open:  # as the server cuts a statement: where the bracket closes
-                fill = _cut_when_balanced(fill, 1)
+                fill = cut_to_scope(fill, statement)
             elif a.lines == 1:
                 fill = fill.split("\n")[0]
             em += fill.strip() == body.strip()

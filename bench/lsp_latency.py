@@ -158,7 +158,7 @@ class Replay:
         text = items[0].insert_text
         text = text if isinstance(text, str) else text.value
         self.by_answer["multi-line" if "\n" in text.strip("\n") else "single-line"].append(ms)
-        return items[0].insert_text
+        return text
 
     async def type_line(
         self, uri: str, version: int, line: int, indent: str, content: str, start: str = "jump"

@@ -248,11 +248,11 @@ class BuiltinInfiller:
         ctx_ids, ctx_pos, slots = place([pre, *mids, suf], budgets)
         return ctx_ids, ctx_pos, slots, [min(h.min_tokens, b) for h, b in zip(holes, budgets)]
 
-    def _encode(self, ids: list[int], pos: list[int], fit: Callable[[int], object] = len):
+    def _encode(self, ids: list[int], pos: list[int], fit: Callable[[int], object] | None = None):
         """(context cache, whether it was built from a kept full encode). The kept bases are
         tried most recent first (a diff against one that shares little costs about 2 ms); one
-        that serves moves to the front; a full encode becomes the newest base. `fit` runs
-        before the forward (model/cpu_threads.py)."""
+        that serves moves to the front; a full encode becomes the newest base. `fit`, if given,
+        sets the threads before a full encode (model/cpu_threads.py's Fitter.fit)."""
         import torch
 
         from model.context_reuse import Base, reuse
@@ -264,7 +264,8 @@ class BuiltinInfiller:
                 if cache is not None:
                     self.bases.insert(0, self.bases.pop(k))
                     return cache, True
-        fit(len(ids))
+        if fit is not None:
+            fit(len(ids))
         cache = self.net.encode_context(  # an empty context gives (1, 0) tensors
             torch.tensor([ids], dtype=torch.long, device=self.device),
             torch.tensor([pos], dtype=torch.long, device=self.device),
