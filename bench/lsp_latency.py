@@ -377,6 +377,7 @@ async def run(args) -> dict:
                 "typedThrough",
                 "contextReused",
                 "fallbacks",
+                "deadlineCuts",
                 "latencyMs",
             )
         },
@@ -406,6 +407,8 @@ def settings_for(args) -> dict:
         settings["precision"] = args.precision
     if args.no_context_reuse:
         settings["contextReuse"] = False
+    if args.deadline_ms is not None:
+        settings["multilineDeadlineMs"] = args.deadline_ms
     if args.log_file:
         settings["logFile"] = args.log_file
     return settings
@@ -450,6 +453,7 @@ def print_table(r: dict) -> None:
         ),
         ("context encodings reused", srv.get("contextReused")),
         ("second decodes (fallback end rule)", srv.get("fallbacks")),
+        ("multi-line fills cut at a finished line by the deadline", srv.get("deadlineCuts")),
         (
             "cancelled (client) / server cancelled / superseded",
             f"{r['cancelled_client']} / {srv['cancelled']} / {srv['superseded']}",
@@ -487,6 +491,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--log-file", default=None, help="the server's log file")
     ap.add_argument("--precision", choices=["auto", "int8", "fp32"], default=None)
     ap.add_argument("--no-context-reuse", action="store_true", help="encode every context in full")
+    ap.add_argument(
+        "--deadline-ms", type=int, default=None, help="server multilineDeadlineMs (0: none)"
+    )
     ap.add_argument(
         "--packages", default=None, help="comma-separated packages (default: EVAL_EXCLUDE_PACKAGES)"
     )

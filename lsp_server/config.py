@@ -32,6 +32,9 @@ class Settings:
     context_tokens: int = 400  # prefix + holes + suffix (tokens; the model window is 512)
     candidates: int = 3  # candidates for an explicitly invoked completion
     debounce_ms: int = 25  # wait this long for more typing before running the model
+    # an as-you-type fill that may span lines ends at its first line end after this long (the
+    # suggestion is its finished lines); explicit requests never have one; 0: no deadline
+    multiline_deadline_ms: int = 300
     languages: tuple[str, ...] = ALL_LANGUAGES + ("*",)  # "*": any other language too
     cache_size: int = 256  # LRU entries
     threads: int = 0  # CPU threads for inference; 0: auto (1 on a 2-core machine)
@@ -117,6 +120,7 @@ FIELDS = {
     "contextTokens": ("context_tokens", _int(32, 8192)),
     "candidates": ("candidates", _int(1, 8)),
     "debounceMs": ("debounce_ms", _int(0, 2000)),
+    "multilineDeadlineMs": ("multiline_deadline_ms", _int(0, 60_000)),
     "languages": ("languages", _languages),
     "cacheSize": ("cache_size", _int(0, 100_000)),
     "threads": ("threads", _int(0, 256)),

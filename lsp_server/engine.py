@@ -140,6 +140,7 @@ class Stats:
     typed_through: int = 0
     context_reused: int = 0  # completions whose context encoding was reused (backend-reported)
     fallbacks: int = 0  # second decodes ending at the most confident place (pipeline.py)
+    deadline_cuts: int = 0  # multi-line fills ended at a line end by the deadline (pipeline.py)
     errors: int = 0
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     by_label: dict = field(default_factory=dict)  # label -> deque of latencies
@@ -335,6 +336,12 @@ class Engine:
                     self._cache.popitem(last=False)
         job.future.set_result(results)
 
+    def uncache(self, req: InfillRequest) -> None:
+        """Drop `req`'s results from the cache: they depended on more than the request (a
+        deadline cut them short), so a later identical request runs the model again."""
+        with self._lock:
+            self._cache.pop(request_key(req), None)
+
     def run(
         self, req: InfillRequest, doc: str = "\0cli", timeout: float | None = None
     ) -> list[InfillResult]:
@@ -366,6 +373,7 @@ class Engine:
             "typedThrough": s.typed_through,
             "contextReused": s.context_reused,
             "fallbacks": s.fallbacks,
+            "deadlineCuts": s.deadline_cuts,
             "errors": s.errors,
             "cacheEntries": len(self._cache),
             "latencyMs": s.summary(),

@@ -2,7 +2,9 @@
 
 Owns: stripping PAD/special-token residue, cutting a fill at its scope end (line end, dedent,
 bracket balance), dropping fills that only repeat the suffix or the next line, dropping degenerate
-repetition, extending the range over characters the editor auto-closed, and ranking candidates by
+repetition, the checks that tell a backend between denoising steps that the rest of a fill cannot
+change the suggestion (fill_ended) or where a fill cut short may stop (whole_lines, clean_break),
+extending the range over characters the editor auto-closed, and ranking candidates by
 tree-sitter errors in prefix + fill + suffix against the context without the fill.
 """
 
@@ -18,6 +20,7 @@ SPECIAL_TOKEN_RE = re.compile(r"<\|(?:mask|pad|eos|bos|endoftext|fim_\w+)\|>|\x0
 AUTO_CLOSED = set(")]}\"'`;,")
 MIN_REPEAT_UNIT = 2  # characters in a repeated unit before it counts as degenerate
 MAX_UNIT_REPEATS = 3  # a unit repeated more often than this in a row is cut
+UNIT_REPEAT_RE = re.compile(rf"([^\n]{{{MIN_REPEAT_UNIT},}}?)\1{{{MAX_UNIT_REPEATS},}}")
 
 
 @dataclass
@@ -54,6 +57,44 @@ def scope_ended(fill: str, stop: StopRules, language: str = "python") -> bool:
     The model backend asks this between denoising steps to stop early (Hole.ends)."""
     fill = strip_special(fill)
     return len(cut_to_scope(fill, stop, language)) < len(fill.rstrip())
+
+
+def repeat_ended(fill: str) -> bool:
+    """Whether `fill` (a fill's text so far) already holds degenerate repetition that
+    drop_repetition cuts within it, so nothing that follows can reach the suggestion: a complete
+    line (one followed by a line break: `x = f` may still grow into `x = f(y)`) that repeats the
+    line before it, or a unit repeated in a row."""
+    fill = strip_special(fill)
+    lines = fill.split("\n")
+    if any(
+        lines[i].strip() and lines[i].strip() == lines[i - 1].strip()
+        for i in range(1, len(lines) - 1)
+    ):
+        return True
+    return any(re.search(r"\w", m.group(1)) for m in UNIT_REPEAT_RE.finditer(fill))
+
+
+def fill_ended(fill: str, stop: StopRules, language: str = "python") -> bool:
+    """The check a backend asks between denoising steps (Hole.ends): the fill so far already runs
+    past its region (scope_ended) or into degenerate repetition (repeat_ended). Either way,
+    `process` gives the same suggestion whatever the model would write next."""
+    return scope_ended(fill, stop, language) or repeat_ended(fill)
+
+
+def whole_lines(fill: str) -> str:
+    """The complete lines of a fill cut short (those followed by a line break): '' when none
+    holds code yet. A line the model was still writing is no suggestion."""
+    head = fill[: fill.rfind("\n") + 1]
+    return head.rstrip() if head.strip() else ""
+
+
+def clean_break(fill: str, language: str = "python") -> bool:
+    """Whether a fill may stop after its last line: no bracket left open and no line that asks
+    for more (a block header's `:`, a `\\` continuation)."""
+    code = _code_only(fill, language)
+    depth = sum((ch in OPENERS) - (ch in CLOSERS) for ch in code)
+    last = code.rstrip().rsplit("\n", 1)[-1]
+    return depth <= 0 and not last.endswith((":", "\\"))
 
 
 def _trim_trailing(fill: str) -> str:
@@ -128,8 +169,7 @@ def drop_repetition(fill: str) -> str:
         if lines[i].strip() and lines[i].strip() == lines[i - 1].strip():
             fill = "\n".join(lines[:i])
             break
-    pattern = re.compile(rf"([^\n]{{{MIN_REPEAT_UNIT},}}?)\1{{{MAX_UNIT_REPEATS},}}")
-    for m in pattern.finditer(fill):
+    for m in UNIT_REPEAT_RE.finditer(fill):
         if re.search(r"\w", m.group(1)):
             return _trim_trailing(fill[: m.start() + len(m.group(1))])
     return fill

@@ -157,7 +157,8 @@ class ParafillServer(LanguageServer):
         tree = doc.tree if selected is None else None
         snapshot = Snapshot(text, tree, doc.language)
         plan = plan_completion(text, cursor, doc.language, snapshot, self.settings.budgets())
-        req = pipeline.build_request(plan, text, self.settings, candidates, explicit=invoked)
+        deadline = 0 if invoked else self.settings.multiline_deadline_ms
+        req = pipeline.build_request(plan, text, self.settings, candidates, invoked, deadline)
         t0 = time.perf_counter()
         cands = None
         while req is not None:
@@ -165,8 +166,11 @@ class ParafillServer(LanguageServer):
             if results is None or doc.version != version:  # failed, cancelled or stale
                 return start, cursor, []
             cands = pipeline.merge_candidates(
-                cands, pipeline.region_candidates(plan, text, results)
+                cands, pipeline.region_candidates(plan, text, results, req=req)
             )
+            if pipeline.deadline_cut(req):
+                self.engine.count("deadline_cuts")
+                self.engine.uncache(req)
             req = pipeline.fallback_request(req, cands)
             if req is not None:
                 self.engine.count("fallbacks")

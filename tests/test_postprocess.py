@@ -8,13 +8,17 @@ import pytest
 from lsp_server.planner import StopRules
 from lsp_server.postprocess import (
     absorb_autoclosed,
+    clean_break,
     cut_to_scope,
     drop_repetition,
     drop_suffix_repeat,
+    fill_ended,
     process,
+    repeat_ended,
     scope_ended,
     strip_special,
     syntax_errors,
+    whole_lines,
 )
 
 LINE = StopRules(single_line=True)
@@ -164,3 +168,77 @@ def test_scope_ended_once_the_cut_falls_inside_the_text(fill, stop, ended):
     assert scope_ended(fill, stop) is ended
     if ended:  # and what follows cannot move the cut: the same cut with more text after it
         assert cut_to_scope(fill + " more\n   text", stop) == cut_to_scope(fill, stop)
+
+
+INSIDE = StopRules(inside_bracket=True)  # a bracket whose closer is on a later line
+
+
+@pytest.mark.parametrize(
+    "fill,ended",
+    [
+        ('action="store",\n        action="store",\n', True),
+        ('action="store",\n        action="store",', False),  # the line may still grow
+        ('action="store",\n        action="store_true",\n', False),
+        ("*,\n    *,\n    *", True),
+        ("x = 1\n\n\ny = 2\n", False),  # blank lines are no repetition
+        ("x = 1\ny = 2\nx = 1\n", False),  # only a line right after itself
+        ("a<|pad|>\na\n", True),  # special-token residue is stripped first
+        ("if x.y() and x.y() and x.y() and x.y() and", True),  # a unit repeated in a row
+        ("if x.y() and x.y() and x.y() and", False),
+        ("    ----------", False),  # no word character in the unit
+    ],
+)
+def test_repeat_ended_once_a_complete_line_repeats(fill, ended):
+    assert repeat_ended(fill) is ended
+
+
+@pytest.mark.parametrize(
+    "fill,stop",
+    [
+        ('action="store",\n        action="store",\n        act', INSIDE),
+        ("x = f(a)\n    x = f(a)\n", StopRules(dedent_below=0)),
+        ("a, b)\n    y", StopRules(open_brackets=1)),
+        ("return x\nreturn x\n", StopRules(max_lines=2)),
+        ("if a.b() and a.b() and a.b() and a.b() and a", StopRules(dedent_below=0)),
+    ],
+)
+def test_an_ended_fill_gets_the_same_suggestion_whatever_follows(fill, stop):
+    """What `fill_ended` promises the backend: process() of the text so far equals process() of
+    any continuation, so stopping the denoiser there changes nothing the user sees."""
+    assert fill_ended(fill, stop)
+    prefix, suffix = "def f(a):\n    ", "\n\nprint(1)\n"
+    want = [c.text for c in process([(fill, 0.0)], stop, prefix, suffix, "python")]
+    for more in ("ion=1)\n", " more\n    text", "\n", ")\n)", 'ion="store",\n' * 3):
+        got = process([(fill + more, 0.0)], stop, prefix, suffix, "python")
+        assert [c.text for c in got] == want
+
+
+@pytest.mark.parametrize(
+    "fill,expected",
+    [
+        ("x = 1\n    y = f(", "x = 1"),
+        ("x = 1\n", "x = 1"),
+        ("x = 1", ""),  # no line finished yet
+        ("\n    ", ""),
+        ("a,\n    b,\n    c", "a,\n    b,"),
+    ],
+)
+def test_whole_lines_keeps_the_finished_lines(fill, expected):
+    assert whole_lines(fill) == expected
+
+
+@pytest.mark.parametrize(
+    "fill,clean",
+    [
+        ("x = f(a)", True),
+        ("port=self.port,", True),
+        ("x = f(a,", False),  # a bracket left open
+        ("for x in y:", False),  # a header with no body
+        ("y = 1 + \\", False),
+        ("s = ':' # (", True),  # brackets and colons in strings and comments do not count
+        ("if (x) {", False),
+    ],
+)
+def test_clean_break_when_nothing_is_left_open(fill, clean):
+    language = "javascript" if "{" in fill else "python"
+    assert clean_break(fill, language) is clean

@@ -192,6 +192,38 @@ async def test_typing_through(client: LanguageClient):
     )
 
 
+async def test_by_its_deadline_an_as_you_type_fill_shows_its_finished_lines(client):
+    """multilineDeadlineMs: arguments on their own lines, typed (automatic trigger) under a 1 ms
+    deadline, come back as the first finished line, which begins the fill given no deadline."""
+    text, line, col = cursor_of(
+        "def connect(host, port, reader, writer):\n    return Connection(\n        host=host,\n"
+        "        |\n    )\n"
+    )
+    uri = "file:///m/deadline.py"
+    open_doc(client, uri, text)
+    texts = {}
+    for ms in (1, 0):
+        client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(
+                settings={"parafill": {"multilineDeadlineMs": ms, "debounceMs": 10}}
+            )
+        )
+        before = await status(client)
+        items = await inline(client, uri, line, col, invoked=False)
+        assert items, ms
+        texts[ms] = items[0].insert_text
+        after = await status(client)
+        assert after["deadlineCuts"] == before["deadlineCuts"] + (ms == 1)
+        assert after["completed"] == before["completed"] + 1  # the cut result was not cached
+        if ms:  # an explicit request is never cut
+            assert await inline(client, uri, line, col, invoked=True)
+            assert (await status(client))["deadlineCuts"] == after["deadlineCuts"]
+    assert "\n" not in texts[1] and texts[0].startswith(texts[1] + "\n")
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"parafill": {"multilineDeadlineMs": 300}})
+    )
+
+
 async def test_configuration_change(client: LanguageClient):
     client.workspace_did_change_configuration(
         types.DidChangeConfigurationParams(

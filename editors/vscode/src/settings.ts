@@ -20,6 +20,7 @@ export const SERVER_KEYS = [
   'contextTokens',
   'candidates',
   'debounceMs',
+  'multilineDeadlineMs',
   'languages',
   'cacheSize',
   'threads',
