@@ -10,6 +10,8 @@ A config is SUITE/LENGTH/SCHEDULE[@N]:
   SUITE     single | multi
   LENGTH    oracle (a Hole of exactly the canonical solution's token count: min = max, capped at 256)
             | bN   (the fixed editor budget of N tokens, e.g. b32 single-line, b128 multi-line)
+            | bNl  (the same, flagged single-line as the server's line hole: a line break ends
+              the fill as PAD does, Hole.single_line)
   SCHEDULE  ltr (one token per step, left to right) | thrX (confidence threshold X, e.g. thr0.9)
             | thrXf (the same, PAD committed only at the fill's frontier: pad_at_frontier)
             | thrXsK (threshold X within at most K steps: each step commits at least an even
@@ -78,7 +80,7 @@ DEFAULT_CONFIGS = (
 @dataclass(frozen=True)
 class Config:
     suite: str
-    length: str  # "oracle" or "bN"
+    length: str  # "oracle", "bN" or "bNl"
     schedule: str  # "ltr" | "thrX" | "fixedK"
     n: int | None  # tasks asked for (None: all)
 
@@ -104,13 +106,13 @@ def parse_configs(text: str, cap: int | None) -> list[Config]:
     out = []
     for spec in filter(None, (s.strip() for s in text.split(","))):
         body, _, count = spec.partition("@")
-        m = re.fullmatch(r"(single|multi)/(oracle|b\d+)/(ltr|thr\S*|fixed\d+)", body)
+        m = re.fullmatch(r"(single|multi)/(oracle|b\d+l?)/(ltr|thr\S*|fixed\d+)", body)
         if not m or (m.group(3).startswith("thr") and not THRESHOLD_RE.fullmatch(m.group(3))):
             raise SystemExit(f"bad config {spec!r}: expected SUITE/LENGTH/SCHEDULE[@N]")
         n = None if count in ("", "all") else int(count)
         if cap is not None:
             n = cap if n is None else min(n, cap)
-        if m.group(2) != "oracle" and int(m.group(2)[1:]) > MAX_HOLE:
+        if m.group(2) != "oracle" and int(m.group(2)[1:].rstrip("l")) > MAX_HOLE:
             raise SystemExit(f"{spec}: budget above {MAX_HOLE} tokens")
         out.append(Config(m.group(1), m.group(2), m.group(3), n))
     return out
@@ -217,16 +219,21 @@ def run_group(m, tasks, configs, length, ex: Executor, log) -> dict[str, list[di
     for done, i in enumerate(order, 1):
         t = tasks[i]
         oracle_n = m.count_tokens(t["canonical_solution"])
-        budget = oracle_budget(m, t) if length == "oracle" else int(length[1:])
-        # oracle: exactly the solution's length (PAD cannot end it early); bN: up to N tokens
-        hole = Hole(max_tokens=budget, min_tokens=budget if length == "oracle" else 0)
-        p = R.prepare(m, [t["prompt"], hole, t["suffix"]])
+        budget = oracle_budget(m, t) if length == "oracle" else int(length[1:].rstrip("l"))
+        # oracle: exactly the solution's length (PAD cannot end it early); bN: up to N tokens;
+        # bNl: up to N tokens of one line, whose line break is the suffix's (as in an editor: the
+        # solutions end with theirs), so a line break ends the fill and is added back to run it
+        line = length.endswith("l")
+        hole = Hole(
+            max_tokens=budget, min_tokens=budget if length == "oracle" else 0, single_line=line
+        )
+        p = R.prepare(m, [t["prompt"], hole, "\n" + t["suffix"] if line else t["suffix"]])
         cache, ctx_ms = R.encode(m, p)
         for c in configs:
             if i not in wanted[c.name]:
                 continue
             f = R.fill_cached(m, p, cache, c.denoise_config())
-            fill = f.fills[0]
+            fill = f.fills[0] + ("\n" if line else "")
             canon = t["canonical_solution"]
             rows[c.name].append(
                 {
