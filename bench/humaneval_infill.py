@@ -429,7 +429,8 @@ def main() -> None:
             "load_average_1min_samples": loads,
             "wall_s": time.perf_counter() - t0,
             "runner_matches_infill": runner_ok,
-            "budgets": "oracle = canonical token count (capped at 256); bN = N tokens",
+            "budgets": "oracle = canonical token count (capped at 256); bN = N tokens; bNl = N tokens"
+            " of one line (single-line hole)",
             "baselines": baselines,
             "results": results,
         }

@@ -107,6 +107,9 @@ class Job:
     stop: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.perf_counter)
     label: str | None = None  # what kind of request (the planner's region kind), for statistics
+    # asked on the worker thread after the run: whether its results may be cached (None: yes);
+    # False when they depended on more than the request (a deadline cut a fill short)
+    cacheable: Callable[[], bool] | None = None
 
     def cancel(self) -> None:
         self.stop.set()
@@ -261,10 +264,16 @@ class Engine:
             setattr(self.stats, stat, getattr(self.stats, stat) + n)
 
     # ---- requests --------------------------------------------------------------------------
-    def submit(self, doc: str, req: InfillRequest, label: str | None = None) -> Job:
+    def submit(
+        self,
+        doc: str,
+        req: InfillRequest,
+        label: str | None = None,
+        cacheable: Callable[[], bool] | None = None,
+    ) -> Job:
         """Queue a request; an older pending/running request for `doc` is superseded."""
         key = request_key(req)
-        job = Job(doc, req, key, label=label)
+        job = Job(doc, req, key, label=label, cacheable=cacheable)
         with self._lock:
             self.stats.requests += 1
             old = self._latest.get(doc)
@@ -330,17 +339,11 @@ class Engine:
         with self._lock:
             self.stats.completed += 1
             self.stats.add_latency(elapsed, job.label)
-            if self.cache_size > 0:
+            if self.cache_size > 0 and (job.cacheable is None or job.cacheable()):
                 self._cache[job.key] = results
                 while len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
         job.future.set_result(results)
-
-    def uncache(self, req: InfillRequest) -> None:
-        """Drop `req`'s results from the cache: they depended on more than the request (a
-        deadline cut them short), so a later identical request runs the model again."""
-        with self._lock:
-            self._cache.pop(request_key(req), None)
 
     def run(
         self, req: InfillRequest, doc: str = "\0cli", timeout: float | None = None

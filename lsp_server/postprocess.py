@@ -14,7 +14,15 @@ import re
 from dataclasses import dataclass
 
 from lsp_server import syntax
-from lsp_server.planner import CLOSERS, OPENERS, StopRules, _code_only, indent_of
+from lsp_server.planner import (
+    _STRING_RE,
+    CLOSERS,
+    OPENERS,
+    StopRules,
+    _code_only,
+    _ends_with_operator,
+    indent_of,
+)
 
 SPECIAL_TOKEN_RE = re.compile(r"<\|(?:mask|pad|eos|bos|endoftext|fim_\w+)\|>|\x00")
 AUTO_CLOSED = set(")]}\"'`;,")
@@ -71,7 +79,8 @@ def repeat_ended(fill: str) -> bool:
         for i in range(1, len(lines) - 1)
     ):
         return True
-    return any(re.search(r"\w", m.group(1)) for m in UNIT_REPEAT_RE.finditer(fill))
+    # process() trims trailing whitespace (cut_to_scope) before it looks for units
+    return any(re.search(r"\w", m.group(1)) for m in UNIT_REPEAT_RE.finditer(fill.rstrip()))
 
 
 def fill_ended(fill: str, stop: StopRules, language: str = "python") -> bool:
@@ -89,12 +98,20 @@ def whole_lines(fill: str) -> str:
 
 
 def clean_break(fill: str, language: str = "python") -> bool:
-    """Whether a fill may stop after its last line: no bracket left open and no line that asks
-    for more (a block header's `:`, a `\\` continuation)."""
-    code = _code_only(fill, language)
+    """Whether a fill may stop after its last line: no bracket or string left open (a quote
+    that survives blanking the complete strings opens one: a docstring's first line) and no last
+    line that asks for more (a block header's `:`, a decorator, a trailing operator or `=`; a
+    trailing comma is fine: arguments one per line)."""
+    # complete strings become a word (so `x = ""` still ends in an operand), comments blanks
+    code = _code_only(_STRING_RE.sub(lambda m: "s" * len(m.group()), fill), language)
     depth = sum((ch in OPENERS) - (ch in CLOSERS) for ch in code)
-    last = code.rstrip().rsplit("\n", 1)[-1]
-    return depth <= 0 and not last.endswith((":", "\\"))
+    last = code.rstrip().rsplit("\n", 1)[-1].strip()
+    asks_more = (
+        last.startswith("@")
+        or last.endswith((":", "="))
+        or (_ends_with_operator(last, language) and not last.endswith(","))
+    )
+    return depth <= 0 and not any(q in code for q in "\"'`") and not asks_more
 
 
 def _trim_trailing(fill: str) -> str:

@@ -89,7 +89,8 @@ class ParafillServer(LanguageServer):
 
     async def run_model(self, uri: str, req, label: str):
         """The engine's results for `req`, or None when it was cancelled or failed (logged)."""
-        job = self.engine.submit(uri, req, label)
+        # a fill the deadline cut short depends on timing, not only on the request: not cached
+        job = self.engine.submit(uri, req, label, lambda: not pipeline.deadline_cut(req))
         try:
             return await asyncio.wrap_future(job.future)
         except asyncio.CancelledError:
@@ -170,7 +171,6 @@ class ParafillServer(LanguageServer):
             )
             if pipeline.deadline_cut(req):
                 self.engine.count("deadline_cuts")
-                self.engine.uncache(req)
             req = pipeline.fallback_request(req, cands)
             if req is not None:
                 self.engine.count("fallbacks")

@@ -186,6 +186,7 @@ INSIDE = StopRules(inside_bracket=True)  # a bracket whose closer is on a later 
         ("if x.y() and x.y() and x.y() and x.y() and", True),  # a unit repeated in a row
         ("if x.y() and x.y() and x.y() and", False),
         ("    ----------", False),  # no word character in the unit
+        ("x and x and x and x and ", False),  # trimmed first, as process() does: 3 repeats
     ],
 )
 def test_repeat_ended_once_a_complete_line_repeats(fill, ended):
@@ -237,6 +238,13 @@ def test_whole_lines_keeps_the_finished_lines(fill, expected):
         ("y = 1 + \\", False),
         ("s = ':' # (", True),  # brackets and colons in strings and comments do not count
         ("if (x) {", False),
+        ('"""Return the files under root.', False),  # a docstring still open
+        ("const s = `first line", False),  # a template literal still open
+        ("total = a +", False),  # a trailing operator
+        ("x = f(a) and", False),
+        ("command = run()", True),  # `and` only as a word
+        ("@property", False),  # a decorator: its function follows
+        ("x =", False),
     ],
 )
 def test_clean_break_when_nothing_is_left_open(fill, clean):

@@ -76,6 +76,8 @@ BLOCK_BODY = StopRules(dedent_below=0)
         ("for x in y:\n        ", False, None),  # a header: its body is still to come
         ("x = f(a,\n      b", False, None),  # a bracket still open
         ("x = 1\n    y = 2\n    z", True, "x = 1\n    y = 2"),
+        ('"""Return the files.\n    Sorted.\n    ', False, None),  # a docstring still open
+        ('"""Return the files."""\n    x = f(', True, '"""Return the files."""'),
     ],
 )
 def test_past_its_deadline_a_fill_ends_at_a_finished_line(fill, ended, kept):
