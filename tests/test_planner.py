@@ -47,6 +47,9 @@ GOLDEN = [
         BRACKET,
         {"inside_bracket": True, "single_line": False},
     ),
+    # typing an argument mid-line, the closer on a later line: the rest of this line
+    ("python", "call(\n    a=1,\n    b=|\n)\n", BRACKET, {"single_line": True}),
+    ("python", "d = {|\n}\n", BRACKET, {"single_line": False}),  # right after the opener
     ("python", "import o|\n", LINE, {"single_line": True}),
     ("python", "def f(x):\n    return |\n", LINE, {"single_line": True}),
     ("python", "def f(x):\n    y = 1\n    |\n    return y\n", LINE, {"single_line": True}),
