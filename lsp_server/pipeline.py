@@ -113,9 +113,13 @@ def with_end_checks(plan: InfillPlan, segments: list, deadline_ms: int = 0) -> l
     return out
 
 
+def _end_checks(req: InfillRequest) -> list[EndCheck]:
+    return [h.ends for h in req.holes if isinstance(h.ends, EndCheck)]
+
+
 def deadline_cut(req: InfillRequest) -> bool:
     """Whether the deadline ended any of the request's fills."""
-    return any(isinstance(h.ends, EndCheck) and h.ends.cut for h in req.holes)
+    return any(check.cut for check in _end_checks(req))
 
 
 def region_candidates(
@@ -154,7 +158,7 @@ def fallback_request(req: InfillRequest, cands: list[Candidate]) -> InfillReques
     not use the frontier rule, or when its deadline has passed (the user is waiting)."""
     if req.end_rule != "frontier" or req.schedule not in (None, "threshold"):
         return None
-    if any(isinstance(h.ends, EndCheck) and h.ends.late() for h in req.holes):
+    if any(check.late() for check in _end_checks(req)):
         return None
     if cands and cands[0].errors == 0:
         return None

@@ -73,14 +73,10 @@ def repeat_ended(fill: str) -> bool:
     line (one followed by a line break: `x = f` may still grow into `x = f(y)`) that repeats the
     line before it, or a unit repeated in a row."""
     fill = strip_special(fill)
-    lines = fill.split("\n")
-    if any(
-        lines[i].strip() and lines[i].strip() == lines[i - 1].strip()
-        for i in range(1, len(lines) - 1)
-    ):
+    if _repeated_line(fill.split("\n")[:-1]) is not None:  # the last piece may still grow
         return True
     # process() trims trailing whitespace (cut_to_scope) before it looks for units
-    return any(re.search(r"\w", m.group(1)) for m in UNIT_REPEAT_RE.finditer(fill.rstrip()))
+    return _repeated_unit(fill.rstrip()) is not None
 
 
 def fill_ended(fill: str, stop: StopRules, language: str = "python") -> bool:
@@ -182,14 +178,26 @@ def drop_suffix_repeat(fill: str, line_after: str, suffix: str) -> str:
 def drop_repetition(fill: str) -> str:
     """Cut degenerate repetition: a line repeated right after itself, or a unit repeated in a row."""
     lines = fill.split("\n")
+    i = _repeated_line(lines)
+    if i is not None:
+        fill = "\n".join(lines[:i])
+    m = _repeated_unit(fill)
+    if m is not None:
+        return _trim_trailing(fill[: m.start() + len(m.group(1))])
+    return fill
+
+
+def _repeated_line(lines: list[str]) -> int | None:
+    """Index of the first non-blank line that repeats the line right before it."""
     for i in range(1, len(lines)):
         if lines[i].strip() and lines[i].strip() == lines[i - 1].strip():
-            fill = "\n".join(lines[:i])
-            break
-    for m in UNIT_REPEAT_RE.finditer(fill):
-        if re.search(r"\w", m.group(1)):
-            return _trim_trailing(fill[: m.start() + len(m.group(1))])
-    return fill
+            return i
+    return None
+
+
+def _repeated_unit(fill: str) -> re.Match | None:
+    """The first unit (with a word character) repeated more than MAX_UNIT_REPEATS times in a row."""
+    return next((m for m in UNIT_REPEAT_RE.finditer(fill) if re.search(r"\w", m.group(1))), None)
 
 
 def absorb_autoclosed(fill: str, line_after: str) -> tuple[str, int]:
