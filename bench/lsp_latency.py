@@ -11,8 +11,9 @@ With `--consecutive K`, K consecutive lines are blanked at each place and typed 
 another, an Enter (line break plus the next line's indentation) between them, as when writing new
 code: the line starts after an Enter are reported apart from those at a new place.
 
-Reported: request latency p50/p95 (answered requests; all, line-start requests, and by the shape
-of the suggestion returned: single-line or multi-line items), cancelled,
+Reported: request latency p50/p95 (answered requests, from the request to its answer's arrival;
+all, line-start requests, and by the shape of the suggestion returned: single-line or multi-line
+items), cancelled,
 superseded, cache-hit and typed-through counts, the server's peak RSS, and how well the suggestion
 made at the start of each line matches the real line (exact next line; edit similarity).
 
@@ -115,6 +116,7 @@ class Replay:
         self.exact = 0
         self.similarity: list[float] = []
         self.samples: list[dict] = []
+        self.arrived: dict[asyncio.Future, float] = {}  # answered request -> when it arrived
         self._n = 0
 
     async def request(self, uri: str, line: int, col: int) -> tuple[str, asyncio.Future, float]:
@@ -127,12 +129,15 @@ class Replay:
                 trigger_kind=types.InlineCompletionTriggerKind.Automatic
             ),
         )
+        t0 = time.perf_counter()
         fut = asyncio.wrap_future(
             self.client.protocol.send_request(
                 types.TEXT_DOCUMENT_INLINE_COMPLETION, params, msg_id=msg_id
             )
         )
-        return msg_id, fut, time.perf_counter()
+        # the answer's time is when it arrives, not when the replay next looks (after a keystroke)
+        fut.add_done_callback(lambda _: self.arrived.setdefault(fut, time.perf_counter()))
+        return msg_id, fut, t0
 
     async def settle(self, fut: asyncio.Future, t0: float, line_start: str = "") -> str | None:
         """Await a request; record its latency (and, with `line_start` "jump" or "enter", as a
@@ -140,12 +145,13 @@ class Replay:
         try:
             res = await fut
         except Exception as exc:  # noqa: BLE001 - any error response counts, by kind
+            self.arrived.pop(fut, None)
             if "cancel" in str(exc).lower():
                 self.cancelled += 1
             else:
                 self.errors += 1
             return None
-        ms = (time.perf_counter() - t0) * 1000
+        ms = (self.arrived.pop(fut, time.perf_counter()) - t0) * 1000
         self.latencies.append(ms)
         if line_start == "jump":
             self.line_start_latencies.append(ms)

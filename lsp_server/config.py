@@ -31,7 +31,9 @@ class Settings:
     block_budget: int = 96  # mask tokens for a block body
     context_tokens: int = 400  # prefix + holes + suffix (tokens; the model window is 512)
     candidates: int = 3  # candidates for an explicitly invoked completion
-    debounce_ms: int = 25  # wait this long for more typing before running the model
+    # a request within this long of the one before (a burst of keys) waits this long for more
+    # typing before running the model; the first request after a pause runs at once
+    debounce_ms: int = 25
     # an as-you-type fill that may span lines ends at its first line end after this long (the
     # suggestion is its finished lines); explicit requests never have one; 0: no deadline
     multiline_deadline_ms: int = 300

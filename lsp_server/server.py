@@ -45,6 +45,7 @@ class ParafillServer(LanguageServer):
         self.engine = Engine(loader, settings.cache_size, settings.threads)
         self.typing = TypingThrough()
         self.pending: dict[str, int] = {}  # uri -> newest request ticket (debounce/supersede)
+        self.last_automatic: dict[str, float] = {}  # uri -> when its last automatic request came
         self.reported_load_error = False
         self.started = time.time()
 
@@ -115,6 +116,16 @@ class ParafillServer(LanguageServer):
         return doc
 
     # ---- completion core -------------------------------------------------------------------
+    def in_burst(self, uri: str) -> bool:
+        """Whether an automatic request for `uri` comes within `debounceMs` of the one before
+        (a burst of keystrokes): it then waits that long for more typing. The first request of a
+        burst runs at once (a leading-edge debounce): after a pause the wait would only add its
+        length to the answer, and if more typing follows, the newer request supersedes it."""
+        now = time.monotonic()
+        last, self.last_automatic[uri] = self.last_automatic.get(uri), now
+        wait = self.settings.debounce_ms / 1000
+        return wait > 0 and last is not None and now - last < wait
+
     async def complete_at(
         self, doc: Document, pos: types.Position, invoked: bool, selected=None
     ) -> tuple[int, int, list]:
@@ -134,6 +145,7 @@ class ParafillServer(LanguageServer):
     ) -> tuple[int, int, list]:
         """(insert start, cursor, candidates) for a cursor; empty when superseded or unusable."""
         uri = doc.uri
+        burst = not invoked and self.in_burst(uri)
         ticket = self.pending.get(uri, 0) + 1
         self.pending[uri] = ticket
         text, version = doc.text, doc.version
@@ -150,7 +162,7 @@ class ParafillServer(LanguageServer):
             if through:
                 self.engine.count("typed_through")
                 return start, cursor, [_with_text(c, rest) for c, rest in through]
-        if not invoked and self.settings.debounce_ms:
+        if burst:
             await asyncio.sleep(self.settings.debounce_ms / 1000)
             if self.pending.get(uri) != ticket or doc.version != version:
                 self.engine.count("superseded")
@@ -249,6 +261,7 @@ def create_server(loader=builtin_loader) -> ParafillServer:
         ls.docs.close(params.text_document.uri)
         ls.typing.forget(params.text_document.uri)
         ls.pending.pop(params.text_document.uri, None)
+        ls.last_automatic.pop(params.text_document.uri, None)
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: ParafillServer, params: types.InlineCompletionParams):

@@ -248,11 +248,18 @@ class BuiltinInfiller:
         ctx_ids, ctx_pos, slots = place([pre, *mids, suf], budgets)
         return ctx_ids, ctx_pos, slots, [min(h.min_tokens, b) for h, b in zip(holes, budgets)]
 
-    def _encode(self, ids: list[int], pos: list[int], fit: Callable[[int], object] | None = None):
+    def _encode(
+        self,
+        ids: list[int],
+        pos: list[int],
+        fit: Callable[[int], object] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ):
         """(context cache, whether it was built from a kept full encode). The kept bases are
         tried most recent first (a diff against one that shares little costs about 2 ms); one
         that serves moves to the front; a full encode becomes the newest base. `fit`, if given,
-        sets the threads before a full encode (model/cpu_threads.py's Fitter.fit)."""
+        sets the threads before a full encode (model/cpu_threads.py's Fitter.fit); a full encode
+        stops between layers once `should_stop` says so (InfillCancelled; no base is kept)."""
         import torch
 
         from model.context_reuse import Base, reuse
@@ -269,6 +276,7 @@ class BuiltinInfiller:
         cache = self.net.encode_context(  # an empty context gives (1, 0) tensors
             torch.tensor([ids], dtype=torch.long, device=self.device),
             torch.tensor([pos], dtype=torch.long, device=self.device),
+            should_stop=should_stop,
         )
         # the base keeps the K/V only, not the span buffers this request's steps will add
         base = Base(ids, pos, ContextCache(cache.keys, cache.values))
@@ -375,7 +383,7 @@ class BuiltinInfiller:
         cpu = self.adaptive_threads and self.device.type == "cpu"
         with self.lock, torch.inference_mode(), Fitter(cpu) as fitter:
             t0 = time.perf_counter()
-            cache, reused = self._encode(ctx_ids, ctx_pos, fitter.fit)
+            cache, reused = self._encode(ctx_ids, ctx_pos, fitter.fit, should_stop)
             fitter.fit(0)  # the span steps: back to the base threads
             t1 = time.perf_counter()
             step_fn = self.span_step(cache, span_pos, rel, cfg)

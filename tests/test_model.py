@@ -248,6 +248,26 @@ def test_infiller_honours_should_stop(shipped):
         )
 
 
+def test_a_full_context_encode_stops_between_layers(shipped):
+    """A superseded request stops inside its context encode (asked before each layer), keeps no
+    half-made base, and the next request encodes that context in full as usual."""
+    text = "import os\n\n\ndef walk(root):\n    for name in os.listdir(root):\n        "
+    req = InfillRequest([text * 4, Hole(8), "\n"], schedule="ltr")
+    shipped.forget_contexts()
+    asked = []
+
+    def stop_at_third() -> bool:
+        asked.append(1)
+        return len(asked) >= 3
+
+    with pytest.raises(InfillCancelled):
+        shipped.infill(req, should_stop=stop_at_third)
+    assert len(asked) == 3  # layers 1 and 2 ran; the sampler was never reached
+    assert shipped.bases == []
+    assert shipped.infill(req)[0].fills
+    assert shipped.last_timing["context_reused"] is False and len(shipped.bases) == 1
+
+
 def test_bad_requests_are_clear_errors(shipped):
     with pytest.raises(ValueError, match="at least one Hole"):
         shipped.infill(InfillRequest(["no hole"]))

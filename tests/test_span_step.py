@@ -98,9 +98,14 @@ def test_stale_ends_run_up_to_the_end_and_refresh_when_it_moves():
         live[6:12] = False
         # nothing changed since the full step, so the kept K/V are exact
         assert torch.allclose(part[0, live], exact[0, live], atol=1e-5)
-        ids[0, 3:5] = PAD  # the end moves left: refresh again
-        assert torch.equal(step(ids), net.span_forward(ids, pos, cache))
-        assert step.full_steps == 3
+        ids[0, 3:5] = PAD  # the end moves left: the slots live before (0-5 and 12-) run once
+        again = step(ids)
+        assert (step.full_steps, step.partial_steps) == (2, 2)
+        assert torch.count_nonzero(again[0, 6:12]) == 0 and torch.count_nonzero(again[0, 3:6]) > 0
+        step(ids)  # end unchanged: now slots 4-11 are not run
+        assert (step.full_steps, step.partial_steps) == (2, 3)
+        last = step(ids)
+        assert torch.count_nonzero(last[0, 4:12]) == 0 and torch.count_nonzero(last[0, 12:]) > 0
 
 
 def test_block_region_holds_every_rows_window():

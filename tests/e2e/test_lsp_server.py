@@ -241,6 +241,42 @@ async def test_fill_command_errors(client: LanguageClient):
     assert (await status(client))["state"] == "ready"
 
 
+async def test_debounce_waits_only_within_a_burst(client: LanguageClient):
+    """debounceMs is leading-edge: a request after a pause runs at once; one that comes within
+    debounceMs of the request before it (a burst) waits that long for more typing."""
+    uri = "file:///t/debounce.py"
+    text, line, col = cursor_of("# expect: done\nx = |\n")
+    open_doc(client, uri, text)
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"parafill": {"debounceMs": 2000}})
+    )
+    try:
+        assert (await status(client))["settings"]["debounceMs"] == 2000
+        before = await status(client)
+        t0 = time.perf_counter()
+        items = await inline(client, uri, line, col, invoked=False)
+        alone = time.perf_counter() - t0
+        assert items and items[0].insert_text == "done"
+        assert alone < 1.5, f"a request after a pause waited {alone:.2f} s"
+        mid = await status(client)
+        assert mid["requests"] == before["requests"] + 1
+        uri = "file:///t/debounce_burst.py"  # the debounce is per document: a fresh one
+        open_doc(client, uri, text)
+        t0 = time.perf_counter()
+        first = asyncio.ensure_future(inline(client, uri, line, col, invoked=False))
+        second = asyncio.ensure_future(inline(client, uri, line, col, invoked=False))
+        await first
+        assert time.perf_counter() - t0 < 1.5  # the burst's first request did not wait
+        items = await second
+        assert time.perf_counter() - t0 >= 1.9  # the second came within 2 s of it: it waited
+        assert items and items[0].insert_text == "done"
+        assert (await status(client))["requests"] == mid["requests"] + 2  # both reached the engine
+    finally:
+        client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(settings={"parafill": {"debounceMs": 0}})
+        )
+
+
 async def test_superseding_burst(slow_client: LanguageClient):
     uri = "file:///t/burst.py"
     text, line, col = cursor_of("# expect: done\nx = |\n")
