@@ -1,4 +1,5 @@
-"""Development set: typing an argument mid-line inside a bracket whose closer is on a later line.
+"""Development set: typing an argument mid-line (or, with --line-start, beginning a line) inside a
+bracket whose closer is on a later line.
 
 Which plan serves that cursor better: the bracket's multi-line region (48 tokens, decoded in a
 sliding window with the end at the frontier, threshold 0.7: the block/statement rule) or the rest
@@ -45,11 +46,18 @@ PLANS = {  # name -> (budget, stop rules) of the region at the cursor
         BUDGETS.bracket,
         StopRules(single_line=True, inside_bracket=True),
     ),
+    "rest of the line, decoded as a long hole (48, single-line, frontier, window 8, thr0.7)": (
+        BUDGETS.statement,
+        StopRules(single_line=True, inside_bracket=True),
+    ),
 }
 
 
-def make_tasks(n: int, seed: int) -> list[tuple[str, int, str, InfillPlan]]:
-    """(text with the rest of a line hidden, cursor, hidden text, the planner's plan there)."""
+def make_tasks(
+    n: int, seed: int, line_start: bool = False
+) -> list[tuple[str, int, str, InfillPlan]]:
+    """(text with the rest of a line hidden, cursor, hidden text, the planner's plan there).
+    With `line_start` the whole line after its indentation is hidden (a line begun after Enter)."""
     rng = np.random.default_rng(seed)
     files = [f for f in unseen_files() if 2_000 < f.stat().st_size < 400_000]
     tasks = []
@@ -62,7 +70,7 @@ def make_tasks(n: int, seed: int) -> list[tuple[str, int, str, InfillPlan]]:
         line, content = lines[i], lines[i].strip()
         if len(content) < 8 or content.startswith(("#", '"', "'")):
             continue
-        k = len(line) - len(line.lstrip()) + int(rng.integers(1, len(content)))
+        k = len(line) - len(line.lstrip()) + (0 if line_start else int(rng.integers(1, len(content))))
         hidden = line[k:].rstrip()
         start = sum(len(x) + 1 for x in lines[:i])
         cursor = start + k
@@ -78,12 +86,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--line-start", action="store_true", help="the cursor at a line's start, not mid-line"
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0: automatic)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/dev_midline_bracket.json")
     a = ap.parse_args()
     m = load_infiller()
     cpu_threads.apply(m, a.threads)
-    tasks = make_tasks(a.n, a.seed)
+    tasks = make_tasks(a.n, a.seed, a.line_start)
     rows = {name: {"exact": 0, "sim": [], "passes": [], "ms": []} for name in PLANS}
     for text, _cursor, hidden, plan in tasks:
         m.forget_contexts()
@@ -112,7 +123,8 @@ def main() -> None:
         }
         for name, r in rows.items()
     }
-    print(f"{n} tasks (mid-line, inside a bracket that closes on a later line)")
+    where = "at a line start" if a.line_start else "mid-line"
+    print(f"{n} tasks ({where}, inside a bracket that closes on a later line)")
     print("| plan | exact % | edit sim | passes | median ms | p95 ms |\n|---|---|---|---|---|---|")
     for name, v in results.items():
         print(
@@ -120,7 +132,8 @@ def main() -> None:
             f"| {v['median_ms']} | {v['p95_ms']} |"
         )
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    info = {"n": n, "seed": a.seed, **R.run_info(m, a.threads), "results": results}
+    info = {"n": n, "seed": a.seed, "line_start": a.line_start, **R.run_info(m, a.threads)}
+    info["results"] = results
     a.out.write_text(json.dumps(info, indent=2))
 
 
