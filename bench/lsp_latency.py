@@ -327,6 +327,8 @@ async def run(args) -> dict:
             )
             version = 1
             for j, ln in enumerate(chunk):
+                if j and args.pause_ms:  # the user stops at the line's end, then presses Enter
+                    await asyncio.sleep(args.pause_ms / 1000)
                 if j:
                     end = len(indents[j - 1]) + len(chunk[j - 1].strip())
                     version = replay.press_enter(uri, version, target + j - 1, end, indents[j])
@@ -363,6 +365,7 @@ async def run(args) -> dict:
             "n": len(replay.latencies),
         },
         "consecutive": run_len,
+        "pause_ms": args.pause_ms,
         "line_start_latency_ms": percentiles(replay.line_start_latencies),
         "enter_latency_ms": percentiles(replay.enter_latencies),
         "answer_latency_ms": {k: percentiles(v) for k, v in replay.by_answer.items()},
@@ -384,6 +387,8 @@ async def run(args) -> dict:
                 "contextReused",
                 "fallbacks",
                 "deadlineCuts",
+                "prefetched",
+                "prefetchUsed",
                 "latencyMs",
             )
         },
@@ -417,7 +422,13 @@ def settings_for(args) -> dict:
         settings["multilineDeadlineMs"] = args.deadline_ms
     if args.log_file:
         settings["logFile"] = args.log_file
+    if args.no_prefetch:
+        settings["prefetch"] = False
     return settings
+
+
+def _pair(srv: dict, a: str, b: str) -> str:
+    return f"{srv.get(a)} / {srv.get(b)}"
 
 
 def print_table(r: dict) -> None:
@@ -460,6 +471,7 @@ def print_table(r: dict) -> None:
         ("context encodings reused", srv.get("contextReused")),
         ("second decodes (fallback end rule)", srv.get("fallbacks")),
         ("multi-line fills cut at a finished line by the deadline", srv.get("deadlineCuts")),
+        ("next lines prefetched / requests answered by one", _pair(srv, "prefetched", "prefetchUsed")),
         (
             "cancelled (client) / server cancelled / superseded",
             f"{r['cancelled_client']} / {srv['cancelled']} / {srv['superseded']}",
@@ -497,6 +509,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--log-file", default=None, help="the server's log file")
     ap.add_argument("--precision", choices=["auto", "int8", "fp32"], default=None)
     ap.add_argument("--no-context-reuse", action="store_true", help="encode every context in full")
+    ap.add_argument("--no-prefetch", action="store_true", help="no next-line prefetch (server)")
+    ap.add_argument(
+        "--pause-ms", type=float, default=0.0, help="--consecutive: pause at a line's end before Enter"
+    )
     ap.add_argument(
         "--deadline-ms", type=int, default=None, help="server multilineDeadlineMs (0: none)"
     )

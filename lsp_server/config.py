@@ -37,6 +37,9 @@ class Settings:
     # an as-you-type fill that may span lines ends at its first line end after this long (the
     # suggestion is its finished lines); explicit requests never have one; 0: no deadline
     multiline_deadline_ms: int = 300
+    # after a suggestion at a line's end, fill the next line in the background (as if the
+    # suggestion were taken and Enter pressed: lsp_server/prefetch.py); a real request stops it
+    prefetch: bool = True
     languages: tuple[str, ...] = ALL_LANGUAGES + ("*",)  # "*": any other language too
     cache_size: int = 256  # LRU entries
     threads: int = 0  # CPU threads for inference; 0: auto (1 on a 2-core machine)
@@ -123,6 +126,7 @@ FIELDS = {
     "candidates": ("candidates", _int(1, 8)),
     "debounceMs": ("debounce_ms", _int(0, 2000)),
     "multilineDeadlineMs": ("multiline_deadline_ms", _int(0, 60_000)),
+    "prefetch": ("prefetch", _bool),
     "languages": ("languages", _languages),
     "cacheSize": ("cache_size", _int(0, 100_000)),
     "threads": ("threads", _int(0, 256)),

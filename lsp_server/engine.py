@@ -1,5 +1,6 @@
 """The engine owns the model backend: background loading, one worker thread, cancellation,
-superseding per document, an LRU result cache, typing-through, and latency statistics.
+superseding per document, speculative jobs (prefetches that any real request cancels or takes
+over), an LRU result cache, typing-through, and latency statistics.
 
 This is the only module of the server that touches `model/` beyond the interface, and it imports
 `model.infill` lazily inside the loader thread so `initialize` answers at once.
@@ -110,6 +111,9 @@ class Job:
     # asked on the worker thread after the run: whether its results may be cached (None: yes);
     # False when they depended on more than the request (a deadline cut a fill short)
     cacheable: Callable[[], bool] | None = None
+    # a prefetch (lsp_server/prefetch.py): no one waits for it yet; any real request cancels it,
+    # unless it is this very request, which then takes the job over (it stops being speculative)
+    speculative: bool = False
 
     def cancel(self) -> None:
         self.stop.set()
@@ -144,6 +148,8 @@ class Stats:
     context_reused: int = 0  # completions whose context encoding was reused (backend-reported)
     fallbacks: int = 0  # second decodes ending at the most confident place (pipeline.py)
     deadline_cuts: int = 0  # multi-line fills ended at a line end by the deadline (pipeline.py)
+    prefetched: int = 0  # speculative fills started (lsp_server/prefetch.py)
+    prefetch_used: int = 0  # requests answered by one: taken over while running, or cached
     errors: int = 0
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     by_label: dict = field(default_factory=dict)  # label -> deque of latencies
@@ -182,6 +188,7 @@ class Engine:
         self.cache_size = cache_size
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._latest: dict[str, Job] = {}
+        self._prefetched: set[tuple] = set()  # cached keys a speculative job filled, not yet used
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._generation = 0
@@ -270,22 +277,39 @@ class Engine:
         req: InfillRequest,
         label: str | None = None,
         cacheable: Callable[[], bool] | None = None,
+        speculative: bool = False,
     ) -> Job:
-        """Queue a request; an older pending/running request for `doc` is superseded."""
+        """Queue a request; an older pending/running request for `doc` is superseded. A
+        `speculative` one (a prefetch) is cancelled by any later real request, for any document,
+        except the same request for its document, which takes the running job over."""
         key = request_key(req)
-        job = Job(doc, req, key, label=label, cacheable=cacheable)
+        job = Job(doc, req, key, label=label, cacheable=cacheable, speculative=speculative)
         with self._lock:
-            self.stats.requests += 1
             old = self._latest.get(doc)
             if old is not None and not old.future.done():
+                if old.speculative and not speculative and old.key == key:
+                    old.speculative = False
+                    self.stats.requests += 1
+                    self.stats.prefetch_used += 1
+                    return old
                 old.cancel()
-                self.stats.superseded += 1
+                self.stats.superseded += not old.speculative
+            if not speculative:
+                self.stats.requests += 1
+                for other in self._latest.values():
+                    if other.speculative and not other.future.done():
+                        other.cancel()
             cached = self._cache.get(key)
             if cached is not None:
                 self._cache.move_to_end(key)
-                self.stats.cache_hits += 1
                 job.future.set_result(cached)
+                if not speculative:
+                    self.stats.cache_hits += 1
+                    if key in self._prefetched:
+                        self._prefetched.discard(key)
+                        self.stats.prefetch_used += 1
                 return job
+            self.stats.prefetched += speculative
             self._latest[doc] = job
         self._queue.put(job)
         return job
@@ -320,7 +344,7 @@ class Engine:
                     self.stats.context_reused += 1
             log.info(
                 "%s fill %.0f ms (queued %.0f ms), %s passes: %s",
-                job.label or "model",
+                ("prefetch " if job.speculative else "") + (job.label or "model"),
                 elapsed,
                 (t0 - job.submitted) * 1000,
                 results[0].steps_used if results else 0,
@@ -328,7 +352,7 @@ class Engine:
             )
         except InfillCancelled as exc:
             with self._lock:
-                self.stats.cancelled += 1
+                self.stats.cancelled += not job.speculative
             job.future.set_exception(_without_frames(exc))
             return
         except Exception as exc:  # noqa: BLE001 - a backend error goes to the caller's future
@@ -337,12 +361,15 @@ class Engine:
             job.future.set_exception(_without_frames(exc))
             return
         with self._lock:
-            self.stats.completed += 1
-            self.stats.add_latency(elapsed, job.label)
+            if not job.speculative:  # the statistics are of fills someone asked for
+                self.stats.completed += 1
+                self.stats.add_latency(elapsed, job.label)
             if self.cache_size > 0 and (job.cacheable is None or job.cacheable()):
                 self._cache[job.key] = results
+                if job.speculative:
+                    self._prefetched.add(job.key)
                 while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
+                    self._prefetched.discard(self._cache.popitem(last=False)[0])
         job.future.set_result(results)
 
     def run(
@@ -377,6 +404,8 @@ class Engine:
             "contextReused": s.context_reused,
             "fallbacks": s.fallbacks,
             "deadlineCuts": s.deadline_cuts,
+            "prefetched": s.prefetched,
+            "prefetchUsed": s.prefetch_used,
             "errors": s.errors,
             "cacheEntries": len(self._cache),
             "latencyMs": s.summary(),

@@ -1,9 +1,9 @@
 """The pygls server object and its handlers: LSP <-> domain translation only.
 
 Documents live in syntax.DocumentStore, regions come from planner, inference from engine, cleaning
-from postprocess and LSP shapes from convert. Handlers that wait on the model are async: they
-await the engine's future, so `$/cancelRequest` cancels them and the engine stops the job between
-denoising steps.
+from postprocess, the next line to prefetch from prefetch, and LSP shapes from convert. Handlers
+that wait on the model are async: they await the engine's future, so `$/cancelRequest` cancels
+them and the engine stops the job between denoising steps.
 """
 
 from __future__ import annotations
@@ -25,12 +25,14 @@ from lsp_server.config import Settings, parse_settings, to_json
 from lsp_server.engine import Engine, ModelUnavailable, TypingThrough, builtin_loader
 from lsp_server.planner import plan_completion
 from lsp_server.postprocess import Candidate
+from lsp_server.prefetch import after_enter
 from lsp_server.syntax import Document, DocumentStore, Snapshot
 from model.interface import InfillCancelled
 
 NAME, VERSION = "parafill", "0.1.0"
 STATUS_METHOD = "parafill/status"
 FILL_COMMAND = "parafill.fill"
+PREFETCH_IDLE_S = 0.1  # a next-line prefetch starts once the user paused this long
 log = logging.getLogger("parafill")
 
 
@@ -89,11 +91,12 @@ class ParafillServer(LanguageServer):
             self.show(f"parafill: model unavailable: {exc}", types.MessageType.Error)
 
     async def run_model(self, uri: str, req, label: str):
-        """The engine's results for `req`, or None when it was cancelled or failed (logged)."""
-        # a fill the deadline cut short depends on timing, not only on the request: not cached
-        job = self.engine.submit(uri, req, label, lambda: not pipeline.deadline_cut(req))
+        """(results, the request they answer) for `req`, or None when it was cancelled or failed
+        (logged). The request is `req`'s twin from a prefetch when the engine had one under way:
+        its end checks are the ones that ran."""
+        job = self.engine.submit(uri, req, label, _cacheable(req))
         try:
-            return await asyncio.wrap_future(job.future)
+            return await asyncio.wrap_future(job.future), job.request
         except asyncio.CancelledError:
             job.cancel()
             raise
@@ -175,9 +178,10 @@ class ParafillServer(LanguageServer):
         t0 = time.perf_counter()
         cands = None
         while req is not None:
-            results = await self.run_model(uri, req, plan.kind)
-            if results is None or doc.version != version:  # failed, cancelled or stale
+            ran = await self.run_model(uri, req, plan.kind)
+            if ran is None or doc.version != version:  # failed, cancelled or stale
                 return start, cursor, []
+            results, req = ran
             cands = pipeline.merge_candidates(
                 cands, pipeline.region_candidates(plan, text, results, req=req)
             )
@@ -191,7 +195,37 @@ class ParafillServer(LanguageServer):
         )
         if selected is None:
             self.typing.remember(uri, text, cursor, cands)
+            if not invoked and self.settings.prefetch:
+                self.prefetch(doc, text, cursor, cands[0].text if cands else "")
         return start, cursor, cands
+
+    def prefetch(self, doc: Document, text: str, cursor: int, suggestion: str) -> None:
+        """Fill, in the background, the line after this one as the editor will show it once
+        `suggestion` is taken and Enter pressed (lsp_server/prefetch.py): started once the user
+        has paused PREFETCH_IDLE_S after this answer, so that typing on pays nothing for it."""
+        inserted = after_enter(text, cursor, suggestion, doc.language)
+        if inserted is None or doc.binary:
+            return
+        ticket, version = self.pending.get(doc.uri), doc.version
+
+        def start() -> None:
+            if self.pending.get(doc.uri) != ticket or self.docs.get(doc.uri) is not doc:
+                return  # another request came, or the document was closed
+            if doc.version != version:
+                return  # the text changed
+            snap = doc.snapshot_with(cursor, inserted)
+            at = cursor + len(inserted)
+            plan = plan_completion(snap.text, at, doc.language, snap, self.settings.budgets())
+            deadline = self.settings.multiline_deadline_ms
+            req = pipeline.build_request(plan, snap.text, self.settings, 1, False, deadline)
+            self.engine.submit(doc.uri, req, plan.kind, _cacheable(req), speculative=True)
+
+        asyncio.get_running_loop().call_later(PREFETCH_IDLE_S, start)
+
+
+def _cacheable(req):
+    """A fill the deadline cut short depends on timing, not only on the request: not cached."""
+    return lambda: not pipeline.deadline_cut(req)
 
 
 def _with_text(cand: Candidate, text: str) -> Candidate:

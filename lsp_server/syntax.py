@@ -224,6 +224,19 @@ class Document:
         else:
             self.reparse(full=True)
 
+    def snapshot_with(self, offset: int, inserted: str) -> Snapshot:
+        """This document with `inserted` put at `offset`, as a Snapshot; the document itself is
+        unchanged. The tree is a copy of its tree, edited and re-parsed incrementally."""
+        text = self.text[:offset] + inserted + self.text[offset:]
+        tree = None
+        if self.tree is not None and self._parser is not None and len(text) <= MAX_PARSE_CHARS:
+            tree = self.tree.copy()
+            sb, sp = _byte_point(self.text, offset)
+            nb, np_ = _byte_point(text, offset + len(inserted))
+            tree.edit(sb, sb, nb, sp, sp, np_)
+            tree = self._parser.parse(text.encode("utf-8"), tree)
+        return Snapshot(text, tree, self.language)
+
     def reparse(self, full: bool) -> None:
         if len(self.text) > MAX_PARSE_CHARS or self.binary:
             self.tree = None

@@ -61,6 +61,50 @@ def test_newer_request_supersedes_older():
     assert st["superseded"] == 1 and st["cancelled"] == 1 and st["completed"] == 2
 
 
+def test_a_prefetch_is_taken_over_by_the_same_request():
+    engine = Engine(lambda p, d: FakeInfiller(step_delay=0.05, steps=10))
+    engine.load()
+    engine.wait_ready(5)
+    spec = engine.submit("doc", req("# expect: next\n"), speculative=True)
+    time.sleep(0.12)  # running now
+    real = engine.submit("doc", req("# expect: next\n"))
+    assert real is spec and not spec.speculative  # the same job: no new run
+    assert real.future.result(5)[0].fills == ["next"]
+    st = engine.status()
+    assert st["prefetched"] == 1 and st["prefetchUsed"] == 1
+    assert st["requests"] == 1 and st["superseded"] == 0 and st["completed"] == 1
+
+
+def test_a_prefetch_gives_way_to_any_real_request_and_is_not_counted():
+    engine = Engine(lambda p, d: FakeInfiller(step_delay=0.05, steps=10))
+    engine.load()
+    engine.wait_ready(5)
+    spec = engine.submit("doc", req("# expect: guess\n"), speculative=True)
+    time.sleep(0.12)
+    other = engine.submit("other-doc", req("# expect: c\n"))  # another document
+    with pytest.raises(InfillCancelled):
+        spec.future.result(5)
+    assert other.future.result(5)[0].fills == ["c"]
+    st = engine.status()
+    assert (st["prefetched"], st["prefetchUsed"]) == (1, 0)
+    assert st["superseded"] == 0 and st["cancelled"] == 0 and st["completed"] == 1
+    assert st["latencyMs"]["n"] == 1  # statistics are of the fills someone asked for
+
+
+def test_a_finished_prefetch_answers_from_the_cache():
+    engine = Engine(lambda p, d: FakeInfiller())
+    engine.load()
+    engine.wait_ready(5)
+    engine.submit("doc", req("# expect: ready\n"), speculative=True).future.result(5)
+    assert engine.status()["completed"] == 0
+    job = engine.submit("doc", req("# expect: ready\n"))
+    assert job.future.done() and job.future.result()[0].fills == ["ready"]
+    st = engine.status()
+    assert st["cacheHits"] == 1 and st["prefetchUsed"] == 1
+    engine.submit("doc", req("# expect: ready\n")).future.result(5)
+    assert engine.status()["prefetchUsed"] == 1  # a later hit on it is an ordinary cache hit
+
+
 def test_cancel_stops_within_a_step():
     engine = Engine(lambda p, d: FakeInfiller(step_delay=0.1, steps=50))
     engine.load()

@@ -75,6 +75,17 @@ def test_incremental_edits_match_full_parse():
         assert str(doc.tree.root_node) == str(parse(doc.text, "python").root_node)
 
 
+def test_snapshot_with_an_insert_leaves_the_document_as_it_was():
+    text = "def f(x):\n    return é\n\nclass A:\n    pass\n"
+    doc = Document.open("f.py", text, "python")
+    before = str(doc.tree.root_node)
+    at = text.index("é") + 1
+    snap = doc.snapshot_with(at, " + 1\n    y = (")
+    assert snap.text == text[:at] + " + 1\n    y = (" + text[at:]
+    assert str(snap.tree.root_node) == str(parse(snap.text, "python").root_node)
+    assert doc.text == text and str(doc.tree.root_node) == before
+
+
 def test_full_change_and_binary_and_huge():
     doc = Document.open("h.py", "x = 1\n", "python")
     doc.apply_change("y = 2\r\n", None)

@@ -277,6 +277,29 @@ async def test_debounce_waits_only_within_a_burst(client: LanguageClient):
         )
 
 
+async def test_the_next_line_is_prefetched(client: LanguageClient):
+    """After a suggestion at a line's end the server fills, in the background, the line after it
+    as Enter would leave it; taking the suggestion and pressing Enter then finds it ready."""
+    uri = "file:///t/prefetch.py"
+    text, line, col = cursor_of("# expect: go()\nx = |\n")
+    open_doc(client, uri, text)
+    before = await status(client)
+    items = await inline(client, uri, line, col, invoked=False)
+    assert items and items[0].insert_text == "go()"
+    for _ in range(100):  # the prefetch runs after the answer
+        mid = await status(client)
+        if mid["prefetched"] > before["prefetched"] and mid["cacheEntries"] > before["cacheEntries"] + 1:
+            break
+        await asyncio.sleep(0.02)
+    assert mid["prefetched"] == before["prefetched"] + 1 and mid["completed"] == before["completed"] + 1
+    change_doc(client, uri, 2, line, col, line, col, "go()\n")  # take it, press Enter
+    items = await inline(client, uri, line + 1, 0, invoked=False)
+    assert items and items[0].insert_text == "go()"
+    after = await status(client)
+    assert after["prefetchUsed"] == mid["prefetchUsed"] + 1
+    assert after["cacheHits"] == mid["cacheHits"] + 1 and after["completed"] == mid["completed"]
+
+
 async def test_superseding_burst(slow_client: LanguageClient):
     uri = "file:///t/burst.py"
     text, line, col = cursor_of("# expect: done\nx = |\n")

@@ -21,6 +21,7 @@ export const SERVER_KEYS = [
   'candidates',
   'debounceMs',
   'multilineDeadlineMs',
+  'prefetch',
   'languages',
   'cacheSize',
   'threads',
