@@ -114,6 +114,7 @@ class Job:
     # a prefetch (lsp_server/prefetch.py): no one waits for it yet; any real request cancels it,
     # unless it is this very request, which then takes the job over (it stops being speculative)
     speculative: bool = False
+    adopted: float | None = None  # when a real request took the prefetch over (perf_counter)
 
     def cancel(self) -> None:
         self.stop.set()
@@ -217,6 +218,7 @@ class Engine:
             self.state, self.error = LOADING, None
             self.model_path, self.device = model_path, device
             self._cache.clear()
+            self._prefetched.clear()
         threading.Thread(
             target=self._load, args=(gen, model_path, device, precision), daemon=True
         ).start()
@@ -287,11 +289,15 @@ class Engine:
         with self._lock:
             old = self._latest.get(doc)
             if old is not None and not old.future.done():
-                if old.speculative and not speculative and old.key == key:
+                if old.speculative and not speculative and old.key == key and not old.stop.is_set():
                     old.speculative = False
+                    old.adopted = time.perf_counter()
                     self.stats.requests += 1
                     self.stats.prefetch_used += 1
                     return old
+                if speculative and not old.speculative:
+                    job.future.cancel()  # a prefetch never stops a fill someone asked for
+                    return job
                 old.cancel()
                 self.stats.superseded += not old.speculative
             if not speculative:
@@ -350,18 +356,22 @@ class Engine:
                 results[0].steps_used if results else 0,
                 timing,
             )
+        # the future is settled under the lock, so that a request taking a prefetch over (in
+        # submit) sees it either running or done, never done but uncounted
         except InfillCancelled as exc:
             with self._lock:
                 self.stats.cancelled += not job.speculative
-            job.future.set_exception(_without_frames(exc))
+                job.future.set_exception(_without_frames(exc))
             return
         except Exception as exc:  # noqa: BLE001 - a backend error goes to the caller's future
             with self._lock:
                 self.stats.errors += 1
-            job.future.set_exception(_without_frames(exc))
+                job.future.set_exception(_without_frames(exc))
             return
         with self._lock:
             if not job.speculative:  # the statistics are of fills someone asked for
+                if job.adopted is not None:  # a prefetch taken over: the wait since then
+                    elapsed = min(elapsed, (time.perf_counter() - job.adopted) * 1000)
                 self.stats.completed += 1
                 self.stats.add_latency(elapsed, job.label)
             if self.cache_size > 0 and (job.cacheable is None or job.cacheable()):
@@ -370,7 +380,7 @@ class Engine:
                     self._prefetched.add(job.key)
                 while len(self._cache) > self.cache_size:
                     self._prefetched.discard(self._cache.popitem(last=False)[0])
-        job.future.set_result(results)
+            job.future.set_result(results)
 
     def run(
         self, req: InfillRequest, doc: str = "\0cli", timeout: float | None = None
@@ -442,7 +452,8 @@ class TypingThrough:
         self._last.pop(doc, None)
 
     def rest(self, doc: str, text: str, cursor: int) -> list[tuple[Any, str]]:
-        """[(candidate, remaining text)] when what was typed since is a prefix of a candidate."""
+        """[(candidate, remaining text)] when what was typed since is a prefix of a candidate;
+        the remaining text is empty where it was all typed (or taken)."""
         last = self._last.get(doc)
         if last is None or cursor <= last.cursor:
             return []
@@ -454,6 +465,6 @@ class TypingThrough:
         typed = text[c0:cursor]
         out = []
         for cand in last.items:
-            if cand.text.startswith(typed) and len(cand.text) > len(typed):
+            if cand.text.startswith(typed):
                 out.append((cand, cand.text[len(typed) :]))
         return out

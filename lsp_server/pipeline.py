@@ -117,6 +117,13 @@ def _end_checks(req: InfillRequest) -> list[EndCheck]:
     return [h.ends for h in req.holes if isinstance(h.ends, EndCheck)]
 
 
+def take_deadlines(src: InfillRequest, dst: InfillRequest) -> None:
+    """Give `dst` (the same request, already running: a prefetch a request took over) the
+    deadlines of `src`'s end checks. Safe while `dst` runs: each is one attribute store."""
+    for mine, theirs in zip(_end_checks(src), _end_checks(dst)):
+        theirs.deadline = mine.deadline
+
+
 def deadline_cut(req: InfillRequest) -> bool:
     """Whether the deadline ended any of the request's fills."""
     return any(check.cut for check in _end_checks(req))

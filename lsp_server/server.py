@@ -95,6 +95,8 @@ class ParafillServer(LanguageServer):
         (logged). The request is `req`'s twin from a prefetch when the engine had one under way:
         its end checks are the ones that ran."""
         job = self.engine.submit(uri, req, label, _cacheable(req))
+        if job.request is not req:  # a prefetch taken over: from now on, this request's deadline
+            pipeline.take_deadlines(req, job.request)
         try:
             return await asyncio.wrap_future(job.future), job.request
         except asyncio.CancelledError:
@@ -162,9 +164,9 @@ class ParafillServer(LanguageServer):
             return start, cursor, []
         if selected is None:
             through = self.typing.rest(uri, text, cursor)
-            if through:
+            if through:  # (a suggestion typed or taken in full leaves nothing more to suggest)
                 self.engine.count("typed_through")
-                return start, cursor, [_with_text(c, rest) for c, rest in through]
+                return start, cursor, [_with_text(c, rest) for c, rest in through if rest]
         if burst:
             await asyncio.sleep(self.settings.debounce_ms / 1000)
             if self.pending.get(uri) != ticket or doc.version != version:
@@ -196,17 +198,20 @@ class ParafillServer(LanguageServer):
         if selected is None:
             self.typing.remember(uri, text, cursor, cands)
             if not invoked and self.settings.prefetch:
-                self.prefetch(doc, text, cursor, cands[0].text if cands else "")
+                self.prefetch(doc, ticket, text, cursor, cands[0].text if cands else "")
         return start, cursor, cands
 
-    def prefetch(self, doc: Document, text: str, cursor: int, suggestion: str) -> None:
+    def prefetch(
+        self, doc: Document, ticket: int, text: str, cursor: int, suggestion: str
+    ) -> None:
         """Fill, in the background, the line after this one as the editor will show it once
         `suggestion` is taken and Enter pressed (lsp_server/prefetch.py): started once the user
-        has paused PREFETCH_IDLE_S after this answer, so that typing on pays nothing for it."""
+        has paused PREFETCH_IDLE_S after this answer (request `ticket`), so that typing on pays
+        nothing for it. It has no deadline until a request takes it over (pipeline.py)."""
         inserted = after_enter(text, cursor, suggestion, doc.language)
         if inserted is None or doc.binary:
             return
-        ticket, version = self.pending.get(doc.uri), doc.version
+        version = doc.version
 
         def start() -> None:
             if self.pending.get(doc.uri) != ticket or self.docs.get(doc.uri) is not doc:
@@ -216,8 +221,7 @@ class ParafillServer(LanguageServer):
             snap = doc.snapshot_with(cursor, inserted)
             at = cursor + len(inserted)
             plan = plan_completion(snap.text, at, doc.language, snap, self.settings.budgets())
-            deadline = self.settings.multiline_deadline_ms
-            req = pipeline.build_request(plan, snap.text, self.settings, 1, False, deadline)
+            req = pipeline.build_request(plan, snap.text, self.settings, 1, False, 0)
             self.engine.submit(doc.uri, req, plan.kind, _cacheable(req), speculative=True)
 
         asyncio.get_running_loop().call_later(PREFETCH_IDLE_S, start)

@@ -91,6 +91,32 @@ def test_a_prefetch_gives_way_to_any_real_request_and_is_not_counted():
     assert st["latencyMs"]["n"] == 1  # statistics are of the fills someone asked for
 
 
+def test_a_prefetch_never_stops_a_fill_someone_asked_for():
+    engine = Engine(lambda p, d: FakeInfiller(step_delay=0.05, steps=10))
+    engine.load()
+    engine.wait_ready(5)
+    real = engine.submit("doc", req("# expect: asked\n"))
+    time.sleep(0.12)  # running now
+    spec = engine.submit("doc", req("# expect: guess\n"), speculative=True)
+    assert spec.future.cancelled()
+    assert real.future.result(5)[0].fills == ["asked"]
+    st = engine.status()
+    assert st["prefetched"] == 0 and st["superseded"] == 0 and st["completed"] == 1
+
+
+def test_a_stopped_prefetch_is_not_taken_over():
+    engine = Engine(lambda p, d: FakeInfiller(step_delay=0.05, steps=10))
+    engine.load()
+    engine.wait_ready(5)
+    spec = engine.submit("doc", req("# expect: next\n"), speculative=True)
+    time.sleep(0.12)
+    spec.cancel()  # as a real request elsewhere does; it has not reached its next step yet
+    real = engine.submit("doc", req("# expect: next\n"))
+    assert real is not spec
+    assert real.future.result(5)[0].fills == ["next"]
+    assert engine.status()["prefetchUsed"] == 0
+
+
 def test_a_finished_prefetch_answers_from_the_cache():
     engine = Engine(lambda p, d: FakeInfiller())
     engine.load()
@@ -186,6 +212,8 @@ def test_typing_through():
     assert tt.rest("d", "x = cat\ny = 2\n", 7) == []  # typed something else
     assert tt.rest("d", "x = com\ny = 3\n", 7) == []  # suffix changed
     assert tt.rest("d", "z = com\ny = 2\n", 7) == []  # prefix changed
-    assert tt.rest("d", "x = compute(1)\ny = 2\n", 14) == []  # fully typed: nothing left
+    full = tt.rest("d", "x = compute(1)\ny = 2\n", 14)  # typed (or taken) in full
+    assert [(c.text, r) for c, r in full] == [("compute(1)", "")]
+    assert tt.rest("d", "x = compute(1))\ny = 2\n", 15) == []  # typed past it
     tt.forget("d")
     assert tt.rest("d", typed, 7) == []

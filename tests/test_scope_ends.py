@@ -17,6 +17,7 @@ from lsp_server.pipeline import (
     deadline_cut,
     fallback_request,
     region_candidates,
+    take_deadlines,
 )
 from lsp_server.planner import StopRules, plan_completion
 from model.infill import load_infiller
@@ -126,3 +127,13 @@ def test_with_the_shipped_model_a_deadline_shows_the_finished_lines_sooner():
     (full_steps, full), (cut_steps, cut) = out[0], out[1]
     assert "\n" in full and "\n" not in cut and full.startswith(cut + "\n")
     assert cut_steps < full_steps
+
+
+def test_a_request_taking_a_prefetch_over_gives_it_its_deadline():
+    text = "import os\n\n\ndef list_files(root):\n    \n"
+    block = plan_completion(text, text.index("    \n") + 4, "python")
+    prefetch = build_request(block, text, Settings())  # a prefetch runs without a deadline
+    asked = build_request(block, text, Settings(), deadline_ms=100)
+    assert prefetch.holes[0].ends.deadline is None
+    take_deadlines(asked, prefetch)
+    assert prefetch.holes[0].ends.deadline == asked.holes[0].ends.deadline is not None

@@ -292,12 +292,15 @@ async def test_the_next_line_is_prefetched(client: LanguageClient):
             break
         await asyncio.sleep(0.02)
     assert mid["prefetched"] == before["prefetched"] + 1 and mid["completed"] == before["completed"] + 1
-    change_doc(client, uri, 2, line, col, line, col, "go()\n")  # take it, press Enter
+    change_doc(client, uri, 2, line, col, line, col, "go()")  # take it (Tab)
+    assert await inline(client, uri, line, col + 4, invoked=False) == []  # nothing left: no run
+    change_doc(client, uri, 3, line, col + 4, line, col + 4, "\n")  # press Enter
     items = await inline(client, uri, line + 1, 0, invoked=False)
     assert items and items[0].insert_text == "go()"
     after = await status(client)
     assert after["prefetchUsed"] == mid["prefetchUsed"] + 1
     assert after["cacheHits"] == mid["cacheHits"] + 1 and after["completed"] == mid["completed"]
+    assert after["typedThrough"] == mid["typedThrough"] + 1
 
 
 async def test_superseding_burst(slow_client: LanguageClient):
