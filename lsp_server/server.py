@@ -173,10 +173,10 @@ class ParafillServer(LanguageServer):
                 self.engine.count("superseded")
                 return start, cursor, []
         tree = doc.tree if selected is None else None
-        snapshot = Snapshot(text, tree, doc.language)
-        plan = plan_completion(text, cursor, doc.language, snapshot, self.settings.budgets())
         deadline = 0 if invoked else self.settings.multiline_deadline_ms
-        req = pipeline.build_request(plan, text, self.settings, candidates, invoked, deadline)
+        plan, req = self.plan_request(
+            Snapshot(text, tree, doc.language), cursor, candidates, invoked, deadline
+        )
         t0 = time.perf_counter()
         cands = None
         while req is not None:
@@ -201,6 +201,16 @@ class ParafillServer(LanguageServer):
                 self.prefetch(doc, ticket, text, cursor, cands[0].text if cands else "")
         return start, cursor, cands
 
+    def plan_request(
+        self, snapshot: Snapshot, cursor: int, candidates: int, invoked: bool, deadline_ms: int
+    ):
+        """(plan, model request) at a cursor: one path for requests and prefetches, so that a
+        prefetch asks exactly what the request it anticipates will ask (the engine's key)."""
+        text, language = snapshot.text, snapshot.language
+        plan = plan_completion(text, cursor, language, snapshot, self.settings.budgets())
+        req = pipeline.build_request(plan, text, self.settings, candidates, invoked, deadline_ms)
+        return plan, req
+
     def prefetch(
         self, doc: Document, ticket: int, text: str, cursor: int, suggestion: str
     ) -> None:
@@ -219,9 +229,7 @@ class ParafillServer(LanguageServer):
             if doc.version != version:
                 return  # the text changed
             snap = doc.snapshot_with(cursor, inserted)
-            at = cursor + len(inserted)
-            plan = plan_completion(snap.text, at, doc.language, snap, self.settings.budgets())
-            req = pipeline.build_request(plan, snap.text, self.settings, 1, False, 0)
+            plan, req = self.plan_request(snap, cursor + len(inserted), 1, False, 0)
             self.engine.submit(doc.uri, req, plan.kind, _cacheable(req), speculative=True)
 
         asyncio.get_running_loop().call_later(PREFETCH_IDLE_S, start)

@@ -110,13 +110,12 @@ class SpanStep:
         pos = self.span_pos.expand(b, -1)
         live = self.live_slots(ids) if self.stale_ends else None
         active = self.region(ids, live)
+        self.live_then = live
         if active is None or bool(active.all()):
             self.full_steps += 1
             self.starts = self._starts(ids)
-            self.live_then = live
             return self.net.span_forward(ids, pos, self.cache)
         self.partial_steps += 1
-        self.live_then = live
         slots = active.nonzero()[:, 0]
         out = self.net.span_forward(ids[:, slots], pos[:, slots], self.cache, slots, s)
         logits = out.new_zeros(b, s, out.shape[-1])

@@ -18,6 +18,14 @@ def req(prefix: str = "# expect: 1\nx = ", **kw) -> InfillRequest:
     return InfillRequest(segments=[prefix, Hole(8), "\n"], **kw)
 
 
+def ready_engine() -> Engine:
+    """A loaded engine over a fake backend whose fills take 10 steps of 50 ms."""
+    engine = Engine(lambda p, d: FakeInfiller(step_delay=0.05, steps=10))
+    engine.load()
+    engine.wait_ready(5)
+    return engine
+
+
 def test_loads_in_background_and_waits():
     gate = threading.Event()
 
@@ -62,9 +70,7 @@ def test_newer_request_supersedes_older():
 
 
 def test_a_prefetch_is_taken_over_by_the_same_request():
-    engine = Engine(lambda p, d: FakeInfiller(step_delay=0.05, steps=10))
-    engine.load()
-    engine.wait_ready(5)
+    engine = ready_engine()
     spec = engine.submit("doc", req("# expect: next\n"), speculative=True)
     time.sleep(0.12)  # running now
     real = engine.submit("doc", req("# expect: next\n"))
@@ -76,9 +82,7 @@ def test_a_prefetch_is_taken_over_by_the_same_request():
 
 
 def test_a_prefetch_gives_way_to_any_real_request_and_is_not_counted():
-    engine = Engine(lambda p, d: FakeInfiller(step_delay=0.05, steps=10))
-    engine.load()
-    engine.wait_ready(5)
+    engine = ready_engine()
     spec = engine.submit("doc", req("# expect: guess\n"), speculative=True)
     time.sleep(0.12)
     other = engine.submit("other-doc", req("# expect: c\n"))  # another document
@@ -92,9 +96,7 @@ def test_a_prefetch_gives_way_to_any_real_request_and_is_not_counted():
 
 
 def test_a_prefetch_never_stops_a_fill_someone_asked_for():
-    engine = Engine(lambda p, d: FakeInfiller(step_delay=0.05, steps=10))
-    engine.load()
-    engine.wait_ready(5)
+    engine = ready_engine()
     real = engine.submit("doc", req("# expect: asked\n"))
     time.sleep(0.12)  # running now
     spec = engine.submit("doc", req("# expect: guess\n"), speculative=True)
@@ -105,9 +107,7 @@ def test_a_prefetch_never_stops_a_fill_someone_asked_for():
 
 
 def test_a_stopped_prefetch_is_not_taken_over():
-    engine = Engine(lambda p, d: FakeInfiller(step_delay=0.05, steps=10))
-    engine.load()
-    engine.wait_ready(5)
+    engine = ready_engine()
     spec = engine.submit("doc", req("# expect: next\n"), speculative=True)
     time.sleep(0.12)
     spec.cancel()  # as a real request elsewhere does; it has not reached its next step yet
