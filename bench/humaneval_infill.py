@@ -12,6 +12,8 @@ A config is SUITE/LENGTH/SCHEDULE[@N]:
             | bN   (the fixed editor budget of N tokens, e.g. b32 single-line, b128 multi-line)
             | bNl  (the same, flagged single-line as the server's line hole: a line break ends
               the fill as PAD does, Hole.single_line)
+            | bNl+len (the same, ended no sooner than the length signal's estimate, as the
+              server asks by default: model/length.py; bNl is the PAD budget alone)
   SCHEDULE  ltr (one token per step, left to right) | thrX (confidence threshold X, e.g. thr0.9)
             | thrXf (the same, PAD committed only at the fill's frontier: pad_at_frontier)
             | thrXsK (threshold X within at most K steps: each step commits at least an even
@@ -106,16 +108,21 @@ def parse_configs(text: str, cap: int | None) -> list[Config]:
     out = []
     for spec in filter(None, (s.strip() for s in text.split(","))):
         body, _, count = spec.partition("@")
-        m = re.fullmatch(r"(single|multi)/(oracle|b\d+l?)/(ltr|thr\S*|fixed\d+)", body)
+        m = re.fullmatch(r"(single|multi)/(oracle|b\d+l?(?:\+len)?)/(ltr|thr\S*|fixed\d+)", body)
         if not m or (m.group(3).startswith("thr") and not THRESHOLD_RE.fullmatch(m.group(3))):
             raise SystemExit(f"bad config {spec!r}: expected SUITE/LENGTH/SCHEDULE[@N]")
         n = None if count in ("", "all") else int(count)
         if cap is not None:
             n = cap if n is None else min(n, cap)
-        if m.group(2) != "oracle" and int(m.group(2)[1:].rstrip("l")) > MAX_HOLE:
+        if m.group(2) != "oracle" and budget_of(m.group(2)) > MAX_HOLE:
             raise SystemExit(f"{spec}: budget above {MAX_HOLE} tokens")
         out.append(Config(m.group(1), m.group(2), m.group(3), n))
     return out
+
+
+def budget_of(length: str) -> int:
+    """The token budget of a LENGTH spec bN, bNl or bNl+len."""
+    return int(length[1:].removesuffix("+len").rstrip("l"))
 
 
 def subset(total: int, n: int | None) -> list[int]:
@@ -219,11 +226,11 @@ def run_group(m, tasks, configs, length, ex: Executor, log) -> dict[str, list[di
     for done, i in enumerate(order, 1):
         t = tasks[i]
         oracle_n = m.count_tokens(t["canonical_solution"])
-        budget = oracle_budget(m, t) if length == "oracle" else int(length[1:].rstrip("l"))
+        budget = oracle_budget(m, t) if length == "oracle" else budget_of(length)
         # oracle: exactly the solution's length (PAD cannot end it early); bN: up to N tokens;
         # bNl: up to N tokens of one line, whose line break is the suffix's (as in an editor: the
         # solutions end with theirs), so a line break ends the fill and is added back to run it
-        line = length.endswith("l")
+        line = length.removesuffix("+len").endswith("l")
         hole = Hole(
             max_tokens=budget, min_tokens=budget if length == "oracle" else 0, single_line=line
         )
@@ -232,7 +239,7 @@ def run_group(m, tasks, configs, length, ex: Executor, log) -> dict[str, list[di
         for c in configs:
             if i not in wanted[c.name]:
                 continue
-            f = R.fill_cached(m, p, cache, c.denoise_config())
+            f = R.fill_cached(m, p, cache, c.denoise_config(), length=length.endswith("+len"))
             fill = f.fills[0] + ("\n" if line else "")
             canon = t["canonical_solution"]
             rows[c.name].append(

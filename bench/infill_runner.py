@@ -12,7 +12,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,10 +65,18 @@ def encode(m, p: Prepared):
     return cache, (time.perf_counter() - t0) * 1e3
 
 
-def _run(m, p: Prepared, make_step, cfg: DenoiseConfig) -> Fill:
+def _run(m, p: Prepared, make_step, cfg: DenoiseConfig, length: bool = False) -> Fill:
     longest = max(b - a for a, b in p.rel)
     # the infiller's own rule for long holes (model.infill.denoise_config), so both paths agree
     cfg = denoise_config_for(cfg, longest)
+    min_length = length_fn(m, p, cfg) if length else None
+    if min_length is not None:  # the infiller's rule and step for its length signal
+        cfg = replace(
+            cfg,
+            length_rule=m.length_rule,
+            length_step=m.length_step,
+            length_end_prob=m.length_end_prob,
+        )
     step_fn = make_step(cfg)
     t0 = time.perf_counter()
     with torch.inference_mode():
@@ -84,16 +92,25 @@ def _run(m, p: Prepared, make_step, cfg: DenoiseConfig) -> Fill:
             device=m.device,
             line_holes=p.line_holes,
             newline_ids=m.tok.newline_ids,
+            min_length=min_length,
         )
     ms = (time.perf_counter() - t0) * 1e3
     fills = m._render(out.tokens[0], p.rel, show_masks=False)
     return Fill(fills, out.steps_used, int(out.committed[0]), ms)
 
 
-def fill_cached(m, p: Prepared, cache, cfg: DenoiseConfig) -> Fill:
+def fill_cached(m, p: Prepared, cache, cfg: DenoiseConfig, length: bool = False) -> Fill:
     """Denoise over an existing context cache: each step is a forward over the span only, or
-    over the slots that can change, as the infiller runs it (model/span_step.py)."""
-    return _run(m, p, lambda c: m.span_step(cache, p.span_pos, p.rel, c), cfg)
+    over the slots that can change, as the infiller runs it (model/span_step.py). `length`:
+    line holes end no sooner than the length signal's estimate, as the infiller decodes them."""
+    return _run(m, p, lambda c: m.span_step(cache, p.span_pos, p.rel, c), cfg, length)
+
+
+def length_fn(m, p: Prepared, cfg: DenoiseConfig):
+    """The infiller's `min_length` for this layout (None without a length signal)."""
+    holes = [Hole(b - a, single_line=line) for (a, b), line in zip(p.rel, p.line_holes)]
+    schedule = cfg.schedule
+    return m.length_fn(InfillRequest(segments=[*holes], schedule=schedule), p.rel)
 
 
 def fill_uncached(m, p: Prepared, cfg: DenoiseConfig) -> Fill:

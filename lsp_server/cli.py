@@ -59,6 +59,12 @@ def _sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--candidates", type=int, default=1)
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--no-length-estimate",
+        dest="length_estimate",
+        action="store_false",
+        help="end line fills by the PAD budget alone, without the model's length signal",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,7 +177,13 @@ def _settings(args):
 
     s = Settings()
     schedule = args.schedule or ("fixed" if args.steps is not None else s.schedule)
-    return replace(s, schedule=schedule, steps=args.steps, threshold=args.threshold)
+    return replace(
+        s,
+        schedule=schedule,
+        steps=args.steps,
+        threshold=args.threshold,
+        length_estimate=args.length_estimate,
+    )
 
 
 def _request(plan, text: str, settings, args, **extra):

@@ -40,6 +40,9 @@ class Settings:
     # after a suggestion at a line's end, fill the next line in the background (as if the
     # suggestion were taken and Enter pressed: lsp_server/prefetch.py); a real request stops it
     prefetch: bool = True
+    # a line fill ends no sooner than the length the model's length signal reads from its first
+    # step (model/length.py), where the checkpoint has one; false: the PAD budget alone decides
+    length_estimate: bool = True
     languages: tuple[str, ...] = ALL_LANGUAGES + ("*",)  # "*": any other language too
     cache_size: int = 256  # LRU entries
     threads: int = 0  # CPU threads for inference; 0: auto (1 on a 2-core machine)
@@ -127,6 +130,7 @@ FIELDS = {
     "debounceMs": ("debounce_ms", _int(0, 2000)),
     "multilineDeadlineMs": ("multiline_deadline_ms", _int(0, 60_000)),
     "prefetch": ("prefetch", _bool),
+    "lengthEstimate": ("length_estimate", _bool),
     "languages": ("languages", _languages),
     "cacheSize": ("cache_size", _int(0, 100_000)),
     "threads": ("threads", _int(0, 256)),

@@ -135,6 +135,7 @@ def request_key(req: InfillRequest) -> tuple:
         req.seed,
         req.want_trajectory,
         req.end_rule,
+        req.length_estimate,
     )
 
 

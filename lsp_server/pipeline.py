@@ -59,6 +59,7 @@ def build_request(
         "schedule": settings.schedule,
         "threshold": settings.threshold,
         "end_rule": "frontier" if any(r.kind in MULTI_LINE for r in plan.regions) else None,
+        "length_estimate": settings.length_estimate,
     }
     fields.update({k: v for k, v in overrides.items() if v is not None})
     return InfillRequest(**fields)

@@ -211,9 +211,7 @@ class ParafillServer(LanguageServer):
         req = pipeline.build_request(plan, text, self.settings, candidates, invoked, deadline_ms)
         return plan, req
 
-    def prefetch(
-        self, doc: Document, ticket: int, text: str, cursor: int, suggestion: str
-    ) -> None:
+    def prefetch(self, doc: Document, ticket: int, text: str, cursor: int, suggestion: str) -> None:
         """Fill, in the background, the line after this one as the editor will show it once
         `suggestion` is taken and Enter pressed (lsp_server/prefetch.py): started once the user
         has paused PREFETCH_IDLE_S after this answer (request `ticket`), so that typing on pays

@@ -37,6 +37,11 @@ REUSE_MARGIN = 16  # context tokens re-encoded on each side of what changed sinc
 REUSE_LIMIT = 96  # re-encode everything once more than this many context tokens would be
 REUSE_BASES = 4  # full encodes kept to reuse (most recent first): several places / files stay warm
 SPAN_BLOCK = 16  # slots a windowed step runs per hole (model/span_step.py)
+# a line fill ends no sooner than the length its length signal reaches with this probability
+# of having ended (model/length.py's quantile_length; chosen on the dev split, docs/length.md)
+LENGTH_QUANTILE = 0.3
+LENGTH_RULE = "soft"  # model/sampler.py's length_rule for the estimate
+LENGTH_END_PROB = None  # model/sampler.py's length_end_prob (None: the threshold)
 
 
 def denoise_config(
@@ -192,6 +197,17 @@ class BuiltinInfiller:
         # CPU: a full context encode widens onto the cores idle then (model/cpu_threads.py);
         # False: keep torch's thread count as set (a fixed `threads` setting)
         self.adaptive_threads = True
+        # the length signal's quantile (LENGTH_QUANTILE); benches vary it
+        self.length_quantile = LENGTH_QUANTILE
+        self.length_rule = LENGTH_RULE
+        self.length_end_prob = LENGTH_END_PROB
+        # the denoising step whose end curve the head was fitted on (config.json)
+        self.length_step = int(getattr(config, "length_head_step", 1) or 1)
+
+    @property
+    def has_length_signal(self) -> bool:
+        """Whether the checkpoint ships a length head (model/length.py)."""
+        return getattr(self.net, "length_head", None) is not None
 
     def _set_precision(self, precision: str | None) -> str:
         """Apply `precision`: "auto" is int8 weights on CPU where torch has the quantized engine
@@ -348,6 +364,32 @@ class BuiltinInfiller:
 
         return ended
 
+    def length_fn(self, req: InfillRequest, rel: list[tuple[int, int]]):
+        """The sampler's `min_length` for this request: each single-line hole of at most
+        LONG_HOLE slots ends no sooner than its length signal's estimate (None when the request
+        turns it off, the checkpoint has no head, the schedule is one token per step, or no hole
+        is a line)."""
+        import torch
+
+        from model.length import end_curve, quantile_length
+
+        lines = [h.single_line and b - a <= LONG_HOLE for h, (a, b) in zip(req.holes, rel)]
+        if not (req.length_estimate and self.has_length_signal and any(lines)):
+            return None
+        if req.schedule == "ltr":
+            return None
+        head, pad, q = self.net.length_head, self.tok.pad_id, self.length_quantile
+
+        def min_length(logits: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros(logits.shape[0], len(rel), dtype=torch.long, device=logits.device)
+            for h, ((a, b), line) in enumerate(zip(rel, lines)):
+                if line:
+                    end, top = end_curve(logits[:, a:b], pad)
+                    out[:, h] = quantile_length(head.cdf(end, top), q)
+            return out
+
+        return min_length
+
     # ------------------------------------------------------------------ the interface
     def infill(
         self, req: InfillRequest, should_stop: Callable[[], bool] = _never
@@ -368,6 +410,12 @@ class BuiltinInfiller:
             if req.end_rule not in END_RULES:
                 raise ValueError(f"unknown end_rule {req.end_rule!r}; expected one of {END_RULES}")
             options["pad_at_frontier"] = req.end_rule == "frontier"
+        rel, span_pos = span_slots(holes_abs)
+        min_length = self.length_fn(req, rel)
+        if min_length is not None:
+            options.setdefault("length_rule", self.length_rule)
+            options.setdefault("length_step", self.length_step)
+            options.setdefault("length_end_prob", self.length_end_prob)
         cfg = denoise_config(
             schedule,
             req.steps,
@@ -376,7 +424,6 @@ class BuiltinInfiller:
             max(b - a for a, b in holes_abs),
             **options,
         )
-        rel, span_pos = span_slots(holes_abs)
         dev = self.device
         gen = torch.Generator(device=dev)
         gen.manual_seed(0 if req.seed is None else int(req.seed))
@@ -404,6 +451,7 @@ class BuiltinInfiller:
                     line_holes=[h.single_line for h in req.holes],
                     newline_ids=self.tok.newline_ids,
                     ended=self._ended_fn(req.holes, rel),
+                    min_length=min_length,
                 )
             except Cancelled:
                 raise InfillCancelled() from None

@@ -46,6 +46,9 @@ class InfillRequest:
     # fills), "confident" (the most confident end first: shorter fills, fewer passes); None: the
     # backend's default (the built-in one: frontier for long holes, confident for short ones)
     end_rule: str | None = None
+    # read how long each line hole's fill will be from the first step (model/length.py) and end
+    # it no sooner, where the backend has a length signal; False: the PAD budget alone decides
+    length_estimate: bool = True
 
     @property
     def holes(self) -> list[Hole]:

@@ -28,6 +28,7 @@ from transformers import (
 )
 
 from model.interface import InfillCancelled
+from model.length import LengthHead
 
 
 class ParafillConfig(PretrainedConfig):
@@ -48,6 +49,7 @@ class ParafillConfig(PretrainedConfig):
         sep_token_id: int = 2,
         train_seq_len: int = 512,
         tie_word_embeddings: bool = True,
+        length_head_hidden: int = 0,  # the length signal's hidden width (model/length.py); 0: none
         **kwargs,
     ):
         self.vocab_size = vocab_size
@@ -61,6 +63,7 @@ class ParafillConfig(PretrainedConfig):
         self.mask_token_id = mask_token_id
         self.sep_token_id = sep_token_id
         self.train_seq_len = train_seq_len
+        self.length_head_hidden = length_head_hidden
         super().__init__(
             pad_token_id=pad_token_id, tie_word_embeddings=tie_word_embeddings, **kwargs
         )
@@ -199,6 +202,9 @@ class ParafillForMaskedDiffusion(ParafillPreTrainedModel):
             b.down._is_residual_out = True
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        # reads the first denoising step's end probabilities of a line hole (model/length.py)
+        hidden = int(getattr(config, "length_head_hidden", 0) or 0)
+        self.length_head = LengthHead(hidden) if hidden else None
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:

@@ -48,6 +48,15 @@ class DenoiseConfig:
     # the first masked slot of its hole (as one-token-per-step decoding decides it), never from
     # the confident trailing PADs inward, which cut fills short
     pad_at_frontier: bool | None = None  # None: False here; the infiller decides by hole length
+    # how `min_length`'s estimate ends a fill (model/length.py): "hard", no end before it;
+    # "soft", an end before it only where P(end) reaches the threshold by itself (never as part
+    # of a run of predicted PADs)
+    length_rule: str = "hard"
+    # the step whose logits `min_length` reads; before it no PAD is committed (content only), so
+    # a later step reads the end with the confident first tokens in place
+    length_step: int = 1
+    # "soft": the P(end) that lets a fill end before the estimate (None: the threshold)
+    length_end_prob: float | None = None
 
 
 @dataclass
@@ -75,12 +84,17 @@ def denoise(
     line_holes: list[bool] | None = None,
     newline_ids: list[int] | None = None,
     ended: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    min_length: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> DenoiseOutput:
     """Fill `holes` (slot ranges [a, b) of a span of S = holes[-1][1] slots) for `batch` rows.
     In a hole flagged in `line_holes` a line break ends the fill: the probability of the
     `newline_ids` tokens is moved onto PAD, so "the line ends here" is one event.
     `ended(x)` -> (B, holes) bool, asked after each step: where True, the hole's fill is over
-    (its caller cuts it within what is committed), and its masked slots become PAD."""
+    (its caller cuts it within what is committed), and its masked slots become PAD.
+    `min_length(logits)` -> (B, holes) int, asked once with the logits of step
+    `cfg.length_step` (banned ids and line breaks already folded): each row's hole then ends
+    no sooner than that many tokens (`cfg.length_rule`), on top of `min_tokens`
+    (model/length.py's estimate of the fill's length)."""
     if cfg.schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {cfg.schedule!r}; expected one of {SCHEDULES}")
     S = max((b for _, b in holes), default=0)
@@ -97,9 +111,10 @@ def denoise(
         line_slot[a:b] = bool(flag)
     nl = torch.tensor(newline_ids or [], dtype=torch.long, device=device)
     merge_newlines = bool(line_slot.any()) and nl.numel() > 0
-    forced_no_pad = torch.zeros(S, dtype=torch.bool, device=device)
+    forced_no_pad = torch.zeros(batch, S, dtype=torch.bool, device=device)
+    before_estimate = torch.zeros(batch, S, dtype=torch.bool, device=device)
     for (a, b), m in zip(holes, min_tokens):
-        forced_no_pad[a : a + min(m, b - a)] = True
+        forced_no_pad[:, a : a + min(m, b - a)] = True
     steps = 0
     while bool((x == mask_id).any()):
         if should_stop is not None and should_stop():
@@ -109,9 +124,23 @@ def denoise(
         steps += 1
         logits[..., banned_ids] = -math.inf
         if merge_newlines:
-            logits = _merge_newlines(logits, line_slot, nl, pad_id)
+            logits = fold_newlines(logits, line_slot, nl, pad_id)
+        if steps == cfg.length_step and min_length is not None:
+            lengths = min_length(logits)
+            for h, (a, b) in enumerate(holes):
+                first = slot_idx[a:b][None, :] - a < lengths[:, h : h + 1]
+                before_estimate[:, a:b] = first
+            if cfg.length_rule == "hard":
+                forced_no_pad |= before_estimate
         # a slot before a committed non-PAD token of its hole cannot be PAD (fills are contiguous)
-        no_pad = forced_no_pad.expand(batch, S).clone()
+        no_pad = forced_no_pad.clone()
+        if min_length is not None and steps < cfg.length_step:
+            no_pad[:] = True  # the end waits for the step that estimates the length
+        if cfg.length_rule == "soft":
+            # before the estimate an end is a candidate only where it is likely by itself
+            floor = cfg.length_end_prob if cfg.length_end_prob is not None else cfg.threshold
+            unsure = torch.softmax(logits, -1)[..., pad_id] < (floor or 0.0)
+            no_pad |= before_estimate & unsure
         for a, b in holes:
             real = (x[:, a:b] != mask_id) & (x[:, a:b] != pad_id)
             last = torch.where(real, slot_idx[a:b], torch.full_like(slot_idx[a:b], -1)).amax(1)
@@ -162,7 +191,7 @@ def denoise(
     return DenoiseOutput(x, logp_sum, committed, steps, traj)
 
 
-def _merge_newlines(
+def fold_newlines(
     logits: torch.Tensor, line_slot: torch.Tensor, nl: torch.Tensor, pad_id: int
 ) -> torch.Tensor:
     """At single-line slots: PAD's logit becomes logsumexp(PAD, line breaks), line breaks banned."""

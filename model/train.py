@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model.length import LengthHead
+from model.length_train import head_loss
 from model.network import ParafillConfig, ParafillForMaskedDiffusion
 from model.tokenizer import CodeTokenizer
 
@@ -196,6 +198,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument(
+        "--length-head",
+        type=int,
+        default=16,
+        help="train the length head (model/length.py) of this hidden width, adding one to a "
+        "checkpoint that has none; 0: no length head",
+    )
+    ap.add_argument("--length-every", type=int, default=4, help="steps between head updates")
     a = ap.parse_args(argv)
 
     ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -233,11 +243,19 @@ def main(argv: list[str] | None = None) -> None:
         )
         torch.manual_seed(a.seed)
         model = ParafillForMaskedDiffusion(cfg)
+    if a.length_head and model.length_head is None:
+        model.config.length_head_hidden = a.length_head
+        model.length_head = LengthHead(a.length_head)
     model.to(dev).train()
     seq = model.config.train_seq_len
     decay, no_decay = [], []
     for n, p in model.named_parameters():
+        if n.startswith("length_head."):
+            continue  # its own optimizer, its own loss (model/length_train.py)
         (decay if p.dim() >= 2 and "embed" not in n else no_decay).append(p)
+    head_opt = None
+    if a.length_head and model.length_head is not None:
+        head_opt = torch.optim.Adam(model.length_head.parameters(), lr=3e-3)
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": a.wd}, {"params": no_decay, "weight_decay": 0.0}],
         lr=a.lr,
@@ -257,6 +275,7 @@ def main(argv: list[str] | None = None) -> None:
     val = Batches(a.data / "val", seq, dev, tok.mask_id, tok.pad_id)
     n_full = round(a.batch * a.full_frac) if train.n_infill else a.batch
     n_inf = a.batch - n_full
+    nl_ids = tok.newline_ids
     g = torch.Generator(device=dev)
     g.manual_seed(a.seed * 1000 + rank + state["steps"])
     vg = torch.Generator(device=dev)
@@ -320,6 +339,14 @@ def main(argv: list[str] | None = None) -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        if head_opt is not None and n_inf and state["steps"] % a.length_every == 0:
+            inf = slice(n_full, None)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
+                hl, _ = head_loss(model, batch[1][inf], batch[2][inf], batch[3][inf], nl_ids)
+            head_opt.zero_grad(set_to_none=True)
+            hl.backward()
+            head_opt.step()
+            state["length_head_loss"] = round(hl.item(), 4)
         state["steps"] += 1
         state["tokens_seen"] += a.batch * seq
         state["supervised_tokens"] += info["masked"]
@@ -331,7 +358,8 @@ def main(argv: list[str] | None = None) -> None:
             bar = "#" * int(30 * min(1.0, el / budget))
             print(
                 f"[train] [{bar:<30}] {el:6.0f}/{budget:.0f}s step {state['steps']} loss {ema:.3f} "
-                f"ce {info['ce']:.3f} lr {lr:.2e} {tok0 / dt:,.0f} tok/s",
+                f"ce {info['ce']:.3f} lr {lr:.2e} {tok0 / dt:,.0f} tok/s "
+                f"length head {state.get('length_head_loss', '-')}",
                 flush=True,
             )
             tok0, t_log = 0, time.time()

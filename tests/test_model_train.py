@@ -112,6 +112,9 @@ def test_train_resume_and_load_tiny_model(corpus_root, tmp_path):
     shards = [safe_open(str(f), "pt") for f in ck.glob("model*.safetensors")]
     saved = {n for shard in shards for n in shard.keys()}  # noqa: SIM118 (not a dict)
     assert "embed.weight" in saved and "lm_head.weight" not in saved  # tied: saved once
+    # the length head (model/length.py) trains beside the network and ships in the checkpoint
+    assert {"length_head.w_in", "length_head.w_out"} <= saved
+    assert 0 < state["length_head_loss"] < 10
     train.main(
         [
             "--data",
@@ -133,6 +136,9 @@ def test_train_resume_and_load_tiny_model(corpus_root, tmp_path):
     m = BuiltinInfiller(ck / "r")
     res = m.infill(InfillRequest(["def f():\n    ", Hole(6), "\n"]))
     assert len(res[0].fills) == 1 and res[0].steps_used >= 1
+    assert m.has_length_signal
+    line = m.infill(InfillRequest(["x = ", Hole(8, min_tokens=2, single_line=True), "\n"]))[0]
+    assert 2 <= line.tokens <= 8 and "\n" not in line.fills[0]
     assert (WEIGHTS_DIR / "tokenizer.json").read_bytes() == (
         ck / "r" / "tokenizer.json"
     ).read_bytes()
