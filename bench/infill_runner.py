@@ -113,7 +113,7 @@ def length_fn(m, p: Prepared, cfg: DenoiseConfig):
     return m.length_fn(InfillRequest(segments=[*holes], schedule=schedule), p.rel)
 
 
-def fill_uncached(m, p: Prepared, cfg: DenoiseConfig) -> Fill:
+def fill_uncached(m, p: Prepared, cfg: DenoiseConfig, length: bool = False) -> Fill:
     """Cache off: every step runs the full forward over context + span (group layout 0 / 1)."""
     n_ctx = len(p.ctx_ids)
     dev = m.device
@@ -124,7 +124,7 @@ def fill_uncached(m, p: Prepared, cfg: DenoiseConfig) -> Fill:
     def step_fn(ids: torch.Tensor) -> torch.Tensor:
         return m.net(torch.cat([ctx, ids], 1), pos, group)[:, n_ctx:]
 
-    return _run(m, p, lambda _: step_fn, cfg)
+    return _run(m, p, lambda _: step_fn, cfg, length)
 
 
 def denoise_config(

@@ -44,6 +44,8 @@ FILES = ("textwrap.py", "argparse.py", "shlex.py", "difflib.py", "json/encoder.p
 SCHEDULES = (
     ("ltr", "ltr", None, None),
     ("thr0.9", "threshold", None, 0.9),  # the default for lines (infill.denoise_config)
+    # lines ended by the PAD budget alone, without the length signal (model/length.py)
+    ("thr0.9-padbudget", "threshold", None, 0.9, {"length_estimate": False}),
     ("thr0.7", "threshold", None, 0.7),  # the default for blocks
     # blocks without the span block steps (model/span_step.py): every step runs the whole span
     ("thr0.7-wholespan", "threshold", None, 0.7, {"span_block": None}),
@@ -92,13 +94,23 @@ def full_forward_ms(m, p: R.Prepared) -> float:
 def measure(m, kind: str, budget: int, size: int, pairs, max_passes: int) -> list[dict]:
     rows = []
     for label, sched, steps, thr, *rest in SCHEDULES:
-        overrides = rest[0] if rest else {}  # infiller attributes set for this schedule's fills
+        overrides = dict(rest[0]) if rest else {}  # infiller attributes for this schedule's fills
+        length = overrides.pop("length_estimate", True)  # a request field, for lines only
         if kind != "multi-line" and overrides:
             continue  # infiller settings that only change long holes
+        if kind == "multi-line" and not length:
+            continue  # the length signal is for line holes only
         on, off, passes, toks, ctx_ms, ctx_len, same, estimated = [], [], [], [], [], [], 0, 0
         for prefix, suffix in pairs:
             segs = [prefix, Hole(max_tokens=budget, single_line=kind == "single-line"), suffix]
-            req = InfillRequest(segments=segs, schedule=sched, steps=steps, threshold=thr, seed=0)
+            req = InfillRequest(
+                segments=segs,
+                schedule=sched,
+                steps=steps,
+                threshold=thr,
+                seed=0,
+                length_estimate=length,
+            )
             saved = {k: getattr(m, k) for k in overrides}
             for k, v in overrides.items():
                 setattr(m, k, v)
@@ -117,7 +129,7 @@ def measure(m, kind: str, budget: int, size: int, pairs, max_passes: int) -> lis
                 estimated += 1
                 continue
             cfg = R.denoise_config(sched, steps, thr)
-            f = R.fill_uncached(m, p, cfg)
+            f = R.fill_uncached(m, p, cfg, length=length and sched != "ltr")
             off.append(f.ms)
             same += f.fills == r.fills
         rows.append(

@@ -424,6 +424,8 @@ def settings_for(args) -> dict:
         settings["logFile"] = args.log_file
     if args.no_prefetch:
         settings["prefetch"] = False
+    if args.no_length_estimate:
+        settings["lengthEstimate"] = False
     return settings
 
 
@@ -510,6 +512,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--precision", choices=["auto", "int8", "fp32"], default=None)
     ap.add_argument("--no-context-reuse", action="store_true", help="encode every context in full")
     ap.add_argument("--no-prefetch", action="store_true", help="no next-line prefetch (server)")
+    ap.add_argument(
+        "--no-length-estimate",
+        action="store_true",
+        help="line fills end by the PAD budget alone (server lengthEstimate false)",
+    )
     ap.add_argument(
         "--pause-ms", type=float, default=0.0, help="--consecutive: pause at a line's end before Enter"
     )

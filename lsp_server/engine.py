@@ -405,6 +405,8 @@ class Engine:
             "precision": getattr(self.infiller, "precision", None),
             "threads": self.threads or cpu_threads.base_threads(),
             "adaptiveThreads": bool(getattr(self.infiller, "adaptive_threads", False)),
+            # the checkpoint ships a length head for line fills (model/length.py)
+            "lengthSignal": bool(getattr(self.infiller, "has_length_signal", False)),
             "loadSeconds": None if self.load_seconds is None else round(self.load_seconds, 3),
             "requests": s.requests,
             "completed": s.completed,

@@ -42,6 +42,7 @@ SPAN_BLOCK = 16  # slots a windowed step runs per hole (model/span_step.py)
 LENGTH_QUANTILE = 0.3
 LENGTH_RULE = "soft"  # model/sampler.py's length_rule for the estimate
 LENGTH_END_PROB = None  # model/sampler.py's length_end_prob (None: the threshold)
+LENGTH_THRESHOLD = 0.7  # a line decoded with its length estimate: the default threshold
 
 
 def denoise_config(
@@ -416,10 +417,13 @@ class BuiltinInfiller:
             options.setdefault("length_rule", self.length_rule)
             options.setdefault("length_step", self.length_step)
             options.setdefault("length_end_prob", self.length_end_prob)
+        threshold = req.threshold
+        if min_length is not None and threshold is None:
+            threshold = LENGTH_THRESHOLD
         cfg = denoise_config(
             schedule,
             req.steps,
-            req.threshold,
+            threshold,
             temperature,
             max(b - a for a, b in holes_abs),
             **options,

@@ -270,6 +270,27 @@ async def test_context_reuse_follows_the_setting(client: LanguageClient):
     )
 
 
+async def test_length_signal_follows_the_setting(client: LanguageClient):
+    """The shipped checkpoint has a length head; lengthEstimate=false asks for the PAD-budget
+    fill instead (a different request: not answered from the cache of the other)."""
+    assert (await status(client))["lengthSignal"] is True
+    uri = "file:///m/length.py"
+    text, line, col = cursor_of("def area(width, height):\n    return |\n")
+    open_doc(client, uri, text)
+    with_signal = await inline(client, uri, line, col)
+    hits = (await status(client))["cacheHits"]
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"parafill": {"lengthEstimate": False}})
+    )
+    without = await inline(client, uri, line, col)
+    st = await status(client)
+    assert st["settings"]["lengthEstimate"] is False and st["cacheHits"] == hits
+    assert with_signal and without
+    client.workspace_did_change_configuration(
+        types.DidChangeConfigurationParams(settings={"parafill": {"lengthEstimate": True}})
+    )
+
+
 async def test_bad_input_with_the_model(client: LanguageClient):
     uri = "file:///m/bad.py"
     open_doc(client, uri, "x = 1\n")
