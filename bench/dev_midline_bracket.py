@@ -70,7 +70,11 @@ def make_tasks(
         line, content = lines[i], lines[i].strip()
         if len(content) < 8 or content.startswith(("#", '"', "'")):
             continue
-        k = len(line) - len(line.lstrip()) + (0 if line_start else int(rng.integers(1, len(content))))
+        k = (
+            len(line)
+            - len(line.lstrip())
+            + (0 if line_start else int(rng.integers(1, len(content))))
+        )
         hidden = line[k:].rstrip()
         start = sum(len(x) + 1 for x in lines[:i])
         cursor = start + k

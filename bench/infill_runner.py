@@ -21,6 +21,7 @@ if str(ROOT) not in sys.path:
 
 import torch
 
+from model.infill import LENGTH_THRESHOLD
 from model.infill import denoise_config as infill_denoise_config
 from model.interface import Hole, InfillRequest
 from model.layout import span_slots
@@ -68,8 +69,10 @@ def encode(m, p: Prepared):
 def _run(m, p: Prepared, make_step, cfg: DenoiseConfig, length: bool = False) -> Fill:
     longest = max(b - a for a, b in p.rel)
     # the infiller's own rule for long holes (model.infill.denoise_config), so both paths agree
-    cfg = denoise_config_for(cfg, longest)
     min_length = length_fn(m, p, cfg) if length else None
+    if min_length is not None and cfg.threshold is None:  # the infiller's default for it
+        cfg = replace(cfg, threshold=LENGTH_THRESHOLD)
+    cfg = denoise_config_for(cfg, longest)
     if min_length is not None:  # the infiller's rule and step for its length signal
         cfg = replace(
             cfg,

@@ -43,9 +43,11 @@ ROOT = R.ROOT
 FILES = ("textwrap.py", "argparse.py", "shlex.py", "difflib.py", "json/encoder.py", "fractions.py")
 SCHEDULES = (
     ("ltr", "ltr", None, None),
-    ("thr0.9", "threshold", None, 0.9),  # the default for lines (infill.denoise_config)
-    # lines ended by the PAD budget alone, without the length signal (model/length.py)
-    ("thr0.9-padbudget", "threshold", None, 0.9, {"length_estimate": False}),
+    # the infiller's defaults: lines with the length signal (model/length.py: threshold 0.7),
+    # blocks at 0.7; and lines without it (the PAD budget alone, threshold 0.9: the old default)
+    ("default", "threshold", None, None),
+    ("default-padbudget", "threshold", None, None, {"length_estimate": False}),
+    ("thr0.9", "threshold", None, 0.9),
     ("thr0.7", "threshold", None, 0.7),  # the default for blocks
     # blocks without the span block steps (model/span_step.py): every step runs the whole span
     ("thr0.7-wholespan", "threshold", None, 0.7, {"span_block": None}),

@@ -473,7 +473,10 @@ def print_table(r: dict) -> None:
         ("context encodings reused", srv.get("contextReused")),
         ("second decodes (fallback end rule)", srv.get("fallbacks")),
         ("multi-line fills cut at a finished line by the deadline", srv.get("deadlineCuts")),
-        ("next lines prefetched / requests answered by one", _pair(srv, "prefetched", "prefetchUsed")),
+        (
+            "next lines prefetched / requests answered by one",
+            _pair(srv, "prefetched", "prefetchUsed"),
+        ),
         (
             "cancelled (client) / server cancelled / superseded",
             f"{r['cancelled_client']} / {srv['cancelled']} / {srv['superseded']}",
@@ -518,7 +521,10 @@ def main(argv: list[str] | None = None) -> None:
         help="line fills end by the PAD budget alone (server lengthEstimate false)",
     )
     ap.add_argument(
-        "--pause-ms", type=float, default=0.0, help="--consecutive: pause at a line's end before Enter"
+        "--pause-ms",
+        type=float,
+        default=0.0,
+        help="--consecutive: pause at a line's end before Enter",
     )
     ap.add_argument(
         "--deadline-ms", type=int, default=None, help="server multilineDeadlineMs (0: none)"

@@ -26,6 +26,7 @@ from lsp_server.engine import Engine, ModelUnavailable, TypingThrough, builtin_l
 from lsp_server.planner import plan_completion
 from lsp_server.postprocess import Candidate
 from lsp_server.prefetch import after_enter
+from lsp_server.protocol import ParafillProtocol
 from lsp_server.syntax import Document, DocumentStore, Snapshot
 from model.interface import InfillCancelled
 
@@ -40,7 +41,10 @@ class ParafillServer(LanguageServer):
     def __init__(self, loader=builtin_loader, settings: Settings | None = None):
         settings = settings or Settings()
         super().__init__(
-            NAME, VERSION, text_document_sync_kind=types.TextDocumentSyncKind.Incremental
+            NAME,
+            VERSION,
+            text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+            protocol_cls=ParafillProtocol,  # documents are ours: pygls never rewrites a change
         )
         self.settings = settings
         self.docs = DocumentStore()

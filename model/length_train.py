@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from model.length import SLOTS, features
+from model.length import SLOTS, end_curve, features
 from model.sampler import fold_newlines
 
 FIRST_COPY = 1  # the group of an example's first noisy copy of its holes
@@ -61,11 +61,7 @@ def head_loss(
         line = torch.ones(logits.shape[1], dtype=torch.bool, device=logits.device)
         nl = torch.tensor(newline_ids, dtype=torch.long, device=logits.device)
         logits = fold_newlines(logits, line, nl, cfg.pad_token_id)
-        p = torch.softmax(logits, -1)
-        end = p[..., cfg.pad_token_id]
-        top = p.clone()
-        top[..., cfg.pad_token_id] = 0.0
-        top = top.amax(-1)
+        end, top = end_curve(logits, cfg.pad_token_id)
         target = tok.reshape(-1)[idx]
         is_end = (target == cfg.pad_token_id) | torch.isin(target, nl) | ~valid
         ended = is_end.int().cummax(1).values.float()

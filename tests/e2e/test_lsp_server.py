@@ -115,6 +115,22 @@ async def test_utf16_ranges_and_crlf(client: LanguageClient):
     assert st["document"]["sha256"] == hashlib.sha256(text.encode()).hexdigest()
 
 
+async def test_a_column_past_the_line_end_is_the_line_end(client: LanguageClient):
+    """LSP clamps a position past a line's end to the end; the server's copy must follow the
+    editor's exactly (pygls's own document sync rewrote such ranges: "abXc" for "abcX")."""
+    uri = "file:///t/clamp.py"
+    open_doc(client, uri, "xyz\nabc")  # the last line has no line break
+    change_doc(client, uri, 1, 1, 10, 1, 10, "X")  # insert past the end of "abc"
+    st = await status(client, uri)
+    assert st["document"]["sha256"] == hashlib.sha256(b"xyz\nabcX").hexdigest()
+    change_doc(client, uri, 2, 1, 1, 1, 99, "")  # delete from column 1 past the end
+    st = await status(client, uri)
+    assert st["document"]["sha256"] == hashlib.sha256(b"xyz\na").hexdigest()
+    change_doc(client, uri, 3, 0, 2, 0, 50, "Q")  # replace to past the end of "xyz"
+    st = await status(client, uri)
+    assert st["document"]["sha256"] == hashlib.sha256(b"xyQ\na").hexdigest()
+
+
 async def test_multiline_fill_uses_crlf(client: LanguageClient):
     raw = "def f(x):\r\n    |\r\n\r\n# expect: y = x\\n    return y\r\n"
     text, line, col = cursor_of(raw)
