@@ -12,8 +12,9 @@ A config is SUITE/LENGTH/SCHEDULE[@N]:
             | bN   (the fixed editor budget of N tokens, e.g. b32 single-line, b128 multi-line)
             | bNl  (the same, flagged single-line as the server's line hole: a line break ends
               the fill as PAD does, Hole.single_line)
-            | bNl+len (the same, ended no sooner than the length signal's estimate, as the
-              server asks by default: model/length.py; bNl is the PAD budget alone)
+            | bNl+len (the same, with the length signal where the server uses it: a line with
+              text before the hole, model/length.py; HumanEval's holes start their line, so
+              this is bNl there) | bNl+lenall (the signal at line starts too)
   SCHEDULE  ltr (one token per step, left to right) | thrX (confidence threshold X, e.g. thr0.9)
             | thrXf (the same, PAD committed only at the fill's frontier: pad_at_frontier)
             | thrXsK (threshold X within at most K steps: each step commits at least an even
@@ -108,7 +109,9 @@ def parse_configs(text: str, cap: int | None) -> list[Config]:
     out = []
     for spec in filter(None, (s.strip() for s in text.split(","))):
         body, _, count = spec.partition("@")
-        m = re.fullmatch(r"(single|multi)/(oracle|b\d+l?(?:\+len)?)/(ltr|thr\S*|fixed\d+)", body)
+        m = re.fullmatch(
+            r"(single|multi)/(oracle|b\d+l?(?:\+len(?:all)?)?)/(ltr|thr\S*|fixed\d+)", body
+        )
         if not m or (m.group(3).startswith("thr") and not THRESHOLD_RE.fullmatch(m.group(3))):
             raise SystemExit(f"bad config {spec!r}: expected SUITE/LENGTH/SCHEDULE[@N]")
         n = None if count in ("", "all") else int(count)
@@ -122,7 +125,7 @@ def parse_configs(text: str, cap: int | None) -> list[Config]:
 
 def budget_of(length: str) -> int:
     """The token budget of a LENGTH spec bN, bNl or bNl+len."""
-    return int(length[1:].removesuffix("+len").rstrip("l"))
+    return int(length[1:].split("+")[0].rstrip("l"))
 
 
 def subset(total: int, n: int | None) -> list[int]:
@@ -230,7 +233,7 @@ def run_group(m, tasks, configs, length, ex: Executor, log) -> dict[str, list[di
         # oracle: exactly the solution's length (PAD cannot end it early); bN: up to N tokens;
         # bNl: up to N tokens of one line, whose line break is the suffix's (as in an editor: the
         # solutions end with theirs), so a line break ends the fill and is added back to run it
-        line = length.removesuffix("+len").endswith("l")
+        line = length.split("+")[0].endswith("l")
         hole = Hole(
             max_tokens=budget, min_tokens=budget if length == "oracle" else 0, single_line=line
         )
@@ -239,7 +242,8 @@ def run_group(m, tasks, configs, length, ex: Executor, log) -> dict[str, list[di
         for c in configs:
             if i not in wanted[c.name]:
                 continue
-            f = R.fill_cached(m, p, cache, c.denoise_config(), length=length.endswith("+len"))
+            sig = {"len": True, "lenall": "all"}.get(length.partition("+")[2], False)
+            f = R.fill_cached(m, p, cache, c.denoise_config(), length=sig)
             fill = f.fills[0] + ("\n" if line else "")
             canon = t["canonical_solution"]
             rows[c.name].append(

@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:
 
 import torch
 
-from model.infill import LENGTH_THRESHOLD
+from model.infill import LENGTH_THRESHOLD, mid_line_holes
 from model.infill import denoise_config as infill_denoise_config
 from model.interface import Hole, InfillRequest
 from model.layout import span_slots
@@ -38,6 +38,7 @@ class Prepared:
     span_pos: list[int]
     min_tokens: list[int]
     line_holes: list[bool]  # holes a line break ends (Hole.single_line)
+    mid_line: list[bool]  # holes whose line has text before them (model.infill.mid_line_holes)
 
 
 @dataclass
@@ -52,7 +53,7 @@ def prepare(m, segments: list) -> Prepared:
     ctx_ids, ctx_pos, holes_abs, min_tokens = m._layout(InfillRequest(segments=segments))
     rel, span_pos = span_slots(holes_abs)
     lines = [s.single_line for s in segments if isinstance(s, Hole)]
-    return Prepared(ctx_ids, ctx_pos, rel, span_pos, min_tokens, lines)
+    return Prepared(ctx_ids, ctx_pos, rel, span_pos, min_tokens, lines, mid_line_holes(segments))
 
 
 def encode(m, p: Prepared):
@@ -66,10 +67,10 @@ def encode(m, p: Prepared):
     return cache, (time.perf_counter() - t0) * 1e3
 
 
-def _run(m, p: Prepared, make_step, cfg: DenoiseConfig, length: bool = False) -> Fill:
+def _run(m, p: Prepared, make_step, cfg: DenoiseConfig, length: bool | str = False) -> Fill:
     longest = max(b - a for a, b in p.rel)
     # the infiller's own rule for long holes (model.infill.denoise_config), so both paths agree
-    min_length = length_fn(m, p, cfg) if length else None
+    min_length = length_fn(m, p, cfg, length == "all") if length else None
     if min_length is not None and cfg.threshold is None:  # the infiller's default for it
         cfg = replace(cfg, threshold=LENGTH_THRESHOLD)
     cfg = denoise_config_for(cfg, longest)
@@ -102,21 +103,25 @@ def _run(m, p: Prepared, make_step, cfg: DenoiseConfig, length: bool = False) ->
     return Fill(fills, out.steps_used, int(out.committed[0]), ms)
 
 
-def fill_cached(m, p: Prepared, cache, cfg: DenoiseConfig, length: bool = False) -> Fill:
+def fill_cached(m, p: Prepared, cache, cfg: DenoiseConfig, length: bool | str = False) -> Fill:
     """Denoise over an existing context cache: each step is a forward over the span only, or
     over the slots that can change, as the infiller runs it (model/span_step.py). `length`:
-    line holes end no sooner than the length signal's estimate, as the infiller decodes them."""
+    True, line holes use the length signal where the infiller would (mid-line); "all", every
+    line hole does (at line starts too); False, none."""
     return _run(m, p, lambda c: m.span_step(cache, p.span_pos, p.rel, c), cfg, length)
 
 
-def length_fn(m, p: Prepared, cfg: DenoiseConfig):
-    """The infiller's `min_length` for this layout (None without a length signal)."""
+def length_fn(m, p: Prepared, cfg: DenoiseConfig, every_line: bool = False):
+    """The infiller's `min_length` for this layout (None without a length signal or where the
+    infiller would not use it); `every_line`: for line holes at a line start too."""
     holes = [Hole(b - a, single_line=line) for (a, b), line in zip(p.rel, p.line_holes)]
-    schedule = cfg.schedule
-    return m.length_fn(InfillRequest(segments=[*holes], schedule=schedule), p.rel)
+    mid = [True] * len(holes) if every_line else p.mid_line
+    # the text before each hole as the infiller reads it: "x" a line with text, "\n" none
+    segs = [t for h, typed in zip(holes, mid) for t in ("x" if typed else "\n", h)]
+    return m.length_fn(InfillRequest(segments=segs, schedule=cfg.schedule), p.rel)
 
 
-def fill_uncached(m, p: Prepared, cfg: DenoiseConfig, length: bool = False) -> Fill:
+def fill_uncached(m, p: Prepared, cfg: DenoiseConfig, length: bool | str = False) -> Fill:
     """Cache off: every step runs the full forward over context + span (group layout 0 / 1)."""
     n_ctx = len(p.ctx_ids)
     dev = m.device

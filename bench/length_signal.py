@@ -277,7 +277,7 @@ def option(config: str, letter: str) -> float | None:
 
 
 def write(a, kind: str, body: dict) -> None:
-    out = Path(a.out or f"bench/results/length_signal_{kind}.json")
+    out = Path(a.out or R.ROOT / f"bench/results/length_signal_{kind}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     info = R.run_info(load_infiller(a.weights), a.threads)
     out.write_text(json.dumps({**info, **body}, indent=1) + "\n")

@@ -90,6 +90,18 @@ def _never() -> bool:
     return False
 
 
+def mid_line_holes(segments: list) -> list[bool]:
+    """For each Hole of a request's segments: whether its line has text before it."""
+    out, before = [], ""
+    for s in segments:
+        if isinstance(s, Hole):
+            out.append(bool(before.rsplit("\n", 1)[-1].strip()))
+            before = ""
+        else:
+            before += s
+    return out
+
+
 def validate_checkpoint(path: Path) -> dict:
     """Check the files of a checkpoint directory; return its config dict or raise CheckpointError."""
     path = Path(path)
@@ -367,14 +379,19 @@ class BuiltinInfiller:
 
     def length_fn(self, req: InfillRequest, rel: list[tuple[int, int]]):
         """The sampler's `min_length` for this request: each single-line hole of at most
-        LONG_HOLE slots ends no sooner than its length signal's estimate (None when the request
-        turns it off, the checkpoint has no head, the schedule is one token per step, or no hole
-        is a line)."""
+        LONG_HOLE slots whose line already has text before it (a cursor mid-line) ends no sooner
+        than its length signal's estimate. None when the request turns it off, the checkpoint has
+        no head, the schedule is one token per step, or no hole is such a line. At a line start
+        the PAD budget alone decides: there the estimate did not help on the dev set
+        (docs/length.md)."""
         import torch
 
         from model.length import end_curve, quantile_length
 
-        lines = [h.single_line and b - a <= LONG_HOLE for h, (a, b) in zip(req.holes, rel)]
+        mid = mid_line_holes(req.segments)
+        lines = [
+            h.single_line and b - a <= LONG_HOLE and m for h, (a, b), m in zip(req.holes, rel, mid)
+        ]
         if not (req.length_estimate and self.has_length_signal and any(lines)):
             return None
         if req.schedule == "ltr":

@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from model.infill import WEIGHTS_DIR, BuiltinInfiller, load_infiller
+from model.infill import WEIGHTS_DIR, BuiltinInfiller, load_infiller, mid_line_holes
 from model.interface import Hole, InfillRequest
 from model.length import (
     LengthHead,
@@ -122,6 +122,14 @@ def test_length_signal_can_be_turned_off_and_long_holes_keep_the_pad_budget(ship
     assert shipped.length_fn(off, [(0, 24)]) is None
     block = InfillRequest(["def f(a, b):\n", Hole(64), "\n"])
     assert shipped.length_fn(block, [(0, 64)]) is None
+    # at a line start the PAD budget alone decides (the estimate did not help there on dev)
+    start = InfillRequest(["def f(a, b):\n    ", Hole(24, single_line=True), "\n"])
+    assert shipped.length_fn(start, [(0, 24)]) is None
+    assert mid_line_holes(["x = 1\n  ", Hole(4), "y", Hole(4), "\n", Hole(4)]) == [
+        False,
+        True,
+        False,
+    ]
     assert shipped.infill(off)[0].fills  # the PAD-budget path still answers
 
 

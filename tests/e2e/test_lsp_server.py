@@ -304,10 +304,16 @@ async def test_the_next_line_is_prefetched(client: LanguageClient):
     assert items and items[0].insert_text == "go()"
     for _ in range(100):  # the prefetch runs after the answer
         mid = await status(client)
-        if mid["prefetched"] > before["prefetched"] and mid["cacheEntries"] > before["cacheEntries"] + 1:
+        if (
+            mid["prefetched"] > before["prefetched"]
+            and mid["cacheEntries"] > before["cacheEntries"] + 1
+        ):
             break
         await asyncio.sleep(0.02)
-    assert mid["prefetched"] == before["prefetched"] + 1 and mid["completed"] == before["completed"] + 1
+    assert (
+        mid["prefetched"] == before["prefetched"] + 1
+        and mid["completed"] == before["completed"] + 1
+    )
     change_doc(client, uri, 2, line, col, line, col, "go()")  # take it (Tab)
     assert await inline(client, uri, line, col + 4, invoked=False) == []  # nothing left: no run
     change_doc(client, uri, 3, line, col + 4, line, col + 4, "\n")  # press Enter
