@@ -146,7 +146,8 @@ def serve(args) -> int:
         server.start_tcp(LOCALHOST, args.tcp)
     else:
         server.start_io()
-    return 0
+    # LSP: exit after shutdown is 0, without it 1 (pygls's own exit code is lost in its loop)
+    return 0 if server.protocol.exit_code is None else server.protocol.exit_code
 
 
 # ---- complete / fill ------------------------------------------------------------------------

@@ -136,11 +136,11 @@ def denoise(
         no_pad = forced_no_pad.clone()
         if min_length is not None and steps < cfg.length_step:
             no_pad[:] = True  # the end waits for the step that estimates the length
-        if cfg.length_rule == "soft":
+        if cfg.length_rule == "soft" and bool(before_estimate.any()):
             # before the estimate an end is a candidate only where it is likely by itself
             floor = cfg.length_end_prob if cfg.length_end_prob is not None else cfg.threshold
-            unsure = torch.softmax(logits, -1)[..., pad_id] < (floor or 0.0)
-            no_pad |= before_estimate & unsure
+            p_end = (logits[..., pad_id] - torch.logsumexp(logits, -1)).exp()
+            no_pad |= before_estimate & (p_end < (floor or 0.0))
         for a, b in holes:
             real = (x[:, a:b] != mask_id) & (x[:, a:b] != pad_id)
             last = torch.where(real, slot_idx[a:b], torch.full_like(slot_idx[a:b], -1)).amax(1)

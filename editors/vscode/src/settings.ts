@@ -22,6 +22,7 @@ export const SERVER_KEYS = [
   'debounceMs',
   'multilineDeadlineMs',
   'prefetch',
+  'lengthEstimate',
   'languages',
   'cacheSize',
   'threads',
