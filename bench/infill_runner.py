@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:
 
 import torch
 
-from model.infill import LENGTH_THRESHOLD, mid_line_holes
+from model.infill import LENGTH_THRESHOLD
 from model.infill import denoise_config as infill_denoise_config
 from model.interface import Hole, InfillRequest
 from model.layout import span_slots
@@ -38,7 +38,7 @@ class Prepared:
     span_pos: list[int]
     min_tokens: list[int]
     line_holes: list[bool]  # holes a line break ends (Hole.single_line)
-    mid_line: list[bool]  # holes whose line has text before them (model.infill.mid_line_holes)
+    segments: list  # the request's segments (the length signal reads the text before a hole)
 
 
 @dataclass
@@ -53,7 +53,7 @@ def prepare(m, segments: list) -> Prepared:
     ctx_ids, ctx_pos, holes_abs, min_tokens = m._layout(InfillRequest(segments=segments))
     rel, span_pos = span_slots(holes_abs)
     lines = [s.single_line for s in segments if isinstance(s, Hole)]
-    return Prepared(ctx_ids, ctx_pos, rel, span_pos, min_tokens, lines, mid_line_holes(segments))
+    return Prepared(ctx_ids, ctx_pos, rel, span_pos, min_tokens, lines, list(segments))
 
 
 def encode(m, p: Prepared):
@@ -114,11 +114,8 @@ def fill_cached(m, p: Prepared, cache, cfg: DenoiseConfig, length: bool | str = 
 def length_fn(m, p: Prepared, cfg: DenoiseConfig, every_line: bool = False):
     """The infiller's `min_length` for this layout (None without a length signal or where the
     infiller would not use it); `every_line`: for line holes at a line start too."""
-    holes = [Hole(b - a, single_line=line) for (a, b), line in zip(p.rel, p.line_holes)]
-    mid = [True] * len(holes) if every_line else p.mid_line
-    # the text before each hole as the infiller reads it: "x" a line with text, "\n" none
-    segs = [t for h, typed in zip(holes, mid) for t in ("x" if typed else "\n", h)]
-    return m.length_fn(InfillRequest(segments=segs, schedule=cfg.schedule), p.rel)
+    req = InfillRequest(segments=p.segments, schedule=cfg.schedule)
+    return m.length_fn(req, p.rel, every_line)
 
 
 def fill_uncached(m, p: Prepared, cfg: DenoiseConfig, length: bool | str = False) -> Fill:

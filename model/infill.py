@@ -377,18 +377,18 @@ class BuiltinInfiller:
 
         return ended
 
-    def length_fn(self, req: InfillRequest, rel: list[tuple[int, int]]):
+    def length_fn(self, req: InfillRequest, rel: list[tuple[int, int]], every_line: bool = False):
         """The sampler's `min_length` for this request: each single-line hole of at most
         LONG_HOLE slots whose line already has text before it (a cursor mid-line) ends no sooner
         than its length signal's estimate. None when the request turns it off, the checkpoint has
         no head, the schedule is one token per step, or no hole is such a line. At a line start
         the PAD budget alone decides: there the estimate did not help on the dev set
-        (docs/length.md)."""
+        (docs/length.md); `every_line` (benchmarks) uses it there too."""
         import torch
 
         from model.length import end_curve, quantile_length
 
-        mid = mid_line_holes(req.segments)
+        mid = [True] * len(rel) if every_line else mid_line_holes(req.segments)
         lines = [
             h.single_line and b - a <= LONG_HOLE and m for h, (a, b), m in zip(req.holes, rel, mid)
         ]
