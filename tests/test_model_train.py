@@ -19,7 +19,8 @@ from model.infill import WEIGHTS_DIR, BuiltinInfiller
 from model.interface import Hole, InfillRequest
 from model.network import ParafillForMaskedDiffusion
 
-BENCH = data.DEFAULT_BENCH
+# A few real HumanEval infilling tasks (tests/fixtures/humaneval-infilling/README.md)
+BENCH = Path(__file__).parent / "fixtures/humaneval-infilling"
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +43,9 @@ def corpus_root(tmp_path_factory) -> Path:
     return root
 
 
-def test_corpus_filters_dedups_and_decontaminates(corpus_root):
-    texts, stats = data.collect_texts([str(corpus_root)], BENCH, workers=1)
+@pytest.mark.parametrize("bench", [None, BENCH], ids=["shipped-marks", "raw-benchmark"])
+def test_corpus_filters_dedups_and_decontaminates(corpus_root, bench):
+    texts, stats = data.collect_texts([str(corpus_root)], bench, workers=1)
     assert stats["contaminated"] == 1
     assert stats["dup-exact"] == 1
     assert stats["generated"] == 1 and stats["minified"] == 1
@@ -52,13 +54,34 @@ def test_corpus_filters_dedups_and_decontaminates(corpus_root):
 
 
 def test_contamination_marks_match_signatures_not_bare_names():
-    tasks = data.load_benchmark_tasks(BENCH)
-    marks = data.contamination_lines(tasks)
+    marks = data.load_marks()  # the shipped marks (model/decontam_marks.json)
     assert data.is_contaminated(
         "def has_close_elements(numbers: List[float], threshold: float) -> bool:\n", marks
     )
+    assert data.is_contaminated(  # a long line of a prompt, indented and spaced otherwise
+        'x = 1\n\t\t"""  Check if in given list of numbers, are any two numbers closer to each '
+        "other   than \n",
+        marks,
+    )
     assert not data.is_contaminated("def has_close_elements(a, b):\n    return a\n", marks)
     assert not data.is_contaminated("def add(x, y):\n    return x + y\n", marks)
+
+
+def test_shipped_marks_hold_every_mark_of_the_raw_benchmark(tmp_path):
+    """The shipped marks flag what the raw task files would: every mark of these real tasks is
+    in them, and the command that makes the marks file gives these tasks' marks."""
+    tasks = data.load_benchmark_tasks(BENCH)
+    lines = data.contamination_lines(tasks)
+    assert len(tasks) == 3 and len(lines) >= 10
+    shipped = data.load_marks()
+    assert data.contamination_marks(tasks) <= shipped
+    for t in tasks:
+        assert data.is_contaminated(t["prompt"] + t["canonical_solution"] + t["suffix"], shipped)
+    data.main(["decontam-marks", "--bench", str(BENCH), "--out", str(tmp_path / "m.json")])
+    assert data.read_marks(tmp_path / "m.json") == data.contamination_marks(tasks)
+    doc = json.loads(data.MARKS_FILE.read_text())
+    assert doc["tasks"] > 1000 and len(doc["marks"]) == len(shipped)
+    assert not any(line in data.MARKS_FILE.read_text() for line in lines)  # digests, no text
 
 
 def test_train_resume_and_load_tiny_model(corpus_root, tmp_path):
