@@ -1,10 +1,12 @@
 """CPU threads for a request's one large forward: its context encoded in full.
 
-Owns: the OpenMP spin default (GOMP_SPINCOUNT, read when torch loads libgomp), finding the cores
-that are idle at this moment (/proc/loadavg's count of runnable threads), and `Fitter`, which
-sets torch's intra-op threads for each forward of a request (the base count plus the idle cores
-for a forward of WIDE_MIN_TOKENS or more, the base count otherwise) and restores the base count
-when the request ends.
+Owns: the OpenMP spin default (`set_spin_count`: GOMP_SPINCOUNT, which libgomp reads once, when
+torch loads it, so it is set before the process's first `import torch`: at the top of
+`BuiltinInfiller.__init__` in the server, and by model/train.py before its torch import),
+finding the cores that are idle at this moment (/proc/loadavg's count of runnable threads), and
+`Fitter`, which sets torch's intra-op threads for each forward of a request (the base count plus
+the idle cores for a forward of WIDE_MIN_TOKENS or more, the base count otherwise) and restores
+the base count when the request ends.
 
 Why: on a 2-core machine a second thread pays off only while the other core is free. Measured
 here (int8, one 400-token context encode / one 16-token span step): 113-116 / 12.4 ms on one
@@ -20,13 +22,21 @@ slower (model time p50 100 ms against 73 ms for one thread, back to back).
 from __future__ import annotations
 
 import os
+import sys
 from typing import Self
 
-os.environ.setdefault("GOMP_SPINCOUNT", "1000")  # before torch loads libgomp (model/__init__.py)
-
+SPIN_COUNT = "1000"  # libgomp's GOMP_SPINCOUNT: waiting threads spin briefly, then sleep
 MAX_THREADS = 4
 SMALL_MACHINE_CPUS = 2  # at or below this, a base of one thread: a second one only contends
 WIDE_MIN_TOKENS = 128  # smaller forwards (span steps, partial re-encodes) stay on the base threads
+
+
+def set_spin_count() -> bool:
+    """Set GOMP_SPINCOUNT to SPIN_COUNT unless the environment sets it. libgomp reads it when
+    torch first loads it, so this acts only before the process's first `import torch`; returns
+    whether that is still to come."""
+    os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
+    return "torch" not in sys.modules
 
 
 def base_threads() -> int:
@@ -46,11 +56,11 @@ def apply(infiller, threads: int) -> None:
         infiller.adaptive_threads = not threads
 
 
-def idle_cores() -> int:
+def idle_cores(loadavg: str = "/proc/loadavg") -> int:
     """Cores with nothing runnable on them now: CPUs minus the runnable threads (the caller
-    included) in /proc/loadavg; 0 where that file is missing (not Linux)."""
+    included) in /proc/loadavg; 0 where that file is missing (not Linux) or unreadable."""
     try:
-        with open("/proc/loadavg") as f:
+        with open(loadavg) as f:
             running = int(f.read().split()[3].split("/")[0])
     except (OSError, ValueError, IndexError):
         return 0

@@ -165,6 +165,9 @@ class BuiltinInfiller:
         device: str | None = None,
         precision: str | None = None,
     ):
+        from model.cpu_threads import set_spin_count
+
+        set_spin_count()  # before torch loads libgomp (model/cpu_threads.py)
         import torch
 
         from model.network import ParafillConfig, ParafillForMaskedDiffusion

@@ -21,10 +21,23 @@ import sys
 import time
 from pathlib import Path
 
+from model import cpu_threads
+
+cpu_threads.set_spin_count()  # libgomp reads it once, when torch loads it: before `import torch`
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model.data import (
+    CONTEXT_GROUP,
+    DEFAULT_TOKENIZER,
+    INFILL_FILE,
+    MAX_COPIES,
+    SEQ_LEN,
+    STREAM_FILE,
+    TOKEN_DTYPE,
+)
 from model.length import LengthHead
 from model.length_train import head_loss
 from model.network import ParafillConfig, ParafillForMaskedDiffusion
@@ -33,19 +46,25 @@ from model.tokenizer import CodeTokenizer
 
 # ----------------------------------------------------------------------------- data on device
 class Batches:
-    """Holds one split's shards on the training device and draws masked batches from them."""
+    """Holds one split's shards (model/data.py's format) on the training device and draws
+    masked batches from them."""
 
     def __init__(
         self, split_dir: Path, seq_len: int, device: torch.device, mask_id: int, pad_id: int
     ):
         self.seq_len, self.device, self.mask_id, self.pad_id = seq_len, device, mask_id, pad_id
-        stream = np.fromfile(split_dir / "stream.bin", dtype=np.uint16)
+        stream = np.fromfile(split_dir / STREAM_FILE, dtype=TOKEN_DTYPE)
         if stream.size <= seq_len:
-            raise SystemExit(f"{split_dir}/stream.bin has only {stream.size} tokens")
+            raise SystemExit(f"{split_dir / STREAM_FILE} has only {stream.size} tokens")
         self.stream = torch.from_numpy(stream.astype(np.int32)).to(device)
-        f = split_dir / "infill.npz"
+        f = split_dir / INFILL_FILE
         if f.exists():
             z = np.load(f)
+            if z["tokens"].shape[1] != seq_len:
+                raise SystemExit(
+                    f"{f} holds examples of {z['tokens'].shape[1]} tokens, the model trains on "
+                    f"{seq_len}: build the data with the same length (model/data.py's SEQ_LEN)"
+                )
             self.inf_tok = torch.from_numpy(z["tokens"].astype(np.int32)).to(device)
             self.inf_pos = torch.from_numpy(z["pos"].astype(np.int32)).to(device)
             self.inf_grp = torch.from_numpy(z["group"].astype(np.int32)).to(device)
@@ -77,10 +96,11 @@ class Batches:
                 self.inf_pos[idx].long(),
                 self.inf_grp[idx].long(),
             )
-            t_groups = _strat_t(n_inf * 4, dev, g).view(n_inf, 4)  # one t per noisy copy
-            gi = grp.clamp(1, 4) - 1
+            # one t per noisy copy (groups 1..MAX_COPIES); context and filler carry no loss
+            t_groups = _strat_t(n_inf * MAX_COPIES, dev, g).view(n_inf, MAX_COPIES)
+            gi = grp.clamp(1, MAX_COPIES) - 1
             t = t_groups.gather(1, gi)
-            span = (grp >= 1) & (grp <= 4)
+            span = (grp > CONTEXT_GROUP) & (grp <= MAX_COPIES)
             masked = (torch.rand(n_inf, L, device=dev, generator=g) < t) & span
             parts.append((tok, masked, pos, grp, 1.0 / t, span))
         tok, masked, pos, grp, w, elig = (torch.cat(x) for x in zip(*parts))
@@ -173,9 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument(
-        "--tokenizer", type=Path, default=Path(__file__).parent / "weights/tokenizer.json"
-    )
+    ap.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER)
     ap.add_argument("--resume", type=Path, default=None, help="checkpoint dir to continue from")
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--deadline", type=float, default=0, help="unix time to stop by (overrides)")
@@ -189,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--heads", type=int, default=6)
     ap.add_argument("--ffn", type=int, default=1024)
-    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--seq", type=int, default=SEQ_LEN, help="window of a new model")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (default on CUDA)")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--eval-every", type=float, default=60.0, help="seconds")
