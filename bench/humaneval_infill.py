@@ -394,7 +394,11 @@ def plot(results: list[dict], baselines: dict, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tasks", default=str(ROOT.parent / "shared/benchmarks/humaneval-infilling"))
+    ap.add_argument(
+        "--tasks",
+        default=str(ROOT.parent / "shared/benchmarks/humaneval-infilling"),
+        help="folder of the HumanEval infilling task files (default: %(default)s)",
+    )
     ap.add_argument(
         "--configs", default=DEFAULT_CONFIGS, help="comma-separated SUITE/LENGTH/SCHEDULE[@N]"
     )
@@ -407,10 +411,22 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="programs run at once")
     ap.add_argument("--timeout", type=float, default=5.0, help="seconds per program")
     args = ap.parse_args()
+    configs = parse_configs(args.configs, args.subset)
+    missing = [
+        str(Path(args.tasks) / f)
+        for s, f in SUITE_FILES.items()
+        if any(c.suite == s for c in configs) and not (Path(args.tasks) / f).is_file()
+    ]
+    if missing:
+        sys.exit(
+            f"HumanEval infilling task files not found: {', '.join(missing)}.\n"
+            "They are not part of this repository. Get them from the human-eval-infilling project "
+            "(MIT licence: https://github.com/openai/human-eval-infilling, folder data/: "
+            f"{', '.join(SUITE_FILES.values())}) and pass their folder with --tasks DIR."
+        )
 
     from model.infill import load_infiller
 
-    configs = parse_configs(args.configs, args.subset)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
