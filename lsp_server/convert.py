@@ -1,8 +1,9 @@
-"""Conversion from planned, post-processed fills to LSP types (UTF-16 ranges, the document's EOL).
+"""Conversion from planned, post-processed fills to LSP types (UTF-16 ranges, the editor's EOL).
 
 Owns: InlineCompletionItem, CompletionItem and WorkspaceEdit construction. Offsets are character
-offsets into the server's normalised text (syntax.Document); ranges are converted to LSP
-positions (UTF-16 code units) here, and inserted text gets the document's own line ending.
+offsets into the model's view of a document (`syntax.Document.text`, breaks as "\\n"); ranges are
+converted to the editor's positions (UTF-16 code units) here, and inserted text gets the line
+ending of the line it goes into as the editor has it (a mixed document: the cursor line's).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ def lsp_range(doc: Document, start: int, end: int) -> types.Range:
     return types.Range(types.Position(sl, sc), types.Position(el, ec))
 
 
-def with_eol(doc: Document, text: str) -> str:
-    return text.replace("\n", doc.eol) if doc.eol != "\n" else text
+def with_eol(doc: Document, text: str, offset: int | None = None) -> str:
+    """`text` (breaks as "\\n") with the editor's line break at `offset` (the document's first
+    without one)."""
+    return doc.to_editor(text, offset)
 
 
 def inline_items(
@@ -32,7 +35,9 @@ def inline_items(
     items = []
     for c in cands:
         rng = lsp_range(doc, start, start + c.extend)
-        items.append(types.InlineCompletionItem(insert_text=with_eol(doc, c.text), range=rng))
+        items.append(
+            types.InlineCompletionItem(insert_text=with_eol(doc, c.text, start), range=rng)
+        )
     return items
 
 
@@ -55,7 +60,8 @@ def completion_items(
                     kind=types.MarkupKind.Markdown, value=f"```\n{c.text}\n```"
                 ),
                 text_edit=types.TextEdit(
-                    range=lsp_range(doc, start, start + c.extend), new_text=with_eol(doc, c.text)
+                    range=lsp_range(doc, start, start + c.extend),
+                    new_text=with_eol(doc, c.text, start),
                 ),
                 insert_text_format=types.InsertTextFormat.PlainText,
                 sort_text=f"{i:04d}",
@@ -71,7 +77,8 @@ def workspace_edit(
 ) -> types.WorkspaceEdit:
     """One WorkspaceEdit replacing each (start, end) with its text, in the given document."""
     text_edits = [
-        types.TextEdit(range=lsp_range(doc, s, e), new_text=with_eol(doc, t)) for s, e, t in edits
+        types.TextEdit(range=lsp_range(doc, s, e), new_text=with_eol(doc, t, s))
+        for s, e, t in edits
     ]
     if versioned:
         ident = types.OptionalVersionedTextDocumentIdentifier(uri=doc.uri, version=doc.version)

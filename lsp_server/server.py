@@ -405,7 +405,7 @@ def create_server(loader=builtin_loader) -> ParafillServer:
         )
         uri = params.get("uri") if isinstance(params, dict) else getattr(params, "uri", None)
         if uri and (doc := ls.docs.get(uri)) is not None:  # lets clients verify the server's copy
-            text = convert.with_eol(doc, doc.text)
+            text = doc.editor_text  # exactly as the editor has it
             out["document"] = {
                 "uri": uri,
                 "version": doc.version,

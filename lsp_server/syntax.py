@@ -1,19 +1,27 @@
 """Documents and syntax: language detection, LSP position maths, one tree-sitter tree per document.
 
-Owns the server's copy of every open document. Text is stored with line endings normalised to
-"\\n" (the document's own ending is remembered in `Document.eol` and restored by convert.py), so
-line/character positions are the client's own. Each change is applied incrementally and the tree is
-re-parsed with `tree.edit` + `parser.parse(new, old_tree)`. Languages without a grammar, binary
-documents and huge documents get no tree; the planner then falls back to indentation rules.
+Owns the server's copy of every open document. Each document keeps the editor's text exactly as
+the editor has it (`Document.editor_text`: every edit applied by LSP's rules, line breaks as sent,
+mixed or not) and the model's view of it (`Document.text`: every line break as "\\n", which the
+model was trained on); both have the same lines, so line/character positions are the client's own
+in either, and offsets everywhere else are offsets into `text`. Only "\\n", "\\r\\n" and "\\r" end
+a line (not the other Unicode separators); columns are UTF-16 code units. Each change is applied
+incrementally and the tree is re-parsed with `tree.edit` + `parser.parse(new, old_tree)`.
+Languages without a grammar, binary documents and huge documents get no tree; the planner then
+falls back to indentation rules. Documents are stored under a normalised URI (`normalize_uri`),
+so two spellings of one URI are one document.
 """
 
 from __future__ import annotations
 
-import bisect
 import os
-from dataclasses import dataclass, field
+import re
+import string
 from functools import cache
 from typing import Any
+from urllib.parse import quote, unquote
+
+import numpy as np
 
 MAX_PARSE_CHARS = 2_000_000  # larger documents are planned without a tree
 BINARY_MARKER = "\x00"
@@ -53,9 +61,16 @@ def detect_language(uri_or_path: str, language_id: str | None = None) -> str:
     return language_id or "text"
 
 
-@cache
+GRAMMARS = frozenset(LANGUAGE_IDS.values())
+
+
 def get_language(name: str) -> Any | None:
     """The tree-sitter Language for a grammar name, or None when no grammar is installed."""
+    return _load_language(name) if name in GRAMMARS else None  # a cache entry per grammar only
+
+
+@cache
+def _load_language(name: str) -> Any | None:
     try:
         from tree_sitter import Language
 
@@ -118,12 +133,51 @@ def count_errors(tree: Any | None) -> int:
 
 
 def normalize_eol(text: str) -> str:
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+    """Every LSP line break ("\\r\\n", "\\r", "\\n") as "\\n"."""
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+
+
+def model_text(raw: str) -> str:
+    """The model's view of an editor's text: line breaks as "\\n" and lone surrogates (which
+    JSON can carry and UTF-8 cannot) as U+FFFD. Both keep every line's UTF-16 length."""
+    text = normalize_eol(raw)
+    if not text.isascii() and _SURROGATE.search(text):
+        text = _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
+def _breaks(raw: str) -> tuple[np.ndarray, np.ndarray]:
+    """The end offset of every LSP line break in `raw` and, per break, 1 where it is "\\r\\n"."""
+    if "\n" not in raw and "\r" not in raw:
+        return _EMPTY, _EMPTY
+    if raw.isascii():
+        c = np.frombuffer(raw.encode("ascii"), dtype=np.uint8)
+    else:
+        c = np.frombuffer(raw.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    lf = c == 10
+    cr = c == 13
+    if not cr.any():
+        return np.flatnonzero(lf).astype(np.int64) + 1, np.zeros(int(lf.sum()), dtype=np.int64)
+    crlf = cr[:-1] & lf[1:]  # a "\r" that a "\n" follows is one break with it, ending there
+    lone_cr = cr.copy()
+    lone_cr[:-1] &= ~lf[1:]
+    ends = np.flatnonzero(lf | lone_cr).astype(np.int64) + 1
+    is_crlf = np.zeros(len(c), dtype=np.int64)
+    is_crlf[1:] = crlf
+    return ends, is_crlf[ends - 1]
 
 
 def detect_eol(text: str) -> str:
-    i = text.find("\n")
-    return "\r\n" if i > 0 and text[i - 1] == "\r" else "\n"
+    """The first line break of `text` ("\\n" when it has none)."""
+    m = _BREAK.search(text)
+    return m.group() if m else "\n"
+
+
+_BREAK = re.compile("\r\n|\r|\n")
 
 
 def utf16_len(s: str) -> int:
@@ -131,7 +185,8 @@ def utf16_len(s: str) -> int:
 
 
 def utf16_to_col(line: str, units: int) -> int:
-    """Python index in `line` of a UTF-16 column (clamped to the line's end)."""
+    """Python index in `line` of a UTF-16 column (clamped to the line's end; inside a surrogate
+    pair: after it)."""
     if units <= 0:
         return 0
     if line.isascii():
@@ -144,24 +199,42 @@ def utf16_to_col(line: str, units: int) -> int:
     return len(line)
 
 
-@dataclass
 class Document:
-    """One open document: normalised text, its language, version and (maybe) tree."""
+    """One open document: the editor's text exactly as it sent it (`editor_text`), the model's
+    view of it (`text`: every line break as "\\n", so one character per break), its language,
+    version and (maybe) tree.
 
-    uri: str
-    text: str
-    language: str
-    version: int = 0
-    eol: str = "\n"
-    tree: Any | None = None
-    _parser: Any | None = field(default=None, repr=False)
-    _line_starts: list[int] | None = field(default=None, repr=False)
+    Both texts have the same lines with the same contents, so an LSP position names the same line
+    and column in each; offsets (`offset_at`, `position_at`, everything the planner and server
+    use) are offsets into `text`. Line starts of both are kept (numpy arrays, updated per edit).
+    An edit is applied to the editor's text by LSP's rules (a position past a line's end or the
+    last line clamps; a reversed range is swapped) and `text` follows it: the span re-derived from
+    the editor's text is widened by a lone "\\r" before the edit and a lone "\\n" after it, since
+    an edit may join them with its own text into one "\\r\\n" break (or split one).
+    """
+
+    def __init__(self, uri: str, raw_text: str, language: str, version: int = 0):
+        self.uri = uri
+        self.language = language
+        self.version = version
+        self.tree: Any | None = None
+        self._parser: Any | None = None
+        self._set(raw_text)
+        self.reparse(full=True)
 
     @classmethod
     def open(cls, uri: str, raw_text: str, language: str, version: int = 0) -> Document:
-        doc = cls(uri, normalize_eol(raw_text), language, version, detect_eol(raw_text))
-        doc.reparse(full=True)
-        return doc
+        return cls(uri, raw_text, language, version)
+
+    def __repr__(self) -> str:
+        return f"Document({self.uri!r}, {self.language}, v{self.version}, {len(self.text)} chars)"
+
+    def _set(self, raw: str) -> None:
+        self.editor_text = raw
+        self.text = model_text(raw)
+        ends, crlf = _breaks(raw)
+        self._raw_starts = np.concatenate(([0], ends)).astype(np.int64)
+        self._starts = self._raw_starts - np.concatenate(([0], np.cumsum(crlf))).astype(np.int64)
 
     @property
     def binary(self) -> bool:
@@ -170,56 +243,108 @@ class Document:
     # ---- positions -------------------------------------------------------------------------
     @property
     def line_starts(self) -> list[int]:
-        if self._line_starts is None:
-            starts = [0]
-            find = self.text.find
-            i = find("\n")
-            while i >= 0:
-                starts.append(i + 1)
-                i = find("\n", i + 1)
-            self._line_starts = starts
-        return self._line_starts
+        """Offset in `text` of every line's start."""
+        return self._starts.tolist()
+
+    @property
+    def line_count(self) -> int:
+        return len(self._starts)
+
+    def _line_len(self, line: int) -> int:
+        starts = self._starts
+        end = int(starts[line + 1]) - 1 if line + 1 < len(starts) else len(self.text)
+        return end - int(starts[line])
 
     def line_text(self, line: int) -> str:
-        starts = self.line_starts
-        end = starts[line + 1] - 1 if line + 1 < len(starts) else len(self.text)
-        return self.text[starts[line] : end]
+        start = int(self._starts[line])
+        return self.text[start : start + self._line_len(line)]
+
+    def _locate(self, line: int, character: int) -> tuple[int, int]:
+        """(line, column in characters) of an LSP position, clamped as LSP says: before the first
+        line is the start, past the last line the end, past a line's end its end."""
+        if line < 0:
+            return 0, 0
+        if line >= len(self._starts):
+            last = len(self._starts) - 1
+            return last, self._line_len(last)
+        return line, utf16_to_col(self.line_text(line), character)
 
     def offset_at(self, line: int, character: int) -> int:
-        """Offset of an LSP position (UTF-16 column); past the end of a line or file clamps."""
-        starts = self.line_starts
-        if line < 0:
-            return 0
-        if line >= len(starts):
-            return len(self.text)
-        return starts[line] + utf16_to_col(self.line_text(line), character)
+        """Offset in `text` of an LSP position (UTF-16 column); past the end of a line or file
+        clamps."""
+        line, col = self._locate(line, character)
+        return int(self._starts[line]) + col
 
     def position_at(self, offset: int) -> tuple[int, int]:
-        """LSP (line, UTF-16 character) of an offset."""
+        """LSP (line, UTF-16 character) of an offset in `text`: the editor's position."""
         offset = max(0, min(offset, len(self.text)))
-        line = bisect.bisect_right(self.line_starts, offset) - 1
-        return line, utf16_len(self.text[self.line_starts[line] : offset])
+        line = int(np.searchsorted(self._starts, offset, side="right")) - 1
+        return line, utf16_len(self.text[int(self._starts[line]) : offset])
+
+    def _break_of(self, line: int) -> str:
+        """The editor's line break ending `line` (not the last line)."""
+        end = int(self._raw_starts[line]) + self._line_len(line)
+        return self.editor_text[end : int(self._raw_starts[line + 1])]
+
+    @property
+    def eol(self) -> str:
+        """The document's first line break as the editor has it ("\\n" without any)."""
+        return self._break_of(0) if len(self._starts) > 1 else "\n"
+
+    def eol_at(self, offset: int) -> str:
+        """The line break of the line holding `offset` (in `text`) as the editor has it: the one
+        the editor expects in text inserted there. The last line, which has none, takes the line
+        before's; a document of one line takes "\\n"."""
+        n = len(self._starts)
+        if n == 1:
+            return "\n"
+        offset = max(0, min(offset, len(self.text)))
+        line = int(np.searchsorted(self._starts, offset, side="right")) - 1
+        return self._break_of(min(line, n - 2))
+
+    def to_editor(self, text: str, offset: int | None = None) -> str:
+        """Model text (breaks as "\\n") for insertion at `offset`, with the editor's line break
+        there (the document's first one without an offset)."""
+        eol = self.eol if offset is None else self.eol_at(offset)
+        return text.replace("\n", eol) if eol != "\n" and "\n" in text else text
 
     # ---- edits -----------------------------------------------------------------------------
     def apply_change(self, raw_text: str, rng: tuple[int, int, int, int] | None) -> None:
         """Apply one LSP content change: `rng` is (line, char, end line, end char) or None (full)."""
-        text = normalize_eol(raw_text)
         if rng is None:
-            self.text = text
-            self.eol = detect_eol(raw_text) if "\n" in raw_text else self.eol
-            self._line_starts = None
+            self._set(raw_text)
             self.reparse(full=True)
             return
-        start = self.offset_at(rng[0], rng[1])
-        end = max(start, self.offset_at(rng[2], rng[3]))
-        old = self.text
-        self.text = old[:start] + text + old[end:]
-        self._line_starts = None
+        l0, c0 = self._locate(rng[0], rng[1])
+        l1, c1 = self._locate(rng[2], rng[3])
+        if (l1, c1) < (l0, c0):  # a reversed range is the same range
+            l0, c0, l1, c1 = l1, c1, l0, c0
+        raw, old, rstarts, starts = self.editor_text, self.text, self._raw_starts, self._starts
+        rs, re_ = int(rstarts[l0]) + c0, int(rstarts[l1]) + c1
+        ms, me = int(starts[l0]) + c0, int(starts[l1]) + c1
+        # widen the span to where old and new text break lines alike (see the class docstring)
+        a, na = (rs - 1, ms - 1) if rs and raw[rs - 1] == "\r" else (rs, ms)
+        b, nb = (re_ + 1, me + 1) if re_ < len(raw) and raw[re_] == "\n" else (re_, me)
+        seg = raw[a:rs] + raw_text + raw[re_:b]
+        mseg = model_text(seg)
+        self.editor_text = raw[:a] + seg + raw[b:]
+        ends, crlf = _breaks(seg)
+        i0 = int(np.searchsorted(rstarts, a, side="right"))
+        i1 = int(np.searchsorted(rstarts, b, side="right"))
+        self._raw_starts = np.concatenate(
+            (rstarts[:i0], a + ends, rstarts[i1:] + (len(seg) - (b - a)))
+        )
+        self._starts = np.concatenate(
+            (starts[:i0], na + ends - np.cumsum(crlf), starts[i1:] + (len(mseg) - (nb - na)))
+        )
+        if old[na:nb] == mseg:  # the model's text is unchanged (a "\r" became "\r\n", ...)
+            return
+        self.text = old[:na] + mseg + old[nb:]
         if self.tree is not None and len(self.text) <= MAX_PARSE_CHARS and not self.binary:
-            sb, sp = _byte_point(old, start)
-            ob, op = _byte_point(old, end)
-            nb, np_ = _byte_point(self.text, start + len(text))
-            self.tree.edit(sb, ob, nb, sp, op, np_)
+            sb, sp = _byte_point(old, na)
+            ob, op = _byte_point(old, nb)
+            nb_, np_ = _byte_point(self.text, na + len(mseg))
+            self.tree.edit(sb, ob, nb_, sp, op, np_)
             self.reparse(full=False)
         else:
             self.reparse(full=True)
@@ -280,22 +405,66 @@ class Snapshot:
         return char if self._ascii else len(self.text[:char].encode("utf-8"))
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+_DRIVE = re.compile(r"/[A-Za-z]:")
+_PATH_SAFE = "/:@!$&'()*+,;="  # what a path segment may hold unescaped (RFC 3986 pchar)
+
+
+def _escapes(s: str) -> str:
+    """RFC 3986 6.2.2: escapes of unreserved characters decoded, the others in upper case."""
+    if "%" not in s:
+        return s
+
+    def one(m: re.Match) -> str:
+        ch = chr(int(m[1], 16))
+        return ch if ch in _UNRESERVED else "%" + m[1].upper()
+
+    return _ESCAPE.sub(one, s)
+
+
+def normalize_uri(uri: str) -> str:
+    """The key one document is stored under, the same for every spelling of its URI that LSP
+    clients produce: the scheme in lower case, escapes of unreserved characters decoded and the
+    others in upper case (RFC 3986 6.2.2), so "file:///a%41.py" is "file:///aA.py"; for a file
+    URI also the path's escapes decoded (VS Code's "file:///c%3A/x" is "file:///C:/x"), a Windows
+    drive letter in lower case and "localhost" as no host. Answers keep the editor's URI."""
+    m = _SCHEME.match(uri)
+    if m is None:
+        return _escapes(uri)
+    scheme, rest = m.group()[:-1].lower(), uri[m.end() :]
+    if scheme != "file":
+        return f"{scheme}:{_escapes(rest)}"
+    host = ""
+    if rest.startswith("//"):
+        cut = min((i for i in (rest.find(c, 2) for c in "/?#") if i >= 0), default=len(rest))
+        host, rest = rest[2:cut].lower(), rest[cut:]
+        host = "" if host == "localhost" else host
+    cut = min((i for i in (rest.find(c) for c in "?#") if i >= 0), default=len(rest))
+    path = unquote(rest[:cut], errors="surrogateescape")
+    if _DRIVE.match(path):
+        path = path[:2].lower() + path[2:]
+    path = quote(path, safe=_PATH_SAFE, errors="surrogateescape")
+    return f"file://{host}{path}{_escapes(rest[cut:])}"
+
+
 class DocumentStore:
-    """All open documents by URI."""
+    """All open documents, by normalised URI (each keeps the URI its editor opened it with)."""
 
     def __init__(self) -> None:
         self._docs: dict[str, Document] = {}
 
     def open(self, uri: str, text: str, language_id: str | None, version: int = 0) -> Document:
         doc = Document.open(uri, text, detect_language(uri, language_id), version)
-        self._docs[uri] = doc
+        self._docs[normalize_uri(uri)] = doc
         return doc
 
     def get(self, uri: str) -> Document | None:
-        return self._docs.get(uri)
+        return self._docs.get(normalize_uri(uri))
 
     def close(self, uri: str) -> None:
-        self._docs.pop(uri, None)
+        self._docs.pop(normalize_uri(uri), None)
 
     def __len__(self) -> int:
         return len(self._docs)
