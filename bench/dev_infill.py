@@ -16,17 +16,15 @@ import importlib.util
 import json
 import statistics
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from lsp_server.planner import StopRules
-from lsp_server.postprocess import cut_to_scope, scope_ended
 from model import cpu_threads
+from model.codetext import cut_to_scope
 from model.data import EVAL_EXCLUDE_PACKAGES
 from model.infill import PRECISIONS, load_infiller
-from model.interface import Hole, InfillRequest
+from model.interface import Hole, InfillRequest, StopRules
 from model.layout import trim_context
 
 CONFIGS = {  # threshold configs for single lines take the infiller's default ("confident" end)
@@ -190,9 +188,8 @@ def main() -> None:
     if a.context_tokens:
         tasks = [_trim(m.tok, t, a.context_tokens) for t in tasks]
     statement = StopRules(open_brackets=1)  # the planner's rule for a bracket left open
-    ends = None
-    if a.scope_ends and a.after_open:  # the server's check: stop once the bracket has closed
-        ends = partial(scope_ended, stop=statement)
+    # the server's stop rules: the backend stops once the bracket has closed (or on repetition)
+    stop = statement if a.scope_ends and a.after_open else None
     rows = {}
     for name in a.configs:
         c = dict(CONFIGS[name])
@@ -200,7 +197,7 @@ def main() -> None:
         em, em1, steps, toks, ratio, ms, sim = 0, 0, [], [], [], [], []
         for pre, body, suf in tasks:
             t = time.perf_counter()
-            hole = Hole(a.budget, single_line=a.lines == 1 and not a.after_open, ends=ends)
+            hole = Hole(a.budget, single_line=a.lines == 1 and not a.after_open, stop=stop)
             r = m.infill(InfillRequest([pre, hole, suf], **c))[0]
             ms.append((time.perf_counter() - t) * 1e3)
             fill = r.fills[0]
@@ -233,7 +230,7 @@ def main() -> None:
                 "n": len(tasks),
                 "lines": a.lines,
                 "after_open": a.after_open,
-                "scope_ends": ends is not None,
+                "scope_ends": stop is not None,
                 "budget": a.budget,
                 "span_block": m.span_block,
                 "stale_ends": m.stale_ends,

@@ -7,7 +7,7 @@ of the line (24 tokens flagged single-line, the confident end at threshold 0.9: 
 Tasks come from files the training corpus excludes by name (dev_infill.unseen_files: not
 HumanEval); each hides the rest of one line after a random point inside its code, kept where the
 planner finds the cursor inside such a bracket. Both plans go through the server's pipeline
-(build_request, the end checks, region_candidates); the suggestion's first line is compared with
+(build_request, the stop rules, region_candidates); the suggestion's first line is compared with
 the hidden rest of the line. The context is encoded once per task before either runs (reused
 exactly by both), so the times are the denoising.
 
@@ -109,7 +109,7 @@ def main() -> None:
             t = time.perf_counter()
             out = m.infill(req)
             ms = (time.perf_counter() - t) * 1e3
-            cands = region_candidates(p, text, out, req=req)
+            cands = region_candidates(p, text, out)
             got = (cands[0].text if cands else "").split("\n")[0].strip()
             r = rows[name]
             r["exact"] += got == hidden.strip()

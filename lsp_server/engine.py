@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from model import cpu_threads
+from model.codetext import DEADLINE
 from model.interface import (
     CheckpointError,
     Hole,
@@ -108,9 +109,9 @@ class Job:
     stop: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.perf_counter)
     label: str | None = None  # what kind of request (the planner's region kind), for statistics
-    # asked on the worker thread after the run: whether its results may be cached (None: yes);
-    # False when they depended on more than the request (a deadline cut a fill short)
-    cacheable: Callable[[], bool] | None = None
+    # when the one waiting for it wants its fills (time.time()): the request's deadline, moved to
+    # the deadline of a request that takes a prefetch over (model/interface.py InfillRequest)
+    deadline: float | None = None
     # a prefetch (lsp_server/prefetch.py): no one waits for it yet; any real request cancels it,
     # unless it is this very request, which then takes the job over (it stops being speculative)
     speculative: bool = False
@@ -119,10 +120,17 @@ class Job:
     def cancel(self) -> None:
         self.stop.set()
 
+    def late(self) -> bool:
+        """The backend's deadline test (a single attribute read: safe while it runs)."""
+        deadline = self.deadline
+        return deadline is not None and time.time() >= deadline
+
 
 def request_key(req: InfillRequest) -> tuple:
+    """What a request asks (its deadline is when, not what: a prefetch with none and the request
+    it anticipates share a key)."""
     segs = tuple(
-        ("\0hole", s.max_tokens, s.min_tokens, s.single_line) if isinstance(s, Hole) else s
+        ("\0hole", s.max_tokens, s.min_tokens, s.single_line, s.stop) if isinstance(s, Hole) else s
         for s in req.segments
     )
     return (
@@ -263,10 +271,6 @@ class Engine:
             else None
         )
 
-    def count_tokens(self, text: str) -> int | None:
-        fn = getattr(self.infiller, "count_tokens", None)
-        return fn(text) if fn is not None else None
-
     def count(self, stat: str, n: int = 1) -> None:
         """Add to a statistic from another thread (the server's event loop): the worker thread
         updates the same counters, always under the lock."""
@@ -279,20 +283,21 @@ class Engine:
         doc: str,
         req: InfillRequest,
         label: str | None = None,
-        cacheable: Callable[[], bool] | None = None,
         speculative: bool = False,
     ) -> Job:
         """Queue a request; an older pending/running request for `doc` is superseded. A
         `speculative` one (a prefetch) is cancelled by any later real request, for any document,
-        except the same request for its document, which takes the running job over."""
+        except the same request (request_key) for its document, which takes the running job
+        over, with the request's deadline. Results that a deadline cut are not cached."""
         key = request_key(req)
-        job = Job(doc, req, key, label=label, cacheable=cacheable, speculative=speculative)
+        job = Job(doc, req, key, label=label, speculative=speculative, deadline=req.deadline)
         with self._lock:
             old = self._latest.get(doc)
             if old is not None and not old.future.done():
                 if old.speculative and not speculative and old.key == key and not old.stop.is_set():
                     old.speculative = False
                     old.adopted = time.perf_counter()
+                    old.deadline = req.deadline
                     self.stats.requests += 1
                     self.stats.prefetch_used += 1
                     return old
@@ -343,7 +348,7 @@ class Engine:
             t0 = time.perf_counter()
             if hasattr(self.infiller, "reuse_context"):
                 self.infiller.reuse_context = self.context_reuse
-            results = self.infiller.infill(job.request, should_stop=job.stop.is_set)
+            results = self.infiller.infill(job.request, should_stop=job.stop.is_set, late=job.late)
             elapsed = (time.perf_counter() - t0) * 1000
             timing = getattr(self.infiller, "last_timing", {})
             if timing.get("context_reused"):
@@ -375,7 +380,8 @@ class Engine:
                     elapsed = min(elapsed, (time.perf_counter() - job.adopted) * 1000)
                 self.stats.completed += 1
                 self.stats.add_latency(elapsed, job.label)
-            if self.cache_size > 0 and (job.cacheable is None or job.cacheable()):
+            cut = any(DEADLINE in r.ended_by for r in results)  # depends on timing
+            if self.cache_size > 0 and not cut:
                 self._cache[job.key] = results
                 if job.speculative:
                     self._prefetched.add(job.key)

@@ -1,8 +1,9 @@
 """The completion pipeline shared by the LSP handlers and the CLI, without any LSP types:
 plan -> InfillRequest -> (engine) -> post-processed candidates, and fill markers.
 
-Owns the holes' end checks (`EndCheck`, the backend's Hole.ends): the scope and repetition rules,
-and the deadline of an as-you-type multi-line fill, which then shows the lines it has finished.
+A request is plain data: each hole carries its region's stop rules, and an as-you-type request
+that may span lines carries a deadline, past which the backend ends such a fill at a finished
+line; each result says why each fill ended (`ended_by`), which trimming and caching read.
 
 Owns the hole marker syntax of `parafill fill` / `parafill.fill`: `<|fill|>` marks a hole with the
 default budget, `<|fill:N|>` a hole of at most N tokens.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from lsp_server import postprocess
 from lsp_server.config import Settings
@@ -22,12 +23,12 @@ from lsp_server.planner import (
     STATEMENT,
     InfillPlan,
     Region,
-    StopRules,
     plan_holes,
 )
 from lsp_server.postprocess import Candidate
 from lsp_server.syntax import Snapshot
-from model.interface import Hole, InfillRequest, InfillResult
+from model.codetext import DEADLINE, cut_to_scope, drop_repetition, finished_fill, strip_special
+from model.interface import InfillRequest, InfillResult
 
 MULTI_LINE = (BLOCK, STATEMENT)  # region kinds decoded with the frontier end rule
 MARKER_RE = re.compile(r"<\|fill(?::(\d+))?\|>")
@@ -47,11 +48,10 @@ def build_request(
     """The model request for a plan. An `explicit` request (the user asked: an Invoked trigger)
     gets holes of at least one token: an empty fill is a fine answer to typing, not to asking.
     `deadline_ms` (0: none): a fill that may span lines ends at the first line end after that
-    long, and its finished lines are the suggestion (region_candidates with this request)."""
+    long, and its finished lines are the suggestion (the result says so: ended_by)."""
+    multi_line = any(not r.stop.single_line for r in plan.regions)
     fields = {
-        "segments": with_end_checks(
-            plan, plan.segments(text, min_tokens=1 if explicit else 0), deadline_ms
-        ),
+        "segments": plan.segments(text, min_tokens=1 if explicit else 0),
         "steps": settings.steps if settings.schedule in ("fixed", "threshold") else None,
         "candidates": candidates,
         "temperature": INVOKED_TEMPERATURE if candidates > 1 else 0.0,
@@ -60,74 +60,20 @@ def build_request(
         "threshold": settings.threshold,
         "end_rule": "frontier" if any(r.kind in MULTI_LINE for r in plan.regions) else None,
         "length_estimate": settings.length_estimate,
+        "deadline": time.time() + deadline_ms / 1000 if deadline_ms and multi_line else None,
     }
     fields.update({k: v for k, v in overrides.items() if v is not None})
     return InfillRequest(**fields)
 
 
-@dataclass(eq=False)
-class EndCheck:
-    """A hole's `ends` callback: True once the fill so far (from its start up to the first slot
-    still masked) has run past its region or into a repeated line (postprocess.fill_ended: the
-    suggestion cannot change), or, past `deadline` (time.monotonic()), once it has a finished
-    line that leaves nothing open (postprocess.clean_break). The texts the deadline ended are
-    remembered, so that `trim` keeps only their finished lines."""
-
-    stop: StopRules
-    language: str
-    deadline: float | None = None
-    cut: set[str] = field(default_factory=set)
-
-    def late(self) -> bool:
-        return self.deadline is not None and time.monotonic() >= self.deadline
-
-    def __call__(self, fill: str) -> bool:
-        if postprocess.fill_ended(fill, self.stop, self.language):
-            return True
-        if not self.late():
-            return False
-        head = postprocess.whole_lines(fill)
-        if not head or not postprocess.clean_break(head, self.language):
-            return False  # a line still open: wait for the next line end
-        self.cut.add(fill)
-        return True
-
-    def trim(self, fill: str) -> str:
-        """The fill as the suggestion starts from: its finished lines if the deadline ended it."""
-        return postprocess.whole_lines(fill) if fill in self.cut else fill
+def deadline_cut(results: list[InfillResult]) -> bool:
+    """Whether a deadline ended any of the fills (such results depend on timing: not cached)."""
+    return any(DEADLINE in r.ended_by for r in results)
 
 
-def with_end_checks(plan: InfillPlan, segments: list, deadline_ms: int = 0) -> list:
-    """Each Hole gets its region's EndCheck (`Hole.ends`): the model may stop denoising a fill
-    once it has run past its region or into a repeated line, since the post-processing would cut
-    the rest off; with `deadline_ms`, a fill that may span lines also stops at its first line
-    end after that long."""
-    regions = iter(plan.regions)
-    start = time.monotonic()
-    out = []
-    for s in segments:
-        if isinstance(s, Hole):
-            stop = next(regions).stop
-            late = start + deadline_ms / 1000 if deadline_ms and not stop.single_line else None
-            s = replace(s, ends=EndCheck(stop, plan.language, late))
-        out.append(s)
-    return out
-
-
-def _end_checks(req: InfillRequest) -> list[EndCheck]:
-    return [h.ends for h in req.holes if isinstance(h.ends, EndCheck)]
-
-
-def take_deadlines(src: InfillRequest, dst: InfillRequest) -> None:
-    """Give `dst` (the same request, already running: a prefetch a request took over) the
-    deadlines of `src`'s end checks. Safe while `dst` runs: each is one attribute store."""
-    for mine, theirs in zip(_end_checks(src), _end_checks(dst)):
-        theirs.deadline = mine.deadline
-
-
-def deadline_cut(req: InfillRequest) -> bool:
-    """Whether the deadline ended any of the request's fills."""
-    return any(check.cut for check in _end_checks(req))
+def late(req: InfillRequest) -> bool:
+    """Whether the request's deadline has passed (the user is waiting)."""
+    return req.deadline is not None and time.time() >= req.deadline
 
 
 def region_candidates(
@@ -135,14 +81,15 @@ def region_candidates(
     text: str,
     results: list[InfillResult],
     index: int = 0,
-    req: InfillRequest | None = None,
 ) -> list[Candidate]:
-    """Post-processed candidates for region `index`, best first. `req`: the request the results
-    answer, whose end checks say which fills a deadline cut short."""
+    """Post-processed candidates for region `index`, best first; a fill a deadline ended keeps
+    its finished lines only."""
     region: Region = plan.regions[index]
-    check = req.holes[index].ends if req is not None and index < len(req.holes) else None
-    trim = check.trim if isinstance(check, EndCheck) else (lambda f: f)
-    fills = [(trim(r.fills[index]), r.score) for r in results if index < len(r.fills)]
+    fills = [
+        (finished_fill(r.fills[index], _ended_by(r, index)), r.score)
+        for r in results
+        if index < len(r.fills)
+    ]
     prefix = text[plan.context_start : region.start] + region.lead
     suffix = region.trail + text[region.end : plan.context_end]
     complete = region.kind in MUST_PARSE
@@ -150,6 +97,10 @@ def region_candidates(
     if region.lead or region.trail:
         cands = [replace(c, text=region.lead + c.text + region.trail) for c in cands]
     return cands
+
+
+def _ended_by(result: InfillResult, index: int) -> str:
+    return result.ended_by[index] if index < len(result.ended_by) else ""
 
 
 def merge_candidates(old: list[Candidate] | None, new: list[Candidate]) -> list[Candidate]:
@@ -166,7 +117,7 @@ def fallback_request(req: InfillRequest, cands: list[Candidate]) -> InfillReques
     not use the frontier rule, or when its deadline has passed (the user is waiting)."""
     if req.end_rule != "frontier" or req.schedule not in (None, "threshold"):
         return None
-    if any(check.late() for check in _end_checks(req)):
+    if late(req):
         return None
     if cands and cands[0].errors == 0:
         return None
@@ -204,8 +155,8 @@ def hole_fills(plan: InfillPlan, text: str, results: list[InfillResult]) -> list
     out = []
     for i, region in enumerate(plan.regions):
         best = results[0].fills[i] if results and i < len(results[0].fills) else ""
-        fill = postprocess.cut_to_scope(postprocess.strip_special(best), region.stop, plan.language)
-        out.append(region.lead + postprocess.drop_repetition(fill) + region.trail)
+        fill = cut_to_scope(strip_special(best), region.stop, plan.language)
+        out.append(region.lead + drop_repetition(fill) + region.trail)
     return out
 
 

@@ -9,11 +9,19 @@ budget. No I/O and no model: the engine turns an `InfillPlan` into an `InfillReq
 from __future__ import annotations
 
 import itertools
-import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from model.interface import Hole, Segment
+from model.codetext import (
+    BRACE_LANGUAGES,
+    CLOSERS,
+    OPENERS,
+    code_only,
+    ends_with_operator,
+    indent_of,
+    is_header,
+)
+from model.interface import Hole, Segment, StopRules
 
 LINE, STATEMENT, BLOCK, BRACKET, SELECTION, HOLE = (
     "line",
@@ -23,9 +31,6 @@ LINE, STATEMENT, BLOCK, BRACKET, SELECTION, HOLE = (
     "selection",
     "hole",
 )
-OPENERS = {"(": ")", "[": "]", "{": "}"}
-CLOSERS = {v: k for k, v in OPENERS.items()}
-BRACE_LANGUAGES = {"javascript", "typescript", "tsx", "go", "rust", "c", "cpp", "java"}
 MIN_CONTEXT_TOKENS = 64  # never plan less context than this
 SCAN_LINES = 60
 SCAN_INDENT_LINES = 2000  # lines looked at to find the indentation step
@@ -35,7 +40,6 @@ DEFAULT_INDENT = {
     "tsx": "  ",
     "go": "\t",
 }  # lines scanned around the cursor for bracket balance
-TRAILING_OPERATORS = ("\\", "+", "-", "*", "/", "%", "&&", "||", "and", "or", "not", "?", ",")
 
 
 @dataclass(frozen=True)
@@ -51,17 +55,6 @@ class Budgets:
     context_tokens: int = 400  # prefix + holes + suffix (the model window is 512)
     suffix_share: float = 0.25  # fraction of the context budget given to the suffix
     chars_per_token: float = 3.0  # estimate (on the low side) used to size the window
-
-
-@dataclass(frozen=True)
-class StopRules:
-    """Where post-processing cuts a fill."""
-
-    single_line: bool = False  # cut at the first line break
-    max_lines: int | None = None  # keep at most this many lines
-    dedent_below: int | None = None  # cut at a non-blank later line indented <= this
-    open_brackets: int = 0  # statement: cut at the line end where these brackets close
-    inside_bracket: bool = False  # cut before the first unmatched closing bracket
 
 
 @dataclass(frozen=True)
@@ -94,7 +87,7 @@ class InfillPlan:
         trail = ""
         for r in self.regions:
             segs.append(trail + text[pos : r.start] + r.lead)
-            segs.append(Hole(r.budget, min(min_tokens, r.budget), single_line=r.stop.single_line))
+            segs.append(Hole(r.budget, min(min_tokens, r.budget), r.stop.single_line, r.stop))
             pos, trail = r.end, r.trail
         segs.append(trail + text[pos : self.context_end])
         return segs
@@ -114,16 +107,6 @@ def _line_bounds(text: str, offset: int) -> tuple[int, int]:
     start = text.rfind("\n", 0, offset) + 1
     end = text.find("\n", offset)
     return start, len(text) if end < 0 else end
-
-
-def indent_of(line: str) -> int:
-    return len(line) - len(line.lstrip(" \t"))
-
-
-def _strip_comment(line: str, language: str) -> str:
-    marker = "#" if language == "python" else "//"
-    i = line.find(marker)
-    return line[:i] if i >= 0 and line.count('"', 0, i) % 2 == 0 else line
 
 
 def _neighbour_line(text: str, offset: int, step: int) -> str | None:
@@ -146,22 +129,10 @@ def _neighbour_line(text: str, offset: int, step: int) -> str | None:
             return line
 
 
-_STRING_RE = re.compile(
-    r"'''.*?'''|\"\"\".*?\"\"\"|'(?:\\.|[^'\\\n])*'|\"(?:\\.|[^\"\\\n])*\"|`[^`]*`", re.DOTALL
-)
-
-
-def _code_only(chunk: str, language: str) -> str:
-    """Blank out string literals and comments so brackets inside them are not counted."""
-    chunk = _STRING_RE.sub(lambda m: " " * len(m.group()), chunk)
-    marker = "#" if language == "python" else "//"
-    return re.sub(re.escape(marker) + r"[^\n]*", lambda m: " " * len(m.group()), chunk)
-
-
 def open_brackets(prefix: str, language: str) -> list[str]:
     """Openers still unmatched at the end of `prefix` (innermost last)."""
     stack: list[str] = []
-    for ch in _code_only(prefix, language):
+    for ch in code_only(prefix, language):
         if ch in OPENERS:
             stack.append(ch)
         elif ch in CLOSERS:
@@ -176,7 +147,7 @@ def closers_ahead(suffix: str, language: str) -> list[tuple[str, int]]:
     """Closing brackets in `suffix` that have no opener after the cursor, with their offsets."""
     depth: list[str] = []
     out: list[tuple[str, int]] = []
-    for i, ch in enumerate(_code_only(suffix, language)):
+    for i, ch in enumerate(code_only(suffix, language)):
         if ch in OPENERS:
             depth.append(ch)
         elif ch in CLOSERS:
@@ -203,13 +174,6 @@ def _window(text: str, offset: int, lines: int, before: bool) -> str:
     return text[offset:pos]
 
 
-def _is_header(line: str, language: str) -> bool:
-    code = _strip_comment(line, language).rstrip()
-    if language in BRACE_LANGUAGES:
-        return code.endswith("{")
-    return code.endswith(":") and not code.lstrip().startswith(("#", "lambda"))
-
-
 def indent_unit(text: str, language: str) -> str:
     """The document's indentation step (first indented line after a shallower one)."""
     prev = 0
@@ -224,16 +188,6 @@ def indent_unit(text: str, language: str) -> str:
             return "\t" if "\t" in step else " " * (ind - prev)
         prev = ind
     return DEFAULT_INDENT.get(language, "    ")
-
-
-def _ends_with_operator(line: str, language: str) -> bool:
-    code = _strip_comment(line, language).rstrip()
-    if not code or code.endswith(("==", "!=", "<=", ">=", "->", "=>", "++", "--")):
-        return code.endswith("\\")
-    return any(
-        code.endswith(op) and (not op.isalpha() or code[: -len(op)].endswith((" ", "\t")))
-        for op in TRAILING_OPERATORS
-    )
 
 
 def _in_string_or_comment(tree: Any | None, byte: int) -> bool:
@@ -295,7 +249,7 @@ def choose_region(
                 trail = "\n" + base if after.strip() else ""
                 stop = StopRules(inside_bracket=True, dedent_below=len(base))
                 return Region(BLOCK, cursor, cursor, budgets.block, stop, "\n" + base + unit, trail)
-            header = prev_line is not None and _is_header(prev_line, language)
+            header = prev_line is not None and is_header(prev_line, language)
             if not before.strip() and not after.strip() and header:
                 stop = StopRules(inside_bracket=True, dedent_below=indent_of(prev_line))
                 return Region(BLOCK, cursor, cursor, budgets.block, stop)
@@ -324,7 +278,7 @@ def choose_region(
             STATEMENT, cursor, cursor, budgets.statement, StopRules(open_brackets=len(stack))
         )
 
-    if not after.strip() and _is_header(before, language) and not brace:
+    if not after.strip() and is_header(before, language) and not brace:
         header_indent = indent_of(before)
         if next_line is None or indent_of(next_line) <= header_indent:
             lead = "\n" + before[:header_indent] + indent_unit(text, language)
@@ -332,16 +286,16 @@ def choose_region(
             return Region(BLOCK, cursor, cursor, budgets.block, stop, lead)
 
     if not before.strip() and not after.strip() and prev_line is not None:
-        if _is_header(prev_line, language) and not brace:
+        if is_header(prev_line, language) and not brace:
             header_indent = indent_of(prev_line)
             if next_line is None or indent_of(next_line) <= header_indent:
                 return Region(
                     BLOCK, cursor, cursor, budgets.block, StopRules(dedent_below=header_indent)
                 )
-        if _ends_with_operator(prev_line, language):
+        if ends_with_operator(prev_line, language):
             return Region(STATEMENT, cursor, cursor, budgets.line, StopRules(max_lines=1))
 
-    if not after.strip() and before.strip() and _ends_with_operator(before, language):
+    if not after.strip() and before.strip() and ends_with_operator(before, language):
         return Region(STATEMENT, cursor, cursor, budgets.line, StopRules(max_lines=2))
 
     return Region(LINE, cursor, cursor, budgets.line, single)

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import re
 
-from lsp_server.planner import OPENERS, _is_header, _strip_comment, indent_of, indent_unit
+from lsp_server.planner import indent_unit
+from model.codetext import OPENERS, indent_of, is_header, strip_comment
 
 PY_DEDENT = re.compile(r"\s*(return|pass|raise|break|continue)\b")
 
@@ -25,9 +26,9 @@ PY_DEDENT = re.compile(r"\s*(return|pass|raise|break|continue)\b")
 def enter_indent(line: str, text: str, language: str) -> str:
     """The indentation an editor gives the new line when Enter is pressed at the end of `line`."""
     base = line[: indent_of(line)]
-    code = _strip_comment(line, language).rstrip()
+    code = strip_comment(line, language).rstrip()
     unit = indent_unit(text, language)
-    if _is_header(line, language) or code.endswith(tuple(OPENERS)):
+    if is_header(line, language) or code.endswith(tuple(OPENERS)):
         return base + unit
     if language == "python" and PY_DEDENT.match(code) and base.endswith(unit):
         return base[: len(base) - len(unit)]

@@ -95,14 +95,10 @@ class ParafillServer(LanguageServer):
             self.show(f"parafill: model unavailable: {exc}", types.MessageType.Error)
 
     async def run_model(self, uri: str, req, label: str):
-        """(results, the request they answer) for `req`, or None when it was cancelled or failed
-        (logged). The request is `req`'s twin from a prefetch when the engine had one under way:
-        its end checks are the ones that ran."""
-        job = self.engine.submit(uri, req, label, _cacheable(req))
-        if job.request is not req:  # a prefetch taken over: from now on, this request's deadline
-            pipeline.take_deadlines(req, job.request)
+        """The results for `req`, or None when it was cancelled or failed (logged)."""
+        job = self.engine.submit(uri, req, label)
         try:
-            return await asyncio.wrap_future(job.future), job.request
+            return await asyncio.wrap_future(job.future)
         except asyncio.CancelledError:
             job.cancel()
             raise
@@ -184,14 +180,13 @@ class ParafillServer(LanguageServer):
         t0 = time.perf_counter()
         cands = None
         while req is not None:
-            ran = await self.run_model(uri, req, plan.kind)
-            if ran is None or doc.version != version:  # failed, cancelled or stale
+            results = await self.run_model(uri, req, plan.kind)
+            if results is None or doc.version != version:  # failed, cancelled or stale
                 return start, cursor, []
-            results, req = ran
             cands = pipeline.merge_candidates(
-                cands, pipeline.region_candidates(plan, text, results, req=req)
+                cands, pipeline.region_candidates(plan, text, results)
             )
-            if pipeline.deadline_cut(req):
+            if pipeline.deadline_cut(results):
                 self.engine.count("deadline_cuts")
             req = pipeline.fallback_request(req, cands)
             if req is not None:
@@ -232,14 +227,9 @@ class ParafillServer(LanguageServer):
                 return  # the text changed
             snap = doc.snapshot_with(cursor, inserted)
             plan, req = self.plan_request(snap, cursor + len(inserted), 1, False, 0)
-            self.engine.submit(doc.uri, req, plan.kind, _cacheable(req), speculative=True)
+            self.engine.submit(doc.uri, req, plan.kind, speculative=True)
 
         asyncio.get_running_loop().call_later(PREFETCH_IDLE_S, start)
-
-
-def _cacheable(req):
-    """A fill the deadline cut short depends on timing, not only on the request: not cached."""
-    return lambda: not pipeline.deadline_cut(req)
 
 
 def _with_text(cand: Candidate, text: str) -> Candidate:

@@ -22,6 +22,7 @@ from model.interface import (
     InfillCancelled,
     InfillRequest,
     InfillResult,
+    never,
 )
 from model.layout import place, span_slots, trim_context
 
@@ -86,8 +87,11 @@ def denoise_config(
     )
 
 
-def _never() -> bool:
-    return False
+def deadline_test(deadline: float | None) -> Callable[[], bool]:
+    """`late()` for a request's deadline (seconds since the epoch; None: never late)."""
+    if deadline is None:
+        return never
+    return lambda: time.time() >= deadline
 
 
 def mid_line_holes(segments: list) -> list[bool]:
@@ -355,27 +359,36 @@ class BuiltinInfiller:
             stale_ends=self.stale_ends,
         )
 
-    def _ended_fn(self, holes: list[Hole], rel: list[tuple[int, int]]):
-        """The sampler's `ended` check from the holes' `ends` callbacks (None if none has one):
-        each row's hole text from its start up to the first masked slot, decoded and asked."""
+    def ended_fn(self, req: InfillRequest, rel: list[tuple[int, int]], late, ended_by: dict):
+        """The sampler's `ended` check from the holes' stop rules (None if no hole has any):
+        each row's hole text from its start up to the first masked slot, decoded and judged by
+        model/codetext.py's `end_reason` (`late()`: the deadline has passed). Why a fill ended
+        is written to `ended_by[(row, hole)]`."""
         import torch
 
-        if not any(h.ends for h in holes):
+        from model.codetext import end_reason
+
+        holes = req.holes
+        if not any(h.stop is not None for h in holes):
             return None
-        mask, pad = self.tok.mask_id, self.tok.pad_id
+        mask, pad, language = self.tok.mask_id, self.tok.pad_id, req.language or "python"
 
         def ended(x: torch.Tensor) -> torch.Tensor:
             out = torch.zeros(x.shape[0], len(holes), dtype=torch.bool)
             rows = x.tolist()
+            is_late = late()
             for h, (hole, (a, b)) in enumerate(zip(holes, rel)):
-                if hole.ends is None:
+                if hole.stop is None:
                     continue
                 for r, row in enumerate(rows):
                     ids = row[a:b]
                     if mask not in ids:
                         continue  # nothing left to stop
                     ids = [i for i in ids[: ids.index(mask)] if i != pad]
-                    out[r, h] = bool(ids) and hole.ends(self.tok.decode(ids))
+                    why = ids and end_reason(self.tok.decode(ids), hole.stop, language, is_late)
+                    if why:
+                        out[r, h] = True
+                        ended_by[(r, h)] = why
             return out.to(x.device)
 
         return ended
@@ -413,10 +426,16 @@ class BuiltinInfiller:
 
     # ------------------------------------------------------------------ the interface
     def infill(
-        self, req: InfillRequest, should_stop: Callable[[], bool] = _never
+        self,
+        req: InfillRequest,
+        should_stop: Callable[[], bool] = never,
+        late: Callable[[], bool] | None = None,
     ) -> list[InfillResult]:
+        """Fill the request's holes (model/interface.py). `late`: the caller's deadline test,
+        in place of the request's own `deadline`."""
         import torch
 
+        from model.codetext import BUDGET, PAD
         from model.cpu_threads import Fitter
         from model.sampler import Cancelled, denoise
 
@@ -452,6 +471,7 @@ class BuiltinInfiller:
         gen = torch.Generator(device=dev)
         gen.manual_seed(0 if req.seed is None else int(req.seed))
         cpu = self.adaptive_threads and self.device.type == "cpu"
+        ended_by: dict[tuple[int, int], str] = {}  # (row, hole) -> why the stop rules ended it
         with self.lock, torch.inference_mode(), Fitter(cpu) as fitter:
             t0 = time.perf_counter()
             cache, reused = self._encode(ctx_ids, ctx_pos, fitter.fit, should_stop)
@@ -474,7 +494,7 @@ class BuiltinInfiller:
                     device=dev,
                     line_holes=[h.single_line for h in req.holes],
                     newline_ids=self.tok.newline_ids,
-                    ended=self._ended_fn(req.holes, rel),
+                    ended=self.ended_fn(req, rel, late or deadline_test(req.deadline), ended_by),
                     min_length=min_length,
                 )
             except Cancelled:
@@ -499,7 +519,12 @@ class BuiltinInfiller:
             if key in seen:
                 continue
             seen.add(key)
-            results.append(InfillResult(fills, score, out.steps_used, traj, tokens))
+            row = out.tokens[i].tolist()
+            why = [
+                ended_by.get((i, h), PAD if self.tok.pad_id in row[a:b] else BUDGET)
+                for h, (a, b) in enumerate(rel)
+            ]
+            results.append(InfillResult(fills, score, out.steps_used, traj, tokens, why))
         results.sort(key=lambda r: -r.score)
         return results
 

@@ -1,29 +1,46 @@
 """The seam between the server and the model (see DESIGN.md): requests, results, Infiller.
 
-Pure data definitions; no torch import here so the server can type against it cheaply.
+Plain data only: a request is something you could send over HTTP (and `request_to_json` /
+`request_from_json` do), nothing in it is a callable or mutable state. The backend evaluates a
+hole's stop rules itself (model/codetext.py), and each result says why each fill ended
+(`ended_by`), so the caller trims and caches by reading the result. No torch import here, so the
+server can type against it cheaply.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class StopRules:
+    """Where the caller cuts a fill (its region's end). A backend may stop denoising a hole once
+    its fill so far has run past them (model/codetext.py `end_reason`): the rest would be cut."""
+
+    single_line: bool = False  # cut at the first line break
+    max_lines: int | None = None  # keep at most this many lines
+    dedent_below: int | None = None  # cut at a non-blank later line indented <= this
+    open_brackets: int = 0  # statement: cut at the line end where these brackets close
+    inside_bracket: bool = False  # cut before the first unmatched closing bracket
 
 
 @dataclass(frozen=True)
 class Hole:
-    """One region to fill: up to `max_tokens` tokens (the rest of the budget becomes PAD).
+    """One region to fill: up to `max_tokens` tokens (the rest of the budget becomes PAD), at
+    least `min_tokens`.
     `single_line`: the fill ends at its line's end, so a line break ends it as PAD does (the
     denoiser then spends no passes on text that would be cut off).
-    `ends`: called with the fill's text decoded so far from its start (up to the first slot
-    still masked); True means the caller will cut the fill within that text (e.g. the server's
-    scope rules: the bracket closed, the block dedented), so the backend may end the hole there
-    instead of denoising what would be cut off. A backend may ignore it."""
+    `stop`: where the caller will cut the fill; with it the backend ends the hole as soon as the
+    fill so far runs past them or into repetition (and, past the request's deadline, at a
+    finished line), instead of denoising what would be cut off. None: the whole budget is
+    decoded (benchmarks)."""
 
     max_tokens: int
     min_tokens: int = 0
     single_line: bool = False
-    ends: Callable[[str], bool] | None = field(default=None, compare=False, repr=False)
+    stop: StopRules | None = None
 
 
 Segment = str | Hole
@@ -49,6 +66,11 @@ class InfillRequest:
     # read how long each line hole's fill will be from the first step (model/length.py) and end
     # it no sooner, where the backend has a length signal; False: the PAD budget alone decides
     length_estimate: bool = True
+    # when the user is waiting (seconds since the epoch, time.time()): past it, a hole with stop
+    # rules that may span lines ends at its first finished line that leaves nothing open, and its
+    # result says so (ended_by "deadline"); None: no deadline. Not part of what is asked: two
+    # requests differing only in it give the same fills when neither is cut.
+    deadline: float | None = None
 
     @property
     def holes(self) -> list[Hole]:
@@ -62,17 +84,28 @@ class InfillResult:
     steps_used: int  # forward passes spent on denoising
     trajectory: list[list[str]] | None = None  # fills after each step, when asked for
     tokens: int = 0  # non-PAD tokens generated over all holes
+    # why each fill ended (model/codetext.py): "budget" (every slot holds content), "pad" (the
+    # model ended it), "scope" / "repeat" (its stop rules: it ran past its region or into
+    # repetition), "deadline" (the request's deadline: keep its finished lines only)
+    ended_by: list[str] = field(default_factory=list)
 
 
-def _never() -> bool:
+def never() -> bool:
+    """The default `should_stop` and `late`: never."""
     return False
 
 
 class Infiller(Protocol):
-    """Anything that can fill holes. `should_stop` is polled between denoising steps."""
+    """Anything that can fill holes. `should_stop` is polled between denoising steps (True:
+    raise InfillCancelled). `late`, when given, replaces the request's own deadline test (True
+    once the caller's deadline has passed): a prefetch that a request takes over while it runs
+    gets that request's deadline (lsp_server/engine.py)."""
 
     def infill(
-        self, req: InfillRequest, should_stop: Callable[[], bool] = _never
+        self,
+        req: InfillRequest,
+        should_stop: Callable[[], bool] = never,
+        late: Callable[[], bool] | None = None,
     ) -> list[InfillResult]: ...
 
 
@@ -84,6 +117,49 @@ class CheckpointError(RuntimeError):
     """A missing, truncated or mismatched checkpoint; the message names the file."""
 
 
+# ---- JSON (a remote backend sends requests and results over HTTP) ----------------------------
+def request_to_json(req: InfillRequest) -> dict[str, Any]:
+    """A JSON-ready dict: text segments as strings, holes as {"hole": {...}}."""
+    out = {f.name: getattr(req, f.name) for f in fields(req) if f.name != "segments"}
+    out["segments"] = [{"hole": asdict(s)} if isinstance(s, Hole) else s for s in req.segments]
+    return out
+
+
+def request_from_json(data: dict[str, Any]) -> InfillRequest:
+    """The request `request_to_json` wrote (ValueError on a malformed one)."""
+    if not isinstance(data, dict) or not isinstance(data.get("segments"), list):
+        raise ValueError("an infill request needs a list of segments")  # noqa: TRY004
+    segments: list[Segment] = []
+    for s in data["segments"]:
+        if isinstance(s, str):
+            segments.append(s)
+        elif isinstance(s, dict) and isinstance(s.get("hole"), dict):
+            hole = dict(s["hole"])
+            stop = hole.pop("stop", None)
+            try:
+                segments.append(Hole(**hole, stop=None if stop is None else StopRules(**stop)))
+            except TypeError as exc:
+                raise ValueError(f"bad hole {s!r}: {exc}") from None
+        else:
+            raise ValueError(f"a segment is a string or {{'hole': {{...}}}}, got {s!r}")  # noqa: TRY004
+    known = {f.name for f in fields(InfillRequest)} - {"segments"}
+    unknown = set(data) - known - {"segments"}
+    if unknown:
+        raise ValueError(f"unknown request fields: {sorted(unknown)}")
+    return InfillRequest(segments=segments, **{k: data[k] for k in known if k in data})
+
+
+def result_to_json(result: InfillResult) -> dict[str, Any]:
+    return asdict(result)
+
+
+def result_from_json(data: dict[str, Any]) -> InfillResult:
+    try:
+        return InfillResult(**data)
+    except TypeError as exc:
+        raise ValueError(f"bad infill result: {exc}") from None
+
+
 __all__ = [
     "CheckpointError",
     "Hole",
@@ -92,4 +168,10 @@ __all__ = [
     "InfillResult",
     "Infiller",
     "Segment",
+    "StopRules",
+    "never",
+    "request_from_json",
+    "request_to_json",
+    "result_from_json",
+    "result_to_json",
 ]

@@ -5,7 +5,9 @@ The fill of hole i is read from the text itself: the i-th `expect: TEXT` comment
 segments (`\\n` in TEXT is a line break), or `FALLBACK` when there is none. Model paths select
 behaviour: "slow:SECONDS" sleeps that long per denoising step, "loadslow:SECONDS" delays the load,
 anything starting with "missing" raises CheckpointError like a missing checkpoint. A text
-containing "fake: raise" makes `infill` raise ValueError (a backend failure).
+containing "fake: raise" makes `infill` raise ValueError (a backend failure). A fill is ended by
+"deadline" when the request's deadline (or the caller's `late`) has passed at the end and the
+hole has stop rules that let it span lines, by "pad" otherwise.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ from __future__ import annotations
 import re
 import time
 
-from model.interface import CheckpointError, Hole, InfillCancelled, InfillRequest, InfillResult
+from model.interface import (
+    CheckpointError,
+    Hole,
+    InfillCancelled,
+    InfillRequest,
+    InfillResult,
+    never,
+)
 
 FALLBACK = "pass"
 STEPS = 4
@@ -32,7 +41,7 @@ class FakeInfiller:
     def count_tokens(self, text: str) -> int:
         return max(1, len(text) // 4)
 
-    def infill(self, req: InfillRequest, should_stop=lambda: False) -> list[InfillResult]:
+    def infill(self, req: InfillRequest, should_stop=never, late=None) -> list[InfillResult]:
         self.calls += 1
         text = "".join(s for s in req.segments if isinstance(s, str))
         if "fake: raise" in text:
@@ -49,6 +58,13 @@ class FakeInfiller:
             trajectory.append([f[: len(f) * step // self.steps] for f in fills])
         if should_stop():
             raise InfillCancelled()
+        if late is None:
+            late = lambda: req.deadline is not None and time.time() >= req.deadline
+        is_late = late()  # as the built-in backend: holes with stop rules that may span lines
+        ended_by = [
+            "deadline" if is_late and h.stop is not None and not h.single_line else "pad"
+            for h in holes
+        ]
         results = []
         for k in range(req.candidates):
             alt = fills if k == 0 else [f + f"  # alt {k}" for f in fills]
@@ -59,6 +75,7 @@ class FakeInfiller:
                     steps_used=self.steps,
                     trajectory=trajectory if req.want_trajectory else None,
                     tokens=sum(self.count_tokens(f) for f in alt),
+                    ended_by=ended_by,
                 )
             )
         return results

@@ -11,7 +11,7 @@ from fake_infiller import FakeInfiller, load
 
 from lsp_server.engine import ERROR, READY, Engine, ModelUnavailable, TypingThrough
 from lsp_server.postprocess import Candidate
-from model.interface import Hole, InfillCancelled, InfillRequest
+from model.interface import Hole, InfillCancelled, InfillRequest, StopRules
 
 
 def req(prefix: str = "# expect: 1\nx = ", **kw) -> InfillRequest:
@@ -156,9 +156,10 @@ def test_cache_hits_and_lru_eviction():
     assert fake.calls == 4 and engine.status()["cacheEntries"] == 2
     engine.run(req("# expect: 1\n", steps=2))  # different options: different key
     assert fake.calls == 5
-    timed = req("# expect: 4\n")  # results that depended on timing (a deadline cut them)
+    block = Hole(8, stop=StopRules())  # a fill that may span lines: a deadline cuts it
+    timed = InfillRequest(["# expect: 4\n", block, "\n"], deadline=time.time() - 1)
     for _ in range(2):
-        engine.submit("doc", timed, cacheable=lambda: False).future.result(5)
+        assert engine.run(timed)[0].ended_by == ["deadline"]
     assert fake.calls == 7 and engine.status()["cacheHits"] == 1
 
 

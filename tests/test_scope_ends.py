@@ -1,7 +1,8 @@
-"""Stopping a fill early (Hole.ends, the server's EndCheck): once its scope has ended or it
-repeats itself, the post-processed fill is the one a full decode gives, in fewer passes (with the
-shipped model); past an as-you-type request's deadline, at a finished line, which is then what
-the suggestion shows."""
+"""Stopping a fill early by its hole's stop rules (plain data the backend evaluates with
+model/codetext.py): once its scope has ended or it repeats itself, the post-processed fill is the
+one a full decode gives, in fewer passes (with the shipped model), and the result says why it
+ended; past an as-you-type request's deadline, at a finished line, which is then what the
+suggestion shows. A prefetch a request takes over gets that request's deadline."""
 
 from __future__ import annotations
 
@@ -9,17 +10,12 @@ import time
 from dataclasses import replace
 
 import pytest
+from fake_infiller import FakeInfiller
 
 from lsp_server.config import Settings
-from lsp_server.pipeline import (
-    EndCheck,
-    build_request,
-    deadline_cut,
-    fallback_request,
-    region_candidates,
-    take_deadlines,
-)
-from lsp_server.planner import StopRules, plan_completion
+from lsp_server.engine import Engine
+from lsp_server.pipeline import build_request, deadline_cut, fallback_request, region_candidates
+from lsp_server.planner import plan_completion
 from model.infill import load_infiller
 from model.interface import Hole
 
@@ -54,56 +50,27 @@ def test_scope_end_gives_the_same_fill_in_fewer_passes(marked, kind):
     assert plan.kind == kind
     req = build_request(plan, text, Settings())
     holes = [s for s in req.segments if isinstance(s, Hole)]
-    assert holes and all(h.ends is not None for h in holes)
+    assert holes and all(h.stop == r.stop for h, r in zip(holes, plan.regions))
     plain = replace(
         req,
-        segments=[replace(s, ends=None) if isinstance(s, Hole) else s for s in req.segments],
+        segments=[replace(s, stop=None) if isinstance(s, Hole) else s for s in req.segments],
     )
     m = load_infiller()
     early, full = m.infill(req)[0], m.infill(plain)[0]
     cut = [region_candidates(plan, text, [r])[0].text for r in (early, full)]
     assert cut[0] == cut[1]
     assert early.steps_used < full.steps_used  # the shipped model runs on past both scopes
+    assert early.ended_by[0] in ("scope", "repeat") and full.ended_by[0] in ("pad", "budget")
 
 
-BLOCK_BODY = StopRules(dedent_below=0)
-
-
-@pytest.mark.parametrize(
-    "fill,ended,kept",
-    [
-        ("x = f(a)\n    y = g(", True, "x = f(a)"),  # a finished line: ends, keeps it
-        ("x = f(a)", False, None),  # the first line is not finished yet
-        ("for x in y:\n        ", False, None),  # a header: its body is still to come
-        ("x = f(a,\n      b", False, None),  # a bracket still open
-        ("x = 1\n    y = 2\n    z", True, "x = 1\n    y = 2"),
-        ('"""Return the files.\n    Sorted.\n    ', False, None),  # a docstring still open
-        ('"""Return the files."""\n    x = f(', True, '"""Return the files."""'),
-    ],
-)
-def test_past_its_deadline_a_fill_ends_at_a_finished_line(fill, ended, kept):
-    late = EndCheck(BLOCK_BODY, "python", deadline=time.monotonic() - 1)
-    assert late(fill) is ended
-    assert late.trim(fill) == (kept if ended else fill)
-    for check in (
-        EndCheck(BLOCK_BODY, "python"),
-        EndCheck(BLOCK_BODY, "python", deadline=time.monotonic() + 60),
-    ):
-        assert check(fill) is False  # no deadline, or not yet
-        assert check.trim(fill) == fill
-
-
-def test_a_deadline_applies_to_fills_that_may_span_lines_and_not_to_explicit_requests():
+def test_a_request_carries_its_deadline_and_explicit_requests_have_none():
     text = "import os\n\n\ndef list_files(root):\n    \n"
     block = plan_completion(text, text.index("    \n") + 4, "python")
-    line = plan_completion("x = 1\ny = ", len("x = 1\ny = "), "python")
-    assert block.kind == "block" and line.kind == "line"
-    assert build_request(block, text, Settings(), deadline_ms=100).holes[0].ends.deadline
-    assert (
-        build_request(line, "x = 1\ny = ", Settings(), deadline_ms=100).holes[0].ends.deadline
-        is None
-    )
-    assert build_request(block, text, Settings()).holes[0].ends.deadline is None
+    assert block.kind == "block"
+    t0 = time.time()
+    deadline = build_request(block, text, Settings(), deadline_ms=100).deadline
+    assert deadline is not None and t0 + 0.1 <= deadline <= time.time() + 0.1
+    assert build_request(block, text, Settings()).deadline is None
     late = build_request(block, text, Settings(), deadline_ms=1)
     time.sleep(0.01)
     assert fallback_request(late, []) is None  # past its deadline: no second decode
@@ -122,18 +89,28 @@ def test_with_the_shipped_model_a_deadline_shows_the_finished_lines_sooner():
     for ms in (0, 1):
         req = build_request(plan, text, Settings(), deadline_ms=ms)
         results = m.infill(req)
-        out[ms] = (results[0].steps_used, region_candidates(plan, text, results, req=req)[0].text)
-        assert deadline_cut(req) is bool(ms)
+        out[ms] = (results[0].steps_used, region_candidates(plan, text, results)[0].text)
+        assert deadline_cut(results) is bool(ms)
+        assert results[0].ended_by == (["deadline"] if ms else [results[0].ended_by[0]])
     (full_steps, full), (cut_steps, cut) = out[0], out[1]
     assert "\n" in full and "\n" not in cut and full.startswith(cut + "\n")
     assert cut_steps < full_steps
 
 
 def test_a_request_taking_a_prefetch_over_gives_it_its_deadline():
-    text = "import os\n\n\ndef list_files(root):\n    \n"
+    text = "# expect: return []\nimport os\n\n\ndef list_files(root):\n    \n"
     block = plan_completion(text, text.index("    \n") + 4, "python")
+    assert block.kind == "block"
     prefetch = build_request(block, text, Settings())  # a prefetch runs without a deadline
-    asked = build_request(block, text, Settings(), deadline_ms=100)
-    assert prefetch.holes[0].ends.deadline is None
-    take_deadlines(asked, prefetch)
-    assert prefetch.holes[0].ends.deadline == asked.holes[0].ends.deadline is not None
+    asked = replace(prefetch, deadline=time.time() - 1)  # the user is waiting: past it
+    engine = Engine(lambda p, d: FakeInfiller(step_delay=0.05, steps=8))
+    engine.load()
+    assert engine.wait_ready(5)
+    running = engine.submit("doc", prefetch, speculative=True)
+    time.sleep(0.1)  # under way
+    taken = engine.submit("doc", asked)
+    assert taken is running and taken.deadline == asked.deadline
+    assert taken.future.result(5)[0].ended_by == ["deadline"]
+    assert engine.status()["prefetchUsed"] == 1 and engine.status()["cacheEntries"] == 0
+    alone = engine.submit("other", prefetch, speculative=True).future.result(5)
+    assert alone[0].ended_by == ["pad"]  # no one waiting: no deadline
