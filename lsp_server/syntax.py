@@ -158,17 +158,17 @@ def _breaks(raw: str) -> tuple[np.ndarray, np.ndarray]:
         c = np.frombuffer(raw.encode("ascii"), dtype=np.uint8)
     else:
         c = np.frombuffer(raw.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-    lf = c == 10
-    cr = c == 13
-    if not cr.any():
-        return np.flatnonzero(lf).astype(np.int64) + 1, np.zeros(int(lf.sum()), dtype=np.int64)
-    crlf = cr[:-1] & lf[1:]  # a "\r" that a "\n" follows is one break with it, ending there
-    lone_cr = cr.copy()
-    lone_cr[:-1] &= ~lf[1:]
-    ends = np.flatnonzero(lf | lone_cr).astype(np.int64) + 1
-    is_crlf = np.zeros(len(c), dtype=np.int64)
-    is_crlf[1:] = crlf
-    return ends, is_crlf[ends - 1]
+    at = np.flatnonzero((c == 10) | (c == 13))  # every "\r" and "\n"
+    if not len(at):
+        return _EMPTY, _EMPTY
+    cr = c[at] == 13
+    # the "\r" of a "\r\n" ends no line: the "\n" right after it ends the "\r\n"
+    joined = np.zeros(len(at), dtype=bool)
+    joined[:-1] = cr[:-1] & (at[1:] == at[:-1] + 1) & ~cr[1:]
+    keep = ~joined
+    crlf = np.zeros(len(at), dtype=np.int64)
+    crlf[1:] = joined[:-1]
+    return at[keep].astype(np.int64) + 1, crlf[keep]
 
 
 def detect_eol(text: str) -> str:
@@ -280,6 +280,12 @@ class Document:
         offset = max(0, min(offset, len(self.text)))
         line = int(np.searchsorted(self._starts, offset, side="right")) - 1
         return line, utf16_len(self.text[int(self._starts[line]) : offset])
+
+    def editor_offset(self, offset: int) -> int:
+        """The offset in `editor_text` (code points) of an offset in `text`."""
+        offset = max(0, min(offset, len(self.text)))
+        line = int(np.searchsorted(self._starts, offset, side="right")) - 1
+        return int(self._raw_starts[line]) + offset - int(self._starts[line])
 
     def _break_of(self, line: int) -> str:
         """The editor's line break ending `line` (not the last line)."""

@@ -175,6 +175,7 @@ def check_document(doc: Document, ref: LspReference) -> None:
             assert doc.text[:m] == lsp_normalize(from_units(ref.units[:r])), (line, char)
             assert doc.position_at(m) == ref.position_at(r)
             assert doc.offset_at(*doc.position_at(m)) == m
+            assert doc.editor_offset(m) == len(from_units(ref.units[:r]))
         expected = ref.line_break(min(line, len(starts) - 2)) if len(starts) > 1 else "\n"
         assert doc.eol_at(doc.offset_at(line, 0)) == expected
 
