@@ -145,7 +145,9 @@ def serve(args) -> int:
     if args.tcp is not None:
         server.start_tcp(LOCALHOST, args.tcp)
     else:
-        server.start_io()
+        from lsp_server.framing import start_io
+
+        start_io(server)  # frames read by lsp_server/framing.py, not by pygls's reader
     # LSP: exit after shutdown is 0, without it 1 (pygls's own exit code is lost in its loop)
     return 0 if server.protocol.exit_code is None else server.protocol.exit_code
 
