@@ -176,6 +176,7 @@ def _engine(args):
 
 
 def _settings(args):
+    """The server's settings as the CLI runs them: one request, no deadline, no prefetch."""
     from lsp_server.config import Settings
 
     s = Settings()
@@ -186,21 +187,31 @@ def _settings(args):
         steps=args.steps,
         threshold=args.threshold,
         length_estimate=args.length_estimate,
+        multiline_deadline_ms=0,
+        prefetch=False,
     )
 
 
-def _request(plan, text: str, settings, args, **extra):
-    from lsp_server import pipeline
+def _completer(args):
+    from lsp_server.completion import Completer
 
-    return pipeline.build_request(
-        plan,
-        text,
-        settings,
-        max(1, args.candidates),
+    return Completer(_engine(args), _settings(args))
+
+
+def _ask(args, **extra):
+    from lsp_server.completion import Ask
+
+    return Ask(
+        candidates=max(1, args.candidates),
+        budget=args.budget,
         temperature=args.temperature,
         seed=args.seed,
         **extra,
     )
+
+
+def _model_error(exc: Exception) -> CliError:
+    return CliError(f"model failed: {type(exc).__name__}: {exc}")
 
 
 def _parse_position(spec: str) -> tuple[str, int, int]:
@@ -211,9 +222,9 @@ def _parse_position(spec: str) -> tuple[str, int, int]:
 
 
 def complete(args) -> int:
-    from lsp_server import pipeline
-    from lsp_server.planner import plan_completion
-    from lsp_server.syntax import Document, Snapshot, detect_language
+    import asyncio
+
+    from lsp_server.syntax import Document, detect_language
 
     path, line, col = _parse_position(args.position)
     raw = _read(path)
@@ -225,67 +236,50 @@ def complete(args) -> int:
     if not 1 <= col <= width + 1:
         raise CliError(f"{path}:{line}: column {col} is outside the line (1..{width + 1})")
     cursor = doc.line_starts[line - 1] + col - 1
-    settings = _settings(args)
-    plan = plan_completion(
-        doc.text,
-        cursor,
-        doc.language,
-        Snapshot(doc.text, doc.tree, doc.language),
-        settings.budgets(),
-    )
-    if args.budget:
-        plan = replace(plan, regions=tuple(replace(r, budget=args.budget) for r in plan.regions))
-    req = _request(plan, doc.text, settings, args, want_trajectory=args.show_steps)
-    engine = _engine(args)
-    results = engine.run(req)
-    if args.show_steps and results and results[0].trajectory:
-        for i, step in enumerate(results[0].trajectory, 1):
+    ask = _ask(args, want_trajectory=args.show_steps)
+    done = asyncio.run(_completer(args).complete(doc, cursor, ask))
+    if done.error is not None:
+        raise _model_error(done.error)
+    first = done.results[0] if done.results else None
+    if args.show_steps and first is not None and first.trajectory:
+        for i, step in enumerate(first.trajectory, 1):
             print(f"step {i:2d}: {step[0]!r}", file=sys.stderr)
         print(
-            f"[{plan.kind} region, {results[0].steps_used} steps, {results[0].tokens} tokens]",
+            f"[{done.kind} region, {first.steps_used} steps, {first.tokens} tokens]",
             file=sys.stderr,
         )
-    cands = pipeline.region_candidates(plan, doc.text, results)
-    retry = pipeline.fallback_request(req, cands)  # as the server does for a block
-    if retry is not None:
-        retry_results = engine.run(replace(retry, want_trajectory=False))
-        cands = pipeline.merge_candidates(
-            cands, pipeline.region_candidates(plan, doc.text, retry_results)
-        )
-    if cands:
-        best = cands[0]
+    if done.candidates:
+        best = done.candidates[0]
         text = best.text[: len(best.text) - best.extend] if best.extend else best.text
-        sys.stdout.write(text.replace("\n", doc.eol) if doc.eol != "\n" else text)
+        sys.stdout.write(doc.to_editor(text, cursor))
         sys.stdout.flush()
     return 0
 
 
 def fill(args) -> int:
-    from lsp_server import pipeline
-    from lsp_server.syntax import Document, Snapshot, detect_language
+    import asyncio
+
+    from lsp_server.completion import apply_edits
+    from lsp_server.pipeline import find_markers
+    from lsp_server.syntax import Document, detect_language
 
     raw = _read(args.file)
     doc = Document.open(args.file, raw, detect_language(args.file))
-    settings = _settings(args)
+    if not find_markers(doc.text):  # said before the model loads
+        raise CliError(f"{args.file}: no <|fill|> markers in the text")
+    completer = _completer(args)
     try:
-        plan = pipeline.plan_markers(
-            doc.text, doc.language, settings, Snapshot(doc.text, doc.tree, doc.language)
-        )
+        filled = asyncio.run(completer.fill(doc, None, _ask(args)))
     except ValueError as exc:
         raise CliError(f"{args.file}: {exc}") from exc
-    if args.budget:  # a budget for the holes that do not name their own
-        default = settings.budgets().hole
-        plan = replace(
-            plan,
-            regions=tuple(
-                replace(r, budget=args.budget) if r.budget == default else r for r in plan.regions
-            ),
-        )
-    req = _request(plan, doc.text, settings, args)
-    results = _engine(args).run(req)
-    out = pipeline.apply_fills(doc.text, plan, pipeline.hole_fills(plan, doc.text, results))
-    if doc.eol != "\n":
-        out = out.replace("\n", doc.eol)
+    if filled.error is not None:
+        raise _model_error(filled.error)
+    # spliced into the file as it is, each fill with the line ending of its own line
+    edits = [
+        (doc.editor_offset(s), doc.editor_offset(e), doc.to_editor(f, s))
+        for s, e, f in filled.edits
+    ]
+    out = apply_edits(doc.editor_text, edits)
     if args.in_place:
         with open(args.file, "w", encoding="utf-8", newline="") as fh:
             fh.write(out)

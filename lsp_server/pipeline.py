@@ -121,7 +121,7 @@ def fallback_request(req: InfillRequest, cands: list[Candidate]) -> InfillReques
         return None
     if cands and cands[0].errors == 0:
         return None
-    return replace(req, end_rule="confident")
+    return replace(req, end_rule="confident", want_trajectory=False)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ This overrides pygls 2's request and notification dispatch (`handle_message`, `_
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from typing import Any
@@ -234,6 +235,28 @@ class ParafillProtocol(LanguageServerProtocol):
     def _user_handler(self, method: str, params):
         if (handler := self.fm.features.get(method)) is not None:
             yield handler, (params,), None
+
+    def _execute_handler(self, msg_id, handler, callback, args=None, kwargs=None):
+        """pygls keeps every handler's future in `_request_futures` by id, and only a request's
+        answer removes it: each notification (and each step of a generator handler, under an id
+        of its own) left one behind, 1.8 KB a didChange and 3.7 KB an open and close. Every
+        future is removed once it is done."""
+
+        def done(future, callback=callback):
+            self._request_futures.pop(msg_id, None)
+            callback(future)
+
+        super()._execute_handler(msg_id, handler, done, args, kwargs)
+
+    @lsp_method(types.WORKSPACE_EXECUTE_COMMAND)
+    async def lsp_workspace__execute_command(self, params: types.ExecuteCommandParams):
+        """A command runs as the request itself: pygls ran it as a step of a generator under an
+        id of its own, so `$/cancelRequest` cancelled the answer and not the command (a
+        parafill.fill went on filling). Awaited here, under the request's id, it is cancelled."""
+        gen = super().lsp_workspace__execute_command(params)
+        handler, args, kwargs = next(gen)  # an unknown command or bad arguments raise here
+        result = handler(*args, **(kwargs or {}))
+        return await result if inspect.isawaitable(result) else result
 
     @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
     def lsp_text_document__did_open(self, params: types.DidOpenTextDocumentParams):

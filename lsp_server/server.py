@@ -1,14 +1,13 @@
 """The pygls server object and its handlers: LSP <-> domain translation only.
 
-Documents live in syntax.DocumentStore, regions come from planner, inference from engine, cleaning
-from postprocess, the next line to prefetch from prefetch, and LSP shapes from convert. Handlers
-that wait on the model are async: they await the engine's future, so `$/cancelRequest` cancels
-them and the engine stops the job between denoising steps.
+Documents live in syntax.DocumentStore; a completion or a fill is asked of the one completion
+path (lsp_server/completion.py, which the CLI calls too) and its answer turned into LSP shapes by
+convert. Handlers that wait on the model are async: `$/cancelRequest` cancels them and the engine
+stops the job between denoising steps.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import logging
@@ -20,20 +19,18 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 
-from lsp_server import convert, pipeline
+from lsp_server import convert
+from lsp_server.completion import Ask, Completer, Completion
 from lsp_server.config import Settings, parse_settings, to_json
-from lsp_server.engine import Engine, ModelUnavailable, TypingThrough, builtin_loader
-from lsp_server.planner import plan_completion
+from lsp_server.engine import Engine, ModelUnavailable, builtin_loader
 from lsp_server.postprocess import Candidate
-from lsp_server.prefetch import after_enter
 from lsp_server.protocol import ParafillProtocol
-from lsp_server.syntax import Document, DocumentStore, Snapshot
+from lsp_server.syntax import Document, DocumentStore
 from model.interface import InfillCancelled
 
 NAME, VERSION = "parafill", "0.1.0"
 STATUS_METHOD = "parafill/status"
 FILL_COMMAND = "parafill.fill"
-PREFETCH_IDLE_S = 0.1  # a next-line prefetch starts once the user paused this long
 log = logging.getLogger("parafill")
 
 
@@ -49,9 +46,7 @@ class ParafillServer(LanguageServer):
         self.settings = settings
         self.docs = DocumentStore()
         self.engine = Engine(loader, settings.cache_size, settings.threads)
-        self.typing = TypingThrough()
-        self.pending: dict[str, int] = {}  # uri -> newest request ticket (debounce/supersede)
-        self.last_automatic: dict[str, float] = {}  # uri -> when its last automatic request came
+        self.completer = Completer(self.engine, settings, self.docs)
         self.reported_load_error = False
         self.started = time.time()
 
@@ -75,6 +70,7 @@ class ParafillServer(LanguageServer):
                 return
             new = self.settings  # still start, with the defaults
         old, self.settings = self.settings, new
+        self.completer.settings = new
         self.engine.cache_size = new.cache_size
         self.engine.threads = new.threads
         self.engine.context_reuse = new.context_reuse
@@ -94,25 +90,13 @@ class ParafillServer(LanguageServer):
             self.reported_load_error = True
             self.show(f"parafill: model unavailable: {exc}", types.MessageType.Error)
 
-    async def run_model(self, uri: str, req, label: str):
-        """The results for `req`, or None when it was cancelled or failed (logged)."""
-        job = self.engine.submit(uri, req, label)
-        try:
-            return await asyncio.wrap_future(job.future)
-        except asyncio.CancelledError:
-            job.cancel()
-            raise
-        except InfillCancelled:
-            return None
-        except ModelUnavailable as exc:
+    def report(self, exc: Exception) -> None:
+        """A model that cannot answer: shown once while it is unavailable, logged otherwise."""
+        if isinstance(exc, ModelUnavailable):
             self.model_failed(exc)
-            return None
-        except Exception as exc:  # a backend failure is logged, not fatal
-            log.exception("backend failed")
-            self.log(
-                f"parafill: backend error: {type(exc).__name__}: {exc}", types.MessageType.Error
-            )
-            return None
+            return
+        log.error("backend failed: %s: %s", type(exc).__name__, exc)
+        self.log(f"parafill: backend error: {type(exc).__name__}: {exc}", types.MessageType.Error)
 
     def document(self, uri: str) -> Document:
         doc = self.docs.get(uri)
@@ -120,116 +104,17 @@ class ParafillServer(LanguageServer):
             raise JsonRpcInvalidParams.of(ValueError(f"unknown document {uri}; send didOpen first"))
         return doc
 
-    # ---- completion core -------------------------------------------------------------------
-    def in_burst(self, uri: str) -> bool:
-        """Whether an automatic request for `uri` comes within `debounceMs` of the one before
-        (a burst of keystrokes): it then waits that long for more typing. The first request of a
-        burst runs at once (a leading-edge debounce): after a pause the wait would only add its
-        length to the answer, and if more typing follows, the newer request supersedes it."""
-        now = time.monotonic()
-        last, self.last_automatic[uri] = self.last_automatic.get(uri), now
-        wait = self.settings.debounce_ms / 1000
-        return wait > 0 and last is not None and now - last < wait
-
     async def complete_at(
         self, doc: Document, pos: types.Position, invoked: bool, selected=None
-    ) -> tuple[int, int, list]:
+    ) -> Completion:
         """An explicit request gets several candidates of at least one token and no debounce;
         automatic ones get one, which may be empty."""
         n = self.settings.candidates if invoked else 1
-        return await self.complete(doc, pos.line, pos.character, n, invoked, selected)
-
-    async def complete(
-        self,
-        doc: Document,
-        line: int,
-        character: int,
-        candidates: int,
-        invoked: bool,
-        selected: tuple[int, int, str] | None = None,
-    ) -> tuple[int, int, list]:
-        """(insert start, cursor, candidates) for a cursor; empty when superseded or unusable."""
-        uri = doc.uri
-        burst = not invoked and self.in_burst(uri)
-        ticket = self.pending.get(uri, 0) + 1
-        self.pending[uri] = ticket
-        text, version = doc.text, doc.version
-        cursor = doc.offset_at(line, character)
-        start = cursor
-        if selected is not None:  # complete as if the selected suggest item were inserted
-            s, e, sel_text = selected
-            text = text[:s] + sel_text + text[e:]
-            start, cursor = s, s + len(sel_text)
-        if doc.binary or not self.settings.language_enabled(doc.language):
-            return start, cursor, []
-        if selected is None:
-            through = self.typing.rest(uri, text, cursor)
-            if through:  # (a suggestion typed or taken in full leaves nothing more to suggest)
-                self.engine.count("typed_through")
-                return start, cursor, [_with_text(c, rest) for c, rest in through if rest]
-        if burst:
-            await asyncio.sleep(self.settings.debounce_ms / 1000)
-            if self.pending.get(uri) != ticket or doc.version != version:
-                self.engine.count("superseded")
-                return start, cursor, []
-        tree = doc.tree if selected is None else None
-        deadline = 0 if invoked else self.settings.multiline_deadline_ms
-        plan, req = self.plan_request(
-            Snapshot(text, tree, doc.language), cursor, candidates, invoked, deadline
-        )
-        t0 = time.perf_counter()
-        cands = None
-        while req is not None:
-            results = await self.run_model(uri, req, plan.kind)
-            if results is None or doc.version != version:  # failed, cancelled or stale
-                return start, cursor, []
-            cands = pipeline.merge_candidates(
-                cands, pipeline.region_candidates(plan, text, results)
-            )
-            if pipeline.deadline_cut(results):
-                self.engine.count("deadline_cuts")
-            req = pipeline.fallback_request(req, cands)
-            if req is not None:
-                self.engine.count("fallbacks")
-        self.log(
-            f"completion {plan.kind} {(time.perf_counter() - t0) * 1000:.0f} ms, {len(cands)} item(s)"
-        )
-        if selected is None:
-            self.typing.remember(uri, text, cursor, cands)
-            if not invoked and self.settings.prefetch:
-                self.prefetch(doc, ticket, text, cursor, cands[0].text if cands else "")
-        return start, cursor, cands
-
-    def plan_request(
-        self, snapshot: Snapshot, cursor: int, candidates: int, invoked: bool, deadline_ms: int
-    ):
-        """(plan, model request) at a cursor: one path for requests and prefetches, so that a
-        prefetch asks exactly what the request it anticipates will ask (the engine's key)."""
-        text, language = snapshot.text, snapshot.language
-        plan = plan_completion(text, cursor, language, snapshot, self.settings.budgets())
-        req = pipeline.build_request(plan, text, self.settings, candidates, invoked, deadline_ms)
-        return plan, req
-
-    def prefetch(self, doc: Document, ticket: int, text: str, cursor: int, suggestion: str) -> None:
-        """Fill, in the background, the line after this one as the editor will show it once
-        `suggestion` is taken and Enter pressed (lsp_server/prefetch.py): started once the user
-        has paused PREFETCH_IDLE_S after this answer (request `ticket`), so that typing on pays
-        nothing for it. It has no deadline until a request takes it over (pipeline.py)."""
-        inserted = after_enter(text, cursor, suggestion, doc.language)
-        if inserted is None or doc.binary:
-            return
-        version = doc.version
-
-        def start() -> None:
-            if self.pending.get(doc.uri) != ticket or self.docs.get(doc.uri) is not doc:
-                return  # another request came, or the document was closed
-            if doc.version != version:
-                return  # the text changed
-            snap = doc.snapshot_with(cursor, inserted)
-            plan, req = self.plan_request(snap, cursor + len(inserted), 1, False, 0)
-            self.engine.submit(doc.uri, req, plan.kind, speculative=True)
-
-        asyncio.get_running_loop().call_later(PREFETCH_IDLE_S, start)
+        cursor = doc.offset_at(pos.line, pos.character)
+        done = await self.completer.complete(doc, cursor, Ask(invoked, n, selected))
+        if done.error is not None:
+            self.report(done.error)
+        return done
 
 
 def _with_text(cand: Candidate, text: str) -> Candidate:
@@ -296,10 +181,10 @@ def create_server(loader=builtin_loader) -> ParafillServer:
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: ParafillServer, params: types.DidCloseTextDocumentParams) -> None:
+        doc = ls.docs.get(params.text_document.uri)  # (under any spelling of its URI)
+        if doc is not None:
+            ls.completer.forget(doc.uri)
         ls.docs.close(params.text_document.uri)
-        ls.typing.forget(params.text_document.uri)
-        ls.pending.pop(params.text_document.uri, None)
-        ls.last_automatic.pop(params.text_document.uri, None)
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: ParafillServer, params: types.InlineCompletionParams):
@@ -312,7 +197,8 @@ def create_server(loader=builtin_loader) -> ParafillServer:
             s = doc.offset_at(info.range.start.line, info.range.start.character)
             e = doc.offset_at(info.range.end.line, info.range.end.character)
             selected = (s, e, info.text)
-        start, _, cands = await ls.complete_at(doc, params.position, invoked, selected)
+        done = await ls.complete_at(doc, params.position, invoked, selected)
+        start, cands = done.start, done.candidates
         if not cands:
             return types.InlineCompletionList(items=[])
         if selected is not None:  # items must extend the selected item's text
@@ -338,9 +224,9 @@ def create_server(loader=builtin_loader) -> ParafillServer:
             params.context is None
             or params.context.trigger_kind == types.CompletionTriggerKind.Invoked
         )
-        start, _, cands = await ls.complete_at(doc, params.position, invoked)
+        done = await ls.complete_at(doc, params.position, invoked)
         return types.CompletionList(
-            is_incomplete=True, items=convert.completion_items(doc, start, cands)
+            is_incomplete=True, items=convert.completion_items(doc, done.start, done.candidates)
         )
 
     @server.command(FILL_COMMAND)
@@ -349,32 +235,25 @@ def create_server(loader=builtin_loader) -> ParafillServer:
         <|fill|> marker in the document, and applies it with workspace/applyEdit."""
         uri, rng = _fill_args(args)
         doc = ls.document(uri)
-        text, version = doc.text, doc.version
-        snapshot = Snapshot(text, doc.tree, doc.language)
+        selection = None
+        if rng is not None:
+            s = doc.offset_at(rng["start"]["line"], rng["start"]["character"])
+            e = doc.offset_at(rng["end"]["line"], rng["end"]["character"])
+            selection = (s, e)
         try:
-            if rng is not None:
-                s = doc.offset_at(rng["start"]["line"], rng["start"]["character"])
-                e = doc.offset_at(rng["end"]["line"], rng["end"]["character"])
-                plan = plan_completion(
-                    text, e, doc.language, snapshot, ls.settings.budgets(), selection=(s, e)
-                )
-            else:
-                plan = pipeline.plan_markers(text, doc.language, ls.settings, snapshot)
-        except ValueError as exc:
+            filled = await ls.completer.fill(doc, selection)
+        except ValueError as exc:  # nothing to fill
             raise JsonRpcInvalidParams.of(exc) from exc
-        job = ls.engine.submit(uri + "#fill", pipeline.build_request(plan, text, ls.settings))
-        try:
-            results = await asyncio.wrap_future(job.future)
-        except asyncio.CancelledError:
-            job.cancel()
-            raise
-        except ModelUnavailable as exc:
-            ls.model_failed(exc)
-            raise JsonRpcInvalidParams.of(exc) from exc
-        if doc.version != version:
+        if isinstance(filled.error, ModelUnavailable):
+            ls.model_failed(filled.error)
+            raise JsonRpcInvalidParams.of(filled.error)
+        if isinstance(filled.error, InfillCancelled):
+            return {"applied": False, "reason": "superseded by a newer fill", "fills": []}
+        if filled.error is not None:
+            raise filled.error
+        if filled.stale:
             return {"applied": False, "reason": "document changed while filling", "fills": []}
-        fills = pipeline.hole_fills(plan, text, results)
-        edits = [(r.start, r.end, f) for r, f in zip(plan.regions, fills)]
+        edits, fills = filled.edits, [f for _, _, f in filled.edits]
         dc = ls.client_capabilities.workspace
         versioned = bool(dc and dc.workspace_edit and dc.workspace_edit.document_changes)
         resp = await ls.workspace_apply_edit_async(

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Set up everything the tests need (idempotent, cached outside the repo) and run the test suite.
+# Set up everything the tests need (idempotent, cached outside the repo), lint (ruff check and
+# format --check), and run the test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 [ -f scripts/setup_editors.sh ] && bash scripts/setup_editors.sh
 . .venv/bin/activate
+ruff check . --exclude examples
+ruff format --check model lsp_server bench tests
 python -m pytest -q "$@"

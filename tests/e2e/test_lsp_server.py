@@ -506,3 +506,30 @@ async def test_missing_checkpoint(missing_client: LanguageClient):
     st = await status(missing_client)
     assert st["state"] == "error" and "config.json" in st["error"]
     assert any("config.json" in m.message for m in missing_client.messages)
+
+
+async def test_a_cancelled_fill_stops_its_job(slow_client: LanguageClient):
+    """parafill.fill goes the one completion path: `$/cancelRequest` stops its model run between
+    steps as it stops an inline completion's, and the server goes on serving."""
+    uri = "file:///t/fill_cancel.py"
+    open_doc(slow_client, uri, "# expect: 7\nx = <|fill|>\n")
+    before = await status(slow_client)
+    fut = slow_client.protocol.send_request(
+        types.WORKSPACE_EXECUTE_COMMAND,
+        types.ExecuteCommandParams(command="parafill.fill", arguments=[{"uri": uri}]),
+        msg_id="cancel-fill",
+    )
+    await asyncio.sleep(0.3)  # the job is running on the worker now
+    slow_client.protocol.notify("$/cancelRequest", types.CancelParams(id="cancel-fill"))
+    with pytest.raises(Exception, match="cancel"):
+        await asyncio.wait_for(asyncio.wrap_future(fut), 5)
+    for _ in range(50):
+        st = await status(slow_client)
+        if st["cancelled"] > before["cancelled"]:
+            break
+        await asyncio.sleep(0.1)
+    assert st["cancelled"] > before["cancelled"], st
+    text, line, col = cursor_of("# expect: 1\nx = |\n")
+    open_doc(slow_client, "file:///t/after_fill.py", text)
+    items = await inline(slow_client, "file:///t/after_fill.py", line, col)
+    assert items[0].insert_text == "1"

@@ -1,0 +1,261 @@
+"""The one completion path, shared by the LSP handlers and the CLI (no LSP types here):
+plan -> request -> run -> candidates -> fallback -> typing-through -> prefetch, and filling
+holes (a selection or every `<|fill|>` marker).
+
+`Completer.complete(doc, cursor, ask)` answers a cursor with a `Completion` (plain data: the
+insert start, the candidates best first, the region kind, the model's results, and the error if
+the model failed); `Completer.fill(doc, selection, ask)` answers a fill with the edits. The
+server translates LSP to and from these; the CLI calls the same functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from lsp_server import pipeline
+from lsp_server.config import Settings
+from lsp_server.engine import Engine, TypingThrough
+from lsp_server.planner import InfillPlan, plan_completion
+from lsp_server.postprocess import Candidate
+from lsp_server.prefetch import after_enter
+from lsp_server.syntax import Document, DocumentStore, Snapshot
+from model.interface import InfillCancelled, InfillResult
+
+PREFETCH_IDLE_S = 0.1  # a next-line prefetch starts once the user paused this long
+log = logging.getLogger("parafill")
+
+
+@dataclass(frozen=True)
+class Ask:
+    """How a completion is asked for."""
+
+    # the user asked (an Invoked trigger): holes of at least one token (an empty fill is a fine
+    # answer to typing, not to asking), no debounce, no deadline, no prefetch
+    invoked: bool = False
+    candidates: int = 1
+    # complete as if this suggest item were inserted: (start, end, text) in the document
+    selected: tuple[int, int, str] | None = None
+    budget: int | None = None  # mask tokens per hole instead of the region kind's (CLI)
+    temperature: float | None = None  # sampling of several candidates (None: the default)
+    seed: int | None = None
+    want_trajectory: bool = False
+
+
+@dataclass
+class Completion:
+    start: int  # where the candidates' text is inserted
+    cursor: int
+    candidates: list[Candidate] = field(default_factory=list)
+    kind: str | None = None  # the planner's region kind (None: nothing was asked of the model)
+    results: list[InfillResult] = field(default_factory=list)  # the first decode's
+    error: Exception | None = None  # the model could not answer (unavailable, or it failed)
+
+
+@dataclass
+class Filled:
+    edits: list[tuple[int, int, str]]  # (start, end, text) per hole, in document order
+    error: Exception | None = None
+    stale: bool = False  # the document changed while filling: the edits are not to be applied
+
+
+def apply_edits(text: str, edits: list[tuple[int, int, str]]) -> str:
+    """`text` with non-overlapping (start, end, new text) edits, in order, applied."""
+    out, pos = [], 0
+    for s, e, new in edits:
+        out.append(text[pos:s])
+        out.append(new)
+        pos = e
+    out.append(text[pos:])
+    return "".join(out)
+
+
+class Completer:
+    """The completion path's state: the engine, the last suggestion per document (typing-through),
+    the newest request per document (debounce, supersede) and the next-line prefetch."""
+
+    def __init__(self, engine: Engine, settings: Settings, docs: DocumentStore | None = None):
+        self.engine = engine
+        self.settings = settings  # the server replaces it when the client's settings change
+        self.docs = docs
+        self.typing = TypingThrough()
+        self.pending: dict[str, int] = {}  # uri -> newest request ticket (debounce/supersede)
+        self.last_automatic: dict[str, float] = {}  # uri -> when its last automatic request came
+
+    def forget(self, uri: str) -> None:
+        """A document closed."""
+        self.typing.forget(uri)
+        self.pending.pop(uri, None)
+        self.last_automatic.pop(uri, None)
+
+    def in_burst(self, uri: str) -> bool:
+        """Whether an automatic request for `uri` comes within `debounceMs` of the one before
+        (a burst of keystrokes): it then waits that long for more typing. The first request of a
+        burst runs at once (a leading-edge debounce): after a pause the wait would only add its
+        length to the answer, and if more typing follows, the newer request supersedes it."""
+        now = time.monotonic()
+        last, self.last_automatic[uri] = self.last_automatic.get(uri), now
+        wait = self.settings.debounce_ms / 1000
+        return wait > 0 and last is not None and now - last < wait
+
+    async def run(self, uri: str, req, label: str | None) -> list[InfillResult]:
+        """The engine's results for `req`; a cancelled task cancels the job between steps."""
+        job = self.engine.submit(uri, req, label)
+        try:
+            return await asyncio.wrap_future(job.future)
+        except asyncio.CancelledError:
+            job.cancel()
+            raise
+
+    def plan(self, snapshot: Snapshot, cursor: int, ask: Ask) -> InfillPlan:
+        plan = plan_completion(
+            snapshot.text, cursor, snapshot.language, snapshot, self.settings.budgets()
+        )
+        if ask.budget:
+            plan = replace(plan, regions=tuple(replace(r, budget=ask.budget) for r in plan.regions))
+        return plan
+
+    def request(self, plan: InfillPlan, text: str, ask: Ask):
+        """The model request for a plan: one path for requests and prefetches, so that a
+        prefetch asks exactly what the request it anticipates will ask (the engine's key)."""
+        deadline = 0 if ask.invoked else self.settings.multiline_deadline_ms
+        return pipeline.build_request(
+            plan,
+            text,
+            self.settings,
+            ask.candidates,
+            ask.invoked,
+            deadline,
+            temperature=ask.temperature,
+            seed=ask.seed,
+            want_trajectory=ask.want_trajectory or None,
+        )
+
+    async def complete(self, doc: Document, cursor: int, ask: Ask = Ask()) -> Completion:
+        """Candidates at `cursor` (an offset into doc.text), best first; none when superseded,
+        stale, cancelled or unusable."""
+        uri = doc.uri
+        burst = not ask.invoked and self.in_burst(uri)
+        ticket = self.pending.get(uri, 0) + 1
+        self.pending[uri] = ticket
+        text, version = doc.text, doc.version
+        start = cursor
+        if ask.selected is not None:  # complete as if the selected suggest item were inserted
+            s, e, sel_text = ask.selected
+            text = text[:s] + sel_text + text[e:]
+            start, cursor = s, s + len(sel_text)
+        out = Completion(start, cursor)
+        if doc.binary or not self.settings.language_enabled(doc.language):
+            return out
+        if ask.selected is None:
+            through = self.typing.rest(uri, text, cursor)
+            if through:  # (a suggestion typed or taken in full leaves nothing more to suggest)
+                self.engine.count("typed_through")
+                out.candidates = [replace(c, text=rest) for c, rest in through if rest]
+                return out
+        if burst:
+            await asyncio.sleep(self.settings.debounce_ms / 1000)
+            if self.pending.get(uri) != ticket or doc.version != version:
+                self.engine.count("superseded")
+                return out
+        tree = doc.tree if ask.selected is None else None
+        plan = self.plan(Snapshot(text, tree, doc.language), cursor, ask)
+        out.kind = plan.kind
+        req = self.request(plan, text, ask)
+        t0 = time.perf_counter()
+        cands = None
+        while req is not None:
+            try:
+                results = await self.run(uri, req, plan.kind)
+            except InfillCancelled:
+                return out
+            except Exception as exc:  # noqa: BLE001 - the caller reports it; the server stays up
+                out.error = exc
+                return out
+            if doc.version != version:  # stale
+                return out
+            out.results = out.results or results
+            cands = pipeline.merge_candidates(
+                cands, pipeline.region_candidates(plan, text, results)
+            )
+            if pipeline.deadline_cut(results):
+                self.engine.count("deadline_cuts")
+            req = pipeline.fallback_request(req, cands)
+            if req is not None:
+                self.engine.count("fallbacks")
+        log.info(
+            "completion %s %.0f ms, %d item(s)",
+            plan.kind,
+            (time.perf_counter() - t0) * 1000,
+            len(cands),
+        )
+        out.candidates = cands
+        if ask.selected is None:
+            self.typing.remember(uri, text, cursor, cands)
+            if not ask.invoked and self.settings.prefetch:
+                self.prefetch(doc, ticket, text, cursor, cands[0].text if cands else "")
+        return out
+
+    def prefetch(self, doc: Document, ticket: int, text: str, cursor: int, suggestion: str) -> None:
+        """Fill, in the background, the line after this one as the editor will show it once
+        `suggestion` is taken and Enter pressed (lsp_server/prefetch.py): started once the user
+        has paused PREFETCH_IDLE_S after this answer (request `ticket`), so that typing on pays
+        nothing for it. It has no deadline: a request that takes it over gives it its own."""
+        inserted = after_enter(text, cursor, suggestion, doc.language)
+        if inserted is None or doc.binary:
+            return
+        version = doc.version
+
+        def start() -> None:
+            if self.pending.get(doc.uri) != ticket:
+                return  # another request came
+            if self.docs is not None and self.docs.get(doc.uri) is not doc:
+                return  # the document was closed
+            if doc.version != version:
+                return  # the text changed
+            snap = doc.snapshot_with(cursor, inserted)
+            plan = self.plan(snap, cursor + len(inserted), Ask())
+            req = pipeline.build_request(plan, snap.text, self.settings)
+            self.engine.submit(doc.uri, req, plan.kind, speculative=True)
+
+        asyncio.get_running_loop().call_later(PREFETCH_IDLE_S, start)
+
+    async def fill(
+        self, doc: Document, selection: tuple[int, int] | None = None, ask: Ask = Ask()
+    ) -> Filled:
+        """Fill `selection` (start, end offsets), or every `<|fill|>` marker of the document
+        (ValueError when there is none). A budget in `ask` applies to the holes that do not name
+        their own."""
+        text, version = doc.text, doc.version
+        snapshot = Snapshot(text, doc.tree, doc.language)
+        budgets = self.settings.budgets()
+        if selection is not None:
+            s, e = selection
+            plan = plan_completion(text, e, doc.language, snapshot, budgets, selection=(s, e))
+        else:
+            plan = pipeline.plan_markers(text, doc.language, self.settings, snapshot)
+        if ask.budget:
+            plan = replace(
+                plan,
+                regions=tuple(
+                    replace(r, budget=ask.budget) if r.budget == budgets.hole else r
+                    for r in plan.regions
+                ),
+            )
+        req = pipeline.build_request(
+            plan, text, self.settings, max(1, ask.candidates), **_sampling(ask)
+        )
+        try:
+            results = await self.run(doc.uri + "#fill", req, None)
+        except Exception as exc:  # noqa: BLE001 - the caller reports it (InfillCancelled: a
+            return Filled([], error=exc)  # newer fill of the document superseded this one)
+        fills = pipeline.hole_fills(plan, text, results)
+        edits = [(r.start, r.end, f) for r, f in zip(plan.regions, fills)]
+        return Filled(edits, stale=doc.version != version)
+
+
+def _sampling(ask: Ask) -> dict[str, Any]:
+    return {"temperature": ask.temperature, "seed": ask.seed}
