@@ -42,6 +42,8 @@ from pathlib import Path
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
+from model.interface import SCHEDULES
+
 ROOT = Path(__file__).resolve().parents[1]
 FALLBACK_PACKAGES = ("pygls", "lsprotocol")
 MIN_LINE_CHARS, MAX_LINE_CHARS = 12, 90
@@ -509,7 +511,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--typing-ms", type=float, default=80.0, help="delay between keystrokes")
     ap.add_argument("--debounce-ms", type=int, default=25, help="server-side debounce setting")
     ap.add_argument("--context-tokens", type=int, default=None, help="server contextTokens")
-    ap.add_argument("--schedule", choices=["threshold", "fixed", "ltr"], default=None)
+    ap.add_argument("--schedule", choices=SCHEDULES, default=None)
     ap.add_argument("--steps", type=int, default=None, help="fixed schedule: steps")
     ap.add_argument("--log-file", default=None, help="the server's log file")
     ap.add_argument("--precision", choices=["auto", "int8", "fp32"], default=None)

@@ -14,6 +14,7 @@ import sys
 from dataclasses import replace
 
 from lsp_server.config import DEVICES, PRECISIONS
+from model.interface import SCHEDULES
 
 EXIT_USAGE = 2
 LOCALHOST = "127.0.0.1"
@@ -55,7 +56,7 @@ def _sampling_options(p: argparse.ArgumentParser) -> None:
         help="denoising steps (fixed schedule; with --schedule threshold: at most this many)",
     )
     p.add_argument("--threshold", type=float, default=None, help="confidence threshold schedule")
-    p.add_argument("--schedule", choices=["threshold", "fixed", "ltr"], default=None)
+    p.add_argument("--schedule", choices=SCHEDULES, default=None)
     p.add_argument("--candidates", type=int, default=1)
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
@@ -165,12 +166,13 @@ def _read(path: str) -> str:
         raise CliError(f"{path}: not UTF-8 text") from exc
 
 
-def _engine(args):
+def _engine(args, required: bool = True):
+    """An engine with the model loaded (CliError when it cannot load and is `required`)."""
     from lsp_server.engine import Engine
 
     engine = Engine(threads=args.threads)
     engine.load(args.model, args.device, args.precision)
-    if not engine.wait_ready():
+    if not engine.wait_ready() and required:
         raise CliError(engine.error or "model failed to load")
     return engine
 
@@ -293,9 +295,9 @@ def fill(args) -> int:
 
 
 def status(args) -> int:
-    from lsp_server.syntax import get_language
+    from lsp_server.syntax import LANGUAGES, get_language
 
-    engine = _engine_status(args)
+    engine = _engine(args, required=False)
     info = {
         "model": engine.model_name,
         "modelPath": args.model or "(shipped) model/weights/",
@@ -304,10 +306,7 @@ def status(args) -> int:
         "device": engine.model_device,
         "precision": getattr(engine.infiller, "precision", None),
         "loadSeconds": engine.load_seconds and round(engine.load_seconds, 2),
-        "grammars": {
-            g: get_language(g) is not None
-            for g in ("python", "javascript", "typescript", "tsx", "go", "rust")
-        },
+        "grammars": {g: get_language(g) is not None for g in LANGUAGES},
     }
     if args.json:
         print(json.dumps(info, indent=2))
@@ -318,15 +317,6 @@ def status(args) -> int:
         print(f"parafill: error: {engine.error}", file=sys.stderr)
         return EXIT_USAGE
     return 0
-
-
-def _engine_status(args):
-    from lsp_server.engine import Engine
-
-    engine = Engine(threads=args.threads)
-    engine.load(args.model, args.device, args.precision)
-    engine.wait_ready()
-    return engine
 
 
 if __name__ == "__main__":

@@ -12,11 +12,11 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from lsp_server.planner import Budgets
+from lsp_server.syntax import LANGUAGES
+from model.interface import SCHEDULES
 
-SCHEDULES = ("threshold", "fixed", "ltr")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "int8", "fp32")  # model.infill.PRECISIONS (not imported: it loads torch)
-ALL_LANGUAGES = ("python", "javascript", "typescript", "tsx", "go", "rust")
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,9 @@ class Settings:
     schedule: str = "threshold"  # denoising schedule: "threshold" | "fixed" | "ltr"
     steps: int | None = None  # fixed: forward passes; threshold: at most this many; None: default
     threshold: float | None = None  # threshold schedule: commit confidence; None: default
-    line_budget: int = 24  # mask tokens for a rest-of-line fill
-    block_budget: int = 96  # mask tokens for a block body
-    context_tokens: int = 400  # prefix + holes + suffix (tokens; the model window is 512)
+    line_budget: int = Budgets.line  # mask tokens for a rest-of-line fill
+    block_budget: int = Budgets.block  # mask tokens for a block body
+    context_tokens: int = Budgets.context_tokens  # prefix + holes + suffix (the window is 512)
     candidates: int = 3  # candidates for an explicitly invoked completion
     # a request within this long of the one before (a burst of keys) waits this long for more
     # typing before running the model; the first request after a pause runs at once
@@ -43,7 +43,7 @@ class Settings:
     # a line fill ends no sooner than the length the model's length signal reads from its first
     # step (model/length.py), where the checkpoint has one; false: the PAD budget alone decides
     length_estimate: bool = True
-    languages: tuple[str, ...] = ALL_LANGUAGES + ("*",)  # "*": any other language too
+    languages: tuple[str, ...] = LANGUAGES + ("*",)  # "*": any other language too
     cache_size: int = 256  # LRU entries
     threads: int = 0  # CPU threads for inference; 0: auto (1 on a 2-core machine)
     context_reuse: bool = True  # reuse the context encoding across keystrokes (approximate)

@@ -428,6 +428,8 @@ class Engine:
             "errors": s.errors,
             "cacheEntries": len(self._cache),
             "latencyMs": s.summary(),
+            # the last completion's model time (the editors' status bars show it)
+            "lastLatencyMs": round(s.latencies_ms[-1], 1) if s.latencies_ms else None,
         }
 
 

@@ -35,8 +35,8 @@ log = logging.getLogger("parafill")
 
 
 class ParafillServer(LanguageServer):
-    def __init__(self, loader=builtin_loader, settings: Settings | None = None):
-        settings = settings or Settings()
+    def __init__(self, loader=builtin_loader):
+        settings = Settings()  # the client's arrive with initialize (apply_settings)
         super().__init__(
             NAME,
             VERSION,

@@ -61,7 +61,9 @@ def detect_language(uri_or_path: str, language_id: str | None = None) -> str:
     return language_id or "text"
 
 
-GRAMMARS = frozenset(LANGUAGE_IDS.values())
+LANGUAGES = ("python", "javascript", "typescript", "tsx", "go", "rust")  # grammar names
+GRAMMARS = frozenset(LANGUAGES)
+assert GRAMMARS == set(LANGUAGE_IDS.values()) == set(EXTENSIONS.values())
 
 
 def get_language(name: str) -> Any | None:

@@ -13,6 +13,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
+# InfillRequest.schedule: adaptive (confidence threshold), fixed steps, one token a step
+SCHEDULES = ("threshold", "fixed", "ltr")
+
 
 @dataclass(frozen=True)
 class StopRules:
@@ -161,6 +164,7 @@ def result_from_json(data: dict[str, Any]) -> InfillResult:
 
 
 __all__ = [
+    "SCHEDULES",
     "CheckpointError",
     "Hole",
     "InfillCancelled",

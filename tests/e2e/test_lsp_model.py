@@ -309,8 +309,10 @@ async def test_bad_input_with_the_model(client: LanguageClient):
 
 
 async def test_latency_is_recorded(client: LanguageClient):
-    lat = (await status(client))["latencyMs"]
+    st = await status(client)
+    lat = st["latencyMs"]
     assert lat["n"] >= 5 and lat["p50"] is not None
+    assert st["lastLatencyMs"] is not None and st["lastLatencyMs"] > 0  # the status bars show it
     print(
         f"\nserver-side model latency p50 {lat['p50']} ms, p95 {lat['p95']} ms over {lat['n']} requests"
     )
