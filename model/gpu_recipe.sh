@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The prepared GPU recipe: one command on one lent H100/H200 (16 cores, Python 3.12, torch,
 # tokenizers, safetensors, numpy, no network). Builds the corpus from that machine's own installed
-# packages with the shipped tokenizer (decontaminated against HumanEval infilling, which travels in
-# the ignored folder .carry/), trains or continues training model/weights within a wall-clock
+# packages with the shipped tokenizer (decontaminated against HumanEval infilling by the shipped
+# marks, model/decontam_marks.json; BENCH=DIR reads raw task files instead), trains or continues training model/weights within a wall-clock
 # budget, and writes the weights to $OUT/weights in bf16 shards under 16 MiB each.
 #
 #   BUDGET_S=540 bash model/gpu_recipe.sh          # the whole recipe's wall clock, data included
@@ -13,14 +13,15 @@ export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 T0=$(date +%s)
 OUT=${OUT:-$PWD/out}
 BUDGET=${BUDGET_S:-540}
-BENCH=${BENCH:-.carry/humaneval-infilling}
+BENCH_ARGS=()
+[ -n "${BENCH:-}" ] && BENCH_ARGS=(--bench "$BENCH")
 DATA=${DATA:-/tmp/pf_data}
 NPROC=$(nproc)
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 python3 -c "import torch, transformers, tokenizers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'tokenizers', tokenizers.__version__)"
 mkdir -p "$OUT"
 if [ "${SMOKE:-0}" = 1 ]; then
-  python3 -m model.data --out "$DATA" --workers "$NPROC" --bench "$BENCH" --max-bytes 20000000 --infill-per-kb 0.4
+  python3 -m model.data --out "$DATA" --workers "$NPROC" "${BENCH_ARGS[@]}" --max-bytes 20000000 --infill-per-kb 0.4
   echo "[recipe] data built at +$(( $(date +%s) - T0 ))s"
   python3 -m model.train --data "$DATA" --out "$OUT/smoke_eager" --minutes 0.4 --batch 256 --log-every 10 --eval-every 15
   echo "[recipe] eager done at +$(( $(date +%s) - T0 ))s"
@@ -31,7 +32,7 @@ if [ "${SMOKE:-0}" = 1 ]; then
 fi
 RESUME=()
 [ -f model/weights/config.json ] && RESUME=(--resume model/weights)
-python3 -m model.data --out "$DATA" --workers "$NPROC" --bench "$BENCH" \
+python3 -m model.data --out "$DATA" --workers "$NPROC" "${BENCH_ARGS[@]}" \
   --max-bytes "${MAX_BYTES:-350000000}" --infill-per-kb "${INFILL_PER_KB:-0.4}"
 cp "$DATA/stats.json" "$OUT/corpus_stats.json"
 echo "[recipe] data built at +$(( $(date +%s) - T0 ))s"
