@@ -346,6 +346,21 @@ async def test_superseding_burst(slow_client: LanguageClient):
     assert time.perf_counter() - t0 < 5
 
 
+async def cancel_while_running(client: LanguageClient, fut, msg_id: str, before: dict) -> None:
+    """Cancel request `msg_id` once its job runs; it is answered as cancelled and the engine
+    counts a cancelled job (the model run stopped, not only the answer)."""
+    await asyncio.sleep(0.3)  # the job is running on the worker now
+    client.protocol.notify("$/cancelRequest", types.CancelParams(id=msg_id))
+    with pytest.raises(Exception, match="cancel"):
+        await asyncio.wait_for(asyncio.wrap_future(fut), 5)
+    for _ in range(50):
+        st = await status(client)
+        if st["cancelled"] > before["cancelled"]:
+            break
+        await asyncio.sleep(0.1)
+    assert st["cancelled"] > before["cancelled"], st
+
+
 async def test_cancel_request(slow_client: LanguageClient):
     uri = "file:///t/cancel.py"
     text, line, col = cursor_of("# expect: 1\nx = |\n")
@@ -354,16 +369,7 @@ async def test_cancel_request(slow_client: LanguageClient):
     fut = slow_client.protocol.send_request(
         types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(uri, line, col), msg_id="cancel-me"
     )
-    await asyncio.sleep(0.3)  # the job is running on the worker now
-    slow_client.protocol.notify("$/cancelRequest", types.CancelParams(id="cancel-me"))
-    with pytest.raises(Exception, match="cancel"):
-        await asyncio.wait_for(asyncio.wrap_future(fut), 5)
-    for _ in range(50):
-        st = await status(slow_client)
-        if st["cancelled"] > before["cancelled"]:
-            break
-        await asyncio.sleep(0.1)
-    assert st["cancelled"] > before["cancelled"], st
+    await cancel_while_running(slow_client, fut, "cancel-me", before)
     items = await inline(slow_client, uri, line, col)  # the server still answers
     assert items[0].insert_text == "1"
 
@@ -519,16 +525,7 @@ async def test_a_cancelled_fill_stops_its_job(slow_client: LanguageClient):
         types.ExecuteCommandParams(command="parafill.fill", arguments=[{"uri": uri}]),
         msg_id="cancel-fill",
     )
-    await asyncio.sleep(0.3)  # the job is running on the worker now
-    slow_client.protocol.notify("$/cancelRequest", types.CancelParams(id="cancel-fill"))
-    with pytest.raises(Exception, match="cancel"):
-        await asyncio.wait_for(asyncio.wrap_future(fut), 5)
-    for _ in range(50):
-        st = await status(slow_client)
-        if st["cancelled"] > before["cancelled"]:
-            break
-        await asyncio.sleep(0.1)
-    assert st["cancelled"] > before["cancelled"], st
+    await cancel_while_running(slow_client, fut, "cancel-fill", before)
     text, line, col = cursor_of("# expect: 1\nx = |\n")
     open_doc(slow_client, "file:///t/after_fill.py", text)
     items = await inline(slow_client, "file:///t/after_fill.py", line, col)
