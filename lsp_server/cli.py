@@ -101,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="show the model checkpoint, device and grammars")
     st.add_argument("--json", action="store_true")
     _model_options(st)
+
+    sa = sub.add_parser("stats", help="suggestions shown, accepted and dismissed (server log)")
+    sa.add_argument(
+        "--log",
+        metavar="FILE",
+        default=None,
+        help="the server's log (its logFile setting); default: standard input",
+    )
+    sa.add_argument("--json", action="store_true")
     return ap
 
 
@@ -112,9 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
         args = build_parser().parse_args(argv)
-        return {"serve": serve, "complete": complete, "fill": fill, "status": status}[args.cmd](
-            args
-        )
+        commands = {"serve": serve, "complete": complete, "fill": fill, "status": status}
+        commands["stats"] = stats
+        return commands[args.cmd](args)
     except CliError as exc:
         print(f"parafill: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -288,6 +297,35 @@ def fill(args) -> int:
     else:
         sys.stdout.write(out)
         sys.stdout.flush()
+    return 0
+
+
+# ---- stats ---------------------------------------------------------------------------------
+
+
+def stats(args) -> int:
+    """Acceptance statistics from the server's log (lsp_server/acceptance.py): read locally,
+    nothing is sent anywhere."""
+    from lsp_server.acceptance import format_summary, summarize_log
+
+    if args.log is None and sys.stdin.isatty():
+        raise CliError("give the server's log: parafill stats --log FILE (its logFile setting)")
+    name = args.log or "standard input"
+    try:
+        if args.log is None:
+            summary = summarize_log(sys.stdin)
+        else:
+            with open(args.log, encoding="utf-8", errors="replace") as fh:
+                summary = summarize_log(fh)
+    except OSError as exc:
+        raise CliError(f"{name}: {exc.strerror or exc}") from exc
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    elif not summary["shown"]:
+        print(f"no suggestion outcomes in {name} (the server logs them when logFile is set)")
+    else:
+        print(f"suggestions in {name} (accept rate: taken in full, of those shown)")
+        print(format_summary(summary))
     return 0
 
 

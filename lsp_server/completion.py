@@ -17,11 +17,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from lsp_server import pipeline
+from lsp_server.acceptance import Tracker, log_line
 from lsp_server.config import Settings
 from lsp_server.engine import Engine, TypingThrough
 from lsp_server.planner import InfillPlan, plan_completion
 from lsp_server.postprocess import Candidate
 from lsp_server.prefetch import after_enter
+from lsp_server.steps import Denoising
 from lsp_server.syntax import Document, DocumentStore, Snapshot
 from model.interface import InfillCancelled, InfillResult
 
@@ -53,6 +55,7 @@ class Completion:
     kind: str | None = None  # the planner's region kind (None: nothing was asked of the model)
     results: list[InfillResult] = field(default_factory=list)  # the first decode's
     error: Exception | None = None  # the model could not answer (unavailable, or it failed)
+    suggestion: int | None = None  # the candidates' suggestion id (lsp_server/acceptance.py)
 
 
 @dataclass
@@ -84,10 +87,14 @@ class Completer:
         self.typing = TypingThrough()
         self.pending: dict[str, int] = {}  # uri -> newest request ticket (debounce/supersede)
         self.last_automatic: dict[str, float] = {}  # uri -> when its last automatic request came
+        self.acceptance = Tracker(_log_outcome)  # what became of each suggestion shown
+        self.denoising: dict[str, Denoising] = {}  # uri -> how its last suggestion was made
 
     def forget(self, uri: str) -> None:
         """A document closed."""
         self.typing.forget(uri)
+        self.acceptance.closed(uri)
+        self.denoising.pop(uri, None)
         self.pending.pop(uri, None)
         self.last_automatic.pop(uri, None)
 
@@ -154,8 +161,12 @@ class Completer:
             through = self.typing.rest(uri, text, cursor)
             if through:  # (a suggestion typed or taken in full leaves nothing more to suggest)
                 self.engine.count("typed_through")
+                self.acceptance.typed(uri, [(c.text, rest) for c, rest in through])
                 out.candidates = [replace(c, text=rest) for c, rest in through if rest]
+                out.suggestion = self.acceptance.current(uri)
                 return out
+        anchor = _anchor(text, cursor)
+        self.acceptance.left(uri, anchor)  # not typed through: what was shown is decided
         if burst:
             await asyncio.sleep(self.settings.debounce_ms / 1000)
             if self.pending.get(uri) != ticket or doc.version != version:
@@ -186,24 +197,40 @@ class Completer:
             req = pipeline.fallback_request(req, cands)
             if req is not None:
                 self.engine.count("fallbacks")
-        log.info(
-            "completion %s %.0f ms, %d item(s)",
-            plan.kind,
-            (time.perf_counter() - t0) * 1000,
-            len(cands),
-        )
+        model_ms = (time.perf_counter() - t0) * 1000
+        log.info("completion %s %.0f ms, %d item(s)", plan.kind, model_ms, len(cands))
         out.candidates = cands
+        if cands:
+            texts = [c.text for c in cands]
+            out.suggestion = self.acceptance.shown(
+                uri, plan.kind, doc.language, texts, model_ms, anchor
+            )
+            made = Denoising.of(
+                out.results[0], start, plan.kind, texts[0], model_ms, out.suggestion
+            )
+            if made is not None:
+                self.denoising[uri] = made
         if ask.selected is None:
             self.typing.remember(uri, text, cursor, cands)
             if not ask.invoked and self.settings.prefetch:
-                self.prefetch(doc, ticket, text, cursor, cands[0].text if cands else "")
+                first = cands[0].text if cands else ""
+                self.prefetch(doc, ticket, text, cursor, first, ask.want_trajectory)
         return out
 
-    def prefetch(self, doc: Document, ticket: int, text: str, cursor: int, suggestion: str) -> None:
+    def prefetch(
+        self,
+        doc: Document,
+        ticket: int,
+        text: str,
+        cursor: int,
+        suggestion: str,
+        want_trajectory: bool = False,
+    ) -> None:
         """Fill, in the background, the line after this one as the editor will show it once
         `suggestion` is taken and Enter pressed (lsp_server/prefetch.py): started once the user
         has paused PREFETCH_IDLE_S after this answer (request `ticket`), so that typing on pays
-        nothing for it. It has no deadline: a request that takes it over gives it its own."""
+        nothing for it. It has no deadline: a request that takes it over gives it its own. It
+        asks for the trajectory as the request it anticipates will (the engine's key)."""
         inserted = after_enter(text, cursor, suggestion, doc.language)
         if inserted is None or doc.binary:
             return
@@ -218,7 +245,9 @@ class Completer:
                 return  # the text changed
             snap = doc.snapshot_with(cursor, inserted)
             plan = self.plan(snap, cursor + len(inserted), Ask())
-            req = pipeline.build_request(plan, snap.text, self.settings)
+            req = pipeline.build_request(
+                plan, snap.text, self.settings, want_trajectory=want_trajectory or None
+            )
             self.engine.submit(doc.uri, req, plan.kind, speculative=True)
 
         asyncio.get_running_loop().call_later(PREFETCH_IDLE_S, start)
@@ -259,3 +288,16 @@ class Completer:
 
 def _sampling(ask: Ask) -> dict[str, Any]:
     return {"temperature": ask.temperature, "seed": ask.seed}
+
+
+ANCHOR_CHARS = 2000  # text either side of the cursor that makes a suggestion's place
+
+
+def _anchor(text: str, cursor: int) -> int:
+    """Where a suggestion is made: the same place with the same text around it is the same."""
+    return hash((cursor, text[max(0, cursor - ANCHOR_CHARS) : cursor + ANCHOR_CHARS]))
+
+
+def _log_outcome(rec: dict) -> None:
+    """An outcome to the server's log (the logFile setting; lsp_server/acceptance.py)."""
+    log.info(log_line(rec))

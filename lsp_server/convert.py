@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from lsprotocol import types
 
+from lsp_server.acceptance import ACCEPTED_COMMAND
 from lsp_server.postprocess import Candidate
 from lsp_server.syntax import Document
 
@@ -28,23 +29,41 @@ def with_eol(doc: Document, text: str, offset: int | None = None) -> str:
     return doc.to_editor(text, offset)
 
 
+def accepted_command(suggestion: int | None, index: int) -> types.Command | None:
+    """The command an editor runs when it accepts candidate `index` of a suggestion (its id
+    for the acceptance statistics, lsp_server/acceptance.py); None without an id."""
+    if suggestion is None:
+        return None
+    return types.Command(
+        title="Parafill: suggestion accepted",
+        command=ACCEPTED_COMMAND,
+        arguments=[suggestion, index],
+    )
+
+
 def inline_items(
-    doc: Document, start: int, cands: list[Candidate]
+    doc: Document, start: int, cands: list[Candidate], suggestion: int | None = None
 ) -> list[types.InlineCompletionItem]:
-    """Inline completion items inserting each candidate at `start` (the cursor)."""
+    """Inline completion items inserting each candidate at `start` (the cursor); each carries
+    the command that counts it accepted when `suggestion` (its id) is given."""
     items = []
-    for c in cands:
+    for i, c in enumerate(cands):
         rng = lsp_range(doc, start, start + c.extend)
         items.append(
-            types.InlineCompletionItem(insert_text=with_eol(doc, c.text, start), range=rng)
+            types.InlineCompletionItem(
+                insert_text=with_eol(doc, c.text, start),
+                range=rng,
+                command=accepted_command(suggestion, i),
+            )
         )
     return items
 
 
 def completion_items(
-    doc: Document, start: int, cands: list[Candidate]
+    doc: Document, start: int, cands: list[Candidate], suggestion: int | None = None
 ) -> list[types.CompletionItem]:
-    """The fills as completion items for clients without inline completion."""
+    """The fills as completion items for clients without inline completion (with the command
+    that counts one accepted, as inline items)."""
     items = []
     for i, c in enumerate(cands):
         first = c.text.strip().split("\n", 1)[0]
@@ -67,6 +86,7 @@ def completion_items(
                 sort_text=f"{i:04d}",
                 filter_text=c.text,
                 preselect=i == 0,
+                command=accepted_command(suggestion, i),
             )
         )
     return items

@@ -20,11 +20,13 @@ from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 
 from lsp_server import convert
+from lsp_server.acceptance import ACCEPTED_COMMAND
 from lsp_server.completion import Ask, Completer, Completion
 from lsp_server.config import Settings, parse_settings, to_json
 from lsp_server.engine import Engine, ModelUnavailable, builtin_loader
 from lsp_server.postprocess import Candidate
 from lsp_server.protocol import ParafillProtocol
+from lsp_server.steps import STEPS_METHOD
 from lsp_server.syntax import Document, DocumentStore
 from model.interface import InfillCancelled
 
@@ -111,7 +113,8 @@ class ParafillServer(LanguageServer):
         automatic ones get one, which may be empty."""
         n = self.settings.candidates if invoked else 1
         cursor = doc.offset_at(pos.line, pos.character)
-        done = await self.completer.complete(doc, cursor, Ask(invoked, n, selected))
+        ask = Ask(invoked, n, selected, want_trajectory=True)  # kept for parafill/steps
+        done = await self.completer.complete(doc, cursor, ask)
         if done.error is not None:
             self.report(done.error)
         return done
@@ -204,11 +207,12 @@ def create_server(loader=builtin_loader) -> ParafillServer:
         if selected is not None:  # items must extend the selected item's text
             s, e, sel_text = selected
             cands = [_with_text(c, sel_text + c.text) for c in cands]
-            items = convert.inline_items(doc, s, cands)
+            items = convert.inline_items(doc, s, cands, done.suggestion)
             for item, c in zip(items, cands):
                 item.range = convert.lsp_range(doc, s, e + c.extend)
             return types.InlineCompletionList(items=items)
-        return types.InlineCompletionList(items=convert.inline_items(doc, start, cands))
+        items = convert.inline_items(doc, start, cands, done.suggestion)
+        return types.InlineCompletionList(items=items)
 
     @server.feature(
         types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "("])
@@ -225,9 +229,8 @@ def create_server(loader=builtin_loader) -> ParafillServer:
             or params.context.trigger_kind == types.CompletionTriggerKind.Invoked
         )
         done = await ls.complete_at(doc, params.position, invoked)
-        return types.CompletionList(
-            is_incomplete=True, items=convert.completion_items(doc, done.start, done.candidates)
-        )
+        items = convert.completion_items(doc, done.start, done.candidates, done.suggestion)
+        return types.CompletionList(is_incomplete=True, items=items)
 
     @server.command(FILL_COMMAND)
     async def fill(ls: ParafillServer, *args: Any):
@@ -263,6 +266,30 @@ def create_server(loader=builtin_loader) -> ParafillServer:
         )
         return {"applied": bool(resp.applied), "fills": fills, "reason": resp.failure_reason}
 
+    @server.command(ACCEPTED_COMMAND)
+    def accepted(ls: ParafillServer, *args: Any) -> dict:
+        """Arguments: [id, index?] of a suggestion (its items carry them): the editor accepted
+        it in full. Counted once (lsp_server/acceptance.py); nothing is sent anywhere."""
+        sid = args[0] if args else None
+        index = args[1] if len(args) > 1 else 0
+        if not _is_int(sid) or not _is_int(index):
+            raise JsonRpcInvalidParams.of(ValueError(f"{ACCEPTED_COMMAND} expects [id, index?]"))
+        return {"counted": ls.completer.acceptance.accepted(sid, index)}
+
+    @server.feature(STEPS_METHOD)
+    def steps(ls: ParafillServer, params: Any = None) -> dict | None:
+        """{"uri"}: how the document's last suggestion was denoised (lsp_server/steps.py), or
+        null when it has none (none made since it opened, or it is not open)."""
+        uri = params.get("uri") if isinstance(params, dict) else getattr(params, "uri", None)
+        if not isinstance(uri, str):
+            raise JsonRpcInvalidParams.of(ValueError(f'{STEPS_METHOD} expects {{"uri": ...}}'))
+        doc = ls.docs.get(uri)
+        made = ls.completer.denoising.get(doc.uri) if doc is not None else None
+        if made is None:
+            return None
+        start = min(made.start, len(doc.text))  # (the text may have changed since)
+        return {"uri": uri, **made.as_json(*doc.position_at(start))}
+
     @server.feature(STATUS_METHOD)
     def status(ls: ParafillServer, params: Any = None) -> dict:
         out = ls.engine.status()
@@ -271,6 +298,7 @@ def create_server(loader=builtin_loader) -> ParafillServer:
             documents=len(ls.docs),
             uptimeSeconds=round(time.time() - ls.started, 1),
             settings=to_json(ls.settings),
+            acceptance=ls.completer.acceptance.summary(),  # lsp_server/acceptance.py
         )
         uri = params.get("uri") if isinstance(params, dict) else getattr(params, "uri", None)
         if uri and (doc := ls.docs.get(uri)) is not None:  # lets clients verify the server's copy
@@ -301,6 +329,10 @@ def _fill_args(args: tuple) -> tuple[str, dict | None]:
     if not isinstance(uri, str) or (rng is not None and not _is_range(rng)):
         raise JsonRpcInvalidParams.of(ValueError("parafill.fill: bad uri or range"))
     return uri, rng
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _is_range(r: Any) -> bool:
