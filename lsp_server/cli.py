@@ -68,6 +68,66 @@ def _sampling_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _remote_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--remote",
+        metavar="URL",
+        default=None,
+        help="ask the model server at URL (parafill serve-model, or a fim provider) instead of "
+        "loading the model here",
+    )
+    p.add_argument("--remote-api", choices=["parafill", "fim"], default="parafill")
+    p.add_argument("--remote-model", default=None, help="the model name a fim provider expects")
+    p.add_argument(
+        "--api-key-env",
+        metavar="NAME",
+        default=None,
+        help="the environment variable that holds the model server's token",
+    )
+    p.add_argument("--timeout-ms", type=int, default=10_000)
+
+
+def _serve_model_parser(sub) -> None:
+    from model.serve.options import DEFAULT_API_KEY_ENV, DEFAULT_HOST, DEFAULT_PORT, ServeOptions
+
+    d = ServeOptions()
+    m = sub.add_parser(
+        "serve-model",
+        help="run the model server for a team (FastAPI on Ray Serve; needs parafill[serve])",
+    )
+    m.add_argument("--host", default=DEFAULT_HOST, help="bind address (not loopback: token needed)")
+    m.add_argument("--port", type=int, default=DEFAULT_PORT)
+    m.add_argument("--replicas", type=int, default=1, help="copies of the model (Ray Serve)")
+    m.add_argument(
+        "--backend", default=None, help="Infiller factory as package.module:function(path, device)"
+    )
+    m.add_argument("--model-id", default=d.model_id, help="the model name /v1/models lists")
+    m.add_argument(
+        "--api-key-env",
+        metavar="NAME",
+        default=DEFAULT_API_KEY_ENV,
+        help="environment variable holding the bearer token clients must send "
+        f"(default {DEFAULT_API_KEY_ENV}; required when --host is not loopback)",
+    )
+    m.add_argument("--max-queue", type=int, default=d.max_queue, help="per replica; past it 429")
+    m.add_argument("--max-batch-size", type=int, default=d.max_batch_size)
+    m.add_argument("--batch-wait-ms", type=float, default=d.batch_wait_ms)
+    m.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)
+    m.add_argument("--max-holes", type=int, default=d.max_holes)
+    m.add_argument("--max-hole-tokens", type=int, default=d.max_hole_tokens)
+    m.add_argument(
+        "--ray-address", default=None, help="join this Ray cluster (default: start a local one)"
+    )
+    m.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance")
+    m.add_argument(
+        "--gpus-per-replica", type=float, default=None, help="default: 1 with --device cuda, else 0"
+    )
+    m.add_argument(
+        "--no-ray", action="store_true", help="serve from this process with uvicorn (one replica)"
+    )
+    _model_options(m)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(
         prog="parafill", description="Code completion from a masked-diffusion language model."
@@ -91,12 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _model_options(c)
     _sampling_options(c)
+    _remote_options(c)
 
     f = sub.add_parser("fill", help="fill every <|fill|> or <|fill:N|> marker in FILE at once")
     f.add_argument("file")
     f.add_argument("--in-place", "-i", action="store_true", help="write the result back to FILE")
     _model_options(f)
     _sampling_options(f)
+    _remote_options(f)
 
     st = sub.add_parser("status", help="show the model checkpoint, device and grammars")
     st.add_argument("--json", action="store_true")
@@ -110,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the server's log (its logFile setting); default: standard input",
     )
     sa.add_argument("--json", action="store_true")
+    _serve_model_parser(sub)
     return ap
 
 
@@ -122,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         commands = {"serve": serve, "complete": complete, "fill": fill, "status": status}
+        commands["serve-model"] = serve_model
         commands["stats"] = stats
         return commands[args.cmd](args)
     except CliError as exc:
@@ -162,6 +226,87 @@ def serve(args) -> int:
     return 0 if server.protocol.exit_code is None else server.protocol.exit_code
 
 
+# ---- serve-model ----------------------------------------------------------------------------
+
+
+def serve_model(args) -> int:
+    """The model server (model/serve/): on Ray Serve, or with --no-ray in this process."""
+    missing = [m for m in ("fastapi", "uvicorn", "prometheus_client") if not _importable(m)]
+    if not args.no_ray and not _importable("ray.serve"):
+        missing.append("ray[serve]")
+    if missing:
+        raise CliError(
+            f"serve-model needs the serve extra ({', '.join(missing)} missing): "
+            "pip install 'parafill[serve]'"
+        )
+    from model.serve.options import ServeOptions, is_loopback
+
+    opts = ServeOptions(
+        model=args.model,
+        backend=args.backend,
+        device=args.device,
+        precision=args.precision,
+        threads=args.threads,
+        model_id=args.model_id,
+        api_key_env=args.api_key_env,
+        max_queue=args.max_queue,
+        max_batch_size=args.max_batch_size,
+        batch_wait_ms=args.batch_wait_ms,
+        max_body_bytes=args.max_body_bytes,
+        max_holes=args.max_holes,
+        max_hole_tokens=args.max_hole_tokens,
+    )
+    if opts.api_key() is None and not is_loopback(args.host):
+        raise CliError(
+            f"binding to {args.host} (not loopback) needs a token: set the environment variable "
+            f"{args.api_key_env} (named by --api-key-env); clients send it as a bearer token"
+        )
+    if min(args.replicas, args.max_queue, args.max_batch_size) < 1:
+        raise CliError("--replicas, --max-queue and --max-batch-size must be at least 1")
+
+    def ready(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    if args.no_ray:
+        import uvicorn
+
+        from model.serve.app import local_app
+
+        try:
+            app = local_app(opts)
+        except Exception as exc:  # a checkpoint that cannot load: one line
+            raise CliError(f"cannot load the model: {exc}") from exc
+        ready(f"parafill model server on http://{args.host}:{args.port} (no Ray, one process)")
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        return 0
+    from model.serve.deployment import serve_model as run_on_ray
+
+    gpus = args.gpus_per_replica
+    if gpus is None:
+        gpus = 1.0 if args.device == "cuda" else 0.0
+    run_on_ray(
+        opts,
+        args.host,
+        args.port,
+        replicas=args.replicas,
+        ray_address=args.ray_address,
+        num_cpus=args.num_cpus,
+        cpus_per_replica=max(1, args.threads),
+        gpus_per_replica=gpus,
+        ready=ready,
+    )
+    return 0
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 # ---- complete / fill ------------------------------------------------------------------------
 
 
@@ -179,11 +324,33 @@ def _engine(args, required: bool = True):
     """An engine with the model loaded (CliError when it cannot load and is `required`)."""
     from lsp_server.engine import Engine
 
-    engine = Engine(threads=args.threads)
+    if getattr(args, "remote", None):
+        engine = Engine(_remote_loader(args), threads=args.threads)
+    else:
+        engine = Engine(threads=args.threads)
     engine.load(args.model, args.device, args.precision)
     if not engine.wait_ready() and required:
         raise CliError(engine.error or "model failed to load")
     return engine
+
+
+def _remote_loader(args):
+    """`--remote URL`: the model server answers (no fallback: its errors are the CLI's)."""
+    from lsp_server.config import parse_settings
+    from lsp_server.engine import remote_loader
+
+    raw = {
+        "backend": "remote",
+        "remote.url": args.remote,
+        "remote.api": args.remote_api,
+        "remote.model": args.remote_model,
+        "remote.apiKeyEnv": args.api_key_env,
+        "remote.timeoutMs": args.timeout_ms,
+    }
+    settings, problems = parse_settings(raw)
+    if problems:
+        raise CliError("; ".join(p.removeprefix("parafill.") for p in problems))
+    return remote_loader(settings, fallback=None)
 
 
 def _settings(args):

@@ -8,6 +8,7 @@ previous settings and reports the problems with window/showMessage.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -17,6 +18,10 @@ from model.interface import SCHEDULES
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "int8", "fp32")  # model.infill.PRECISIONS (not imported: it loads torch)
+BACKENDS = ("builtin", "remote")
+REMOTE_APIS = ("parafill", "fim")  # model.backends.remote.APIS (not imported: it needs httpx)
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+UNSHOWN = {"remote.apiKeyEnv"}  # a wrong value may be the key itself: never echoed
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,15 @@ class Settings:
     context_reuse: bool = True  # reuse the context encoding across keystrokes (approximate)
     log_file: str | None = None
     enabled: bool = True
+    # where the model runs: "builtin" (in this process) or "remote" (a model server over HTTP,
+    # model/backends/remote.py; the built-in model answers while it cannot be reached)
+    backend: str = "builtin"
+    remote_url: str = "http://127.0.0.1:8000"  # the model server (`parafill serve-model`)
+    remote_api: str = "parafill"  # "parafill": its native /v1/infill; "fim": /v1/fim/completions
+    remote_model: str | None = None  # the model name sent to a fim provider (Mercury's)
+    # the NAME of the environment variable that holds the server's token (never the token)
+    remote_api_key_env: str | None = None
+    remote_timeout_ms: int = 10_000  # a request to the model server fails after this long
 
     def budgets(self) -> Budgets:
         return Budgets(
@@ -116,6 +130,18 @@ def _languages(v: Any):
     return tuple(v), None
 
 
+def _url(v: Any):
+    if not isinstance(v, str) or not re.match(r"https?://[^/\s]+", v):
+        return None, "must be an http:// or https:// URL"
+    return v, None
+
+
+def _env_name(v: Any):
+    if not isinstance(v, str) or not ENV_NAME_RE.fullmatch(v):
+        return None, "must be the name of an environment variable (the key itself never goes here)"
+    return v, None
+
+
 FIELDS = {
     "modelPath": ("model_path", _opt(_str)),
     "device": ("device", _choice(DEVICES)),
@@ -137,6 +163,12 @@ FIELDS = {
     "contextReuse": ("context_reuse", _bool),
     "logFile": ("log_file", _opt(_str)),
     "enabled": ("enabled", _bool),
+    "backend": ("backend", _choice(BACKENDS)),
+    "remote.url": ("remote_url", _url),
+    "remote.api": ("remote_api", _choice(REMOTE_APIS)),
+    "remote.model": ("remote_model", _opt(_str)),
+    "remote.apiKeyEnv": ("remote_api_key_env", _opt(_env_name)),
+    "remote.timeoutMs": ("remote_timeout_ms", _int(100, 600_000)),
 }
 assert {f for f, _ in FIELDS.values()} == {f.name for f in fields(Settings)}
 
@@ -154,6 +186,7 @@ def parse_settings(raw: Any, base: Settings = Settings()) -> tuple[Settings, lis
         raw = raw["parafill"]
     elif "parafill" in raw and raw["parafill"] is not None:
         return base, ["parafill settings must be an object"]
+    raw = _flatten_groups(raw)
     changes: dict[str, Any] = {}
     problems: list[str] = []
     for key, value in raw.items():
@@ -162,12 +195,24 @@ def parse_settings(raw: Any, base: Settings = Settings()) -> tuple[Settings, lis
         name, check = FIELDS[key]
         parsed, problem = check(value)
         if problem:
-            problems.append(f"parafill.{key} {problem} (got {value!r})")
+            shown = "a value not shown" if key in UNSHOWN else repr(value)  # it may be a key
+            problems.append(f"parafill.{key} {problem} (got {shown})")
         else:
             changes[name] = parsed
     if problems:
         return base, problems
     return replace(base, **changes), []
+
+
+def _flatten_groups(raw: dict[str, Any]) -> dict[str, Any]:
+    """{"remote": {"url": ...}} (as Neovim users write it) -> {"remote.url": ...} (as VS Code
+    sends it)."""
+    group = raw.get("remote")
+    if not isinstance(group, dict):
+        return raw
+    flat = {k: v for k, v in raw.items() if k != "remote"}
+    flat.update({f"remote.{k}": v for k, v in group.items()})
+    return flat
 
 
 def to_json(s: Settings) -> dict[str, Any]:

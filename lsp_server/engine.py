@@ -90,6 +90,59 @@ def import_loader(spec: str) -> Loader:
     return getattr(importlib.import_module(mod), attr)
 
 
+def remote_loader(
+    settings: Any,
+    fallback: Loader | None = builtin_loader,
+    notify: Callable[[str], None] | None = None,
+) -> Loader:
+    """A loader for `backend: remote` (lsp_server/config.py Settings `remote_*`): an Infiller
+    that asks the model server at `remote_url` (model/backends/remote.py) and, while that server
+    cannot be reached, the model `fallback` loads (the built-in one by default; None: no
+    fallback, the error goes to the caller). `notify` is told once when the server cannot be
+    reached (and once when it is back). The API key is read from the environment variable that
+    `remote_api_key_env` names; it is never logged."""
+
+    def load(path: str | None, device: str | None) -> Infiller:
+        try:
+            from model.backends.remote import FallbackInfiller, RemoteInfiller
+        except ImportError as exc:
+            raise ModelUnavailable(
+                f"backend remote needs the serve extra ({exc.name} is missing): "
+                "pip install 'parafill[serve]'"
+            ) from None
+        key = None
+        if settings.remote_api_key_env:
+            import os
+
+            key = os.environ.get(settings.remote_api_key_env)
+            if not key:
+                raise ModelUnavailable(
+                    f"remote.apiKeyEnv names {settings.remote_api_key_env}, which is not set "
+                    "in the language server's environment"
+                )
+        remote = RemoteInfiller(
+            settings.remote_url,
+            settings.remote_api,
+            settings.remote_model,
+            key,
+            settings.remote_timeout_ms / 1000,
+        )
+
+        def local() -> Infiller:
+            if fallback is builtin_loader:
+                infiller = builtin_loader(path, device, settings.precision)
+                cpu_threads.apply(infiller, settings.threads)
+                return infiller
+            assert fallback is not None
+            return fallback(path, device)
+
+        infiller = FallbackInfiller(remote, local if fallback is not None else None, notify)
+        infiller.check()  # an unreachable server is said at once, and the fallback loaded
+        return infiller
+
+    return load
+
+
 def _without_frames(exc: BaseException) -> BaseException:
     """The exception without its traceback. A traceback keeps the frames of the failed run alive,
     and through them the context K/V and logits (tens of MB); the job's future holding the

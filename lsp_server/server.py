@@ -8,6 +8,7 @@ stops the job between denoising steps.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -23,7 +24,7 @@ from lsp_server import convert
 from lsp_server.acceptance import ACCEPTED_COMMAND
 from lsp_server.completion import Ask, Completer, Completion
 from lsp_server.config import Settings, parse_settings, to_json
-from lsp_server.engine import Engine, ModelUnavailable, builtin_loader
+from lsp_server.engine import Engine, ModelUnavailable, builtin_loader, remote_loader
 from lsp_server.postprocess import Candidate
 from lsp_server.protocol import ParafillProtocol
 from lsp_server.steps import STEPS_METHOD
@@ -77,7 +78,10 @@ class ParafillServer(LanguageServer):
         self.engine.threads = new.threads
         self.engine.context_reuse = new.context_reuse
         _configure_log_file(new.log_file)
-        if initial or (new.model_path, new.device, new.precision, new.threads) != (
+        switched = initial or _backend_key(new) != _backend_key(old)
+        if switched:  # backend: builtin | remote (the model server, falling back to the built-in)
+            self.engine._loader = self._loader_for(new)
+        if switched or (new.model_path, new.device, new.precision, new.threads) != (
             old.model_path,
             old.device,
             old.precision,
@@ -86,6 +90,26 @@ class ParafillServer(LanguageServer):
             self.reported_load_error = False
             self.engine.load(new.model_path, new.device, new.precision)
             self.log(f"parafill: loading model {new.model_path or '(shipped)'} on {new.device}")
+
+    def _loader_for(self, settings: Settings):
+        """The engine's loader for `settings.backend`: the server's own (the built-in model, or
+        `parafill serve --backend`), or remote_loader with the server's own as its fallback;
+        the fallback and a server that cannot be reached are shown once."""
+        base = self.__dict__.setdefault("base_loader", self.engine._loader)
+        if settings.backend != "remote":
+            return base
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (a test calling apply_settings directly)
+            loop = None
+
+        def notify(message: str) -> None:  # from the loader or the worker thread
+            if loop is None:
+                self.show(message)
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(self.show, message)
+
+        return remote_loader(settings, base, notify)
 
     def model_failed(self, exc: Exception) -> None:
         if not self.reported_load_error:
@@ -118,6 +142,22 @@ class ParafillServer(LanguageServer):
         if done.error is not None:
             self.report(done.error)
         return done
+
+
+def _backend_key(s: Settings) -> tuple:
+    remote = (s.remote_url, s.remote_api, s.remote_model, s.remote_api_key_env, s.remote_timeout_ms)
+    return (s.backend, remote if s.backend == "remote" else None)
+
+
+def backend_status(ls: ParafillServer) -> dict[str, Any]:
+    """`parafill/status`'s backend: builtin, or the model server with its round-trip latency,
+    errors and whether the built-in model is answering in its place."""
+    if ls.settings.backend != "remote":
+        return {"kind": "builtin"}
+    status = getattr(ls.engine.infiller, "status", None)
+    if callable(status):
+        return status()
+    return {"kind": "remote", "url": ls.settings.remote_url, "error": ls.engine.error}
 
 
 def _with_text(cand: Candidate, text: str) -> Candidate:
@@ -298,6 +338,7 @@ def create_server(loader=builtin_loader) -> ParafillServer:
             documents=len(ls.docs),
             uptimeSeconds=round(time.time() - ls.started, 1),
             settings=to_json(ls.settings),
+            backend=backend_status(ls),
             acceptance=ls.completer.acceptance.summary(),  # lsp_server/acceptance.py
         )
         uri = params.get("uri") if isinstance(params, dict) else getattr(params, "uri", None)

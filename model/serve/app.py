@@ -1,0 +1,376 @@
+"""The model server's FastAPI application: endpoints, auth, limits, the bounded queue, errors.
+
+`create_app(state)` builds the app over a `ServerState` (the Infiller, the options, the metrics
+and how a request reaches a batch). Under Ray Serve each replica builds one
+(model/serve/deployment.py, batches by `@serve.batch`); without Ray, `local_app(options)` builds
+one with `LocalBatcher` (one process: tests of the HTTP surface, `parafill serve-model --no-ray`).
+
+Endpoints: `POST /v1/fim/completions` (Mercury-compatible, model/serve/fim.py), `POST /v1/infill`
+(the native request of model/interface.py, `request_from_json`), `GET /v1/models`, `GET /health`
+(no auth) and `GET /metrics` (Prometheus). Errors are JSON, `{"error": {"message", "type",
+"code"}}`, never a traceback: 400 malformed JSON, 401 a missing or wrong bearer token, 413 a body
+over the limit, 422 a request the server cannot take (its message says why), 429 the queue is
+full (with Retry-After), 500 the model failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException
+
+from model.interface import (
+    InfillCancelled,
+    Infiller,
+    InfillResult,
+    request_from_json,
+    result_to_json,
+)
+from model.serve import fim
+from model.serve.batching import BatchItem, LocalBatcher, Outcome, infill_batch
+from model.serve.metrics import Metrics
+from model.serve.options import RequestError, ServeOptions, check_limits, load_model, typed
+
+log = logging.getLogger("parafill.serve")
+DISCONNECT_POLL_S = 0.05
+# the canvas after each step is sent once the run has ended, from the trajectory the infiller
+# records (want_trajectory); live steps need a step callback from model/infill.py
+LIVE_STEPS = False
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, message: str, kind: str = "invalid_request_error", headers=None
+    ):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.headers = status, message, kind, headers
+
+
+@dataclass
+class ServerState:
+    """What one replica serves: its Infiller, options, metrics, and `submit`, which hands a
+    request to a batch (LocalBatcher's, or the Ray deployment's @serve.batch methods)."""
+
+    infiller: Infiller
+    options: ServeOptions
+    metrics: Metrics
+    submit: Callable[[BatchItem], Awaitable[Outcome]] | None = None
+    inflight: int = 0  # admitted and not yet answered (the bounded queue)
+    mean_seconds: float = 0.5  # a request's recent model time (for Retry-After)
+    started: float = field(default_factory=time.time)
+    pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="parafill-model")
+    )
+
+    async def run_batch(self, items: list[BatchItem]) -> list[Outcome]:
+        """Run one batch on the model thread (the event loop stays free for other clients)."""
+        self.metrics.batch_size.observe(len(items))
+        loop = asyncio.get_running_loop()
+        outcomes = await loop.run_in_executor(self.pool, infill_batch, self.infiller, items)
+        for item in items:
+            if item.started is not None and item.finished is not None:
+                spent = item.finished - item.started
+                self.metrics.model_seconds.observe(spent)
+                self.metrics.queued.observe(item.started - item.enqueued)
+                self.mean_seconds = 0.8 * self.mean_seconds + 0.2 * spent
+        return outcomes
+
+    def retry_after(self) -> int:
+        """Seconds until the queue has likely drained enough for one more request."""
+        return max(1, math.ceil(self.inflight * self.mean_seconds))
+
+    def prompt_tokens(self, text: str) -> int:
+        count = getattr(self.infiller, "count_tokens", None)
+        return int(count(text)) if count is not None else 0
+
+
+def local_app(options: ServeOptions, infiller: Infiller | None = None) -> FastAPI:
+    """The app without Ray: one process, requests grouped by LocalBatcher."""
+    infiller = infiller if infiller is not None else load_model(options)
+    state = ServerState(infiller, options, Metrics(model=options.model_id))
+    batcher = LocalBatcher(state.run_batch, options.max_batch_size, options.batch_wait_ms / 1000)
+    state.submit = batcher.submit
+    return create_app(state)
+
+
+def _error(status: int, message: str, kind: str, headers=None) -> JSONResponse:
+    body = {"error": {"message": message, "type": kind, "code": status}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def create_app(state: ServerState) -> FastAPI:
+    opts = state.options
+    app = FastAPI(title="parafill model server", docs_url=None, redoc_url=None)
+    app.state.parafill = state
+    api_key = opts.api_key()
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError):
+        return _error(exc.status, exc.message, exc.kind, exc.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return _error(exc.status_code, str(exc.detail), "invalid_request_error")
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception):
+        log.exception("internal error")
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}", "server_error")
+
+    def authorize(request: Request) -> None:
+        if api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), api_key.encode()
+        ):
+            raise ApiError(
+                401,
+                "a bearer token is required: send 'Authorization: Bearer <token>'",
+                "authentication_error",
+                {"WWW-Authenticate": "Bearer"},
+            )
+
+    async def read_json(request: Request) -> Any:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > opts.max_body_bytes:
+            raise ApiError(413, f"the body is over {opts.max_body_bytes} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > opts.max_body_bytes:
+                raise ApiError(413, f"the body is over {opts.max_body_bytes} bytes")
+        try:
+            return json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+
+    def admit() -> None:
+        if state.inflight >= opts.max_queue:
+            raise ApiError(
+                429,
+                f"the server is busy ({state.inflight} requests queued); retry later",
+                "rate_limit_error",
+                {"Retry-After": str(state.retry_after())},
+            )
+        state.inflight += 1
+        state.metrics.queue_depth.set(state.inflight)
+
+    def release() -> None:
+        state.inflight -= 1
+        state.metrics.queue_depth.set(state.inflight)
+
+    async def watch(request: Request, item: BatchItem) -> None:
+        while not item.stop.is_set():
+            if await request.is_disconnected():
+                item.stop.set()
+                return
+            await asyncio.sleep(DISCONNECT_POLL_S)
+
+    async def run(request: Request, item: BatchItem) -> list[InfillResult]:
+        """The request's results; a client that goes away (a disconnect, or Ray Serve cancelling
+        its request) stops the work: skipped before it starts, stopped between steps."""
+        assert state.submit is not None
+        watcher = asyncio.create_task(watch(request, item))
+        try:
+            outcome = await state.submit(item)
+        except asyncio.CancelledError:
+            item.stop.set()
+            state.metrics.cancelled.inc()
+            raise
+        finally:
+            watcher.cancel()
+        if isinstance(outcome, InfillCancelled):
+            state.metrics.cancelled.inc()
+            raise ApiError(499, "the client went away")
+        if isinstance(outcome, ValueError):
+            raise ApiError(422, str(outcome))
+        if isinstance(outcome, Exception):
+            log.error("model failed: %s: %s", type(outcome).__name__, outcome)
+            raise ApiError(
+                500, f"the model failed: {type(outcome).__name__}: {outcome}", "server_error"
+            )
+        return outcome
+
+    def observe(endpoint: str, status: int, t0: float) -> None:
+        state.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
+        state.metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - t0)
+
+    async def answered(endpoint: str, t0: float, work: Callable[[], Awaitable[Response]]):
+        try:
+            response = await work()
+        except ApiError as exc:
+            observe(endpoint, exc.status, t0)
+            raise
+        except asyncio.CancelledError:
+            observe(endpoint, 499, t0)
+            raise
+        if not isinstance(response, StreamingResponse):
+            observe(endpoint, response.status_code, t0)
+        return response
+
+    def sse(events: AsyncIterator[dict[str, Any]], endpoint: str, t0: float, item: BatchItem):
+        async def body():
+            status = 200
+            try:
+                async for event in events:
+                    yield f"data: {json.dumps(event)}\n\n"
+                yield "data: [DONE]\n\n"
+            except ApiError as exc:  # after the headers: the error is the last event
+                status = exc.status
+                err = {"error": {"message": exc.message, "type": exc.kind, "code": exc.status}}
+                yield f"data: {json.dumps(err)}\n\n"
+            except asyncio.CancelledError:
+                item.stop.set()
+                status = 499
+                raise
+            finally:
+                release()
+                observe(endpoint, status, t0)
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    @app.get("/health")
+    async def health():
+        return {
+            "status": "ok",
+            "model": opts.model_id,
+            "queue": state.inflight,
+            "uptimeSeconds": round(time.time() - state.started, 1),
+        }
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        authorize(request)
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": opts.model_id,
+                    "object": "model",
+                    "created": int(state.started),
+                    "owned_by": "parafill",
+                    "backend": getattr(state.infiller, "name", None),
+                    "device": str(getattr(state.infiller, "device", "")),
+                }
+            ],
+        }
+
+    @app.get("/metrics")
+    async def metrics(request: Request):
+        authorize(request)
+        return Response(state.metrics.render(), media_type=state.metrics.content_type)
+
+    @app.post("/v1/fim/completions")
+    async def fim_completions(request: Request):
+        t0 = time.perf_counter()
+
+        async def work():
+            authorize(request)
+            try:
+                ask = fim.parse_fim(await read_json(request), opts)
+            except RequestError as exc:
+                raise ApiError(exc.status, str(exc)) from None
+            prompt = "".join(s for s in ask.request.segments if isinstance(s, str))
+            item = BatchItem(ask.request)
+            admit()
+            if ask.stream:
+
+                async def events():
+                    results = await run(request, item)
+                    ntok = state.prompt_tokens(prompt)
+                    for chunk in fim.stream_chunks(opts.model_id, results, ask.stop, ntok):
+                        yield chunk
+
+                return sse(events(), "fim", t0, item)
+            try:
+                results = await run(request, item)
+            finally:
+                release()
+            ntok = state.prompt_tokens(prompt)
+            return JSONResponse(fim.response(opts.model_id, results, ask.stop, ntok))
+
+        return await answered("fim", t0, work)
+
+    @app.post("/v1/infill")
+    async def infill(request: Request):
+        t0 = time.perf_counter()
+
+        async def work():
+            authorize(request)
+            body = await read_json(request)
+            if not isinstance(body, dict):
+                raise ApiError(422, "the body must be a JSON object (model/interface.py's request)")
+            try:
+                stream = typed(body, "stream", bool, False)
+                req = request_from_json({k: v for k, v in body.items() if k != "stream"})
+                check_limits(req, opts)
+            except RequestError as exc:
+                raise ApiError(exc.status, str(exc)) from None
+            except (ValueError, TypeError) as exc:
+                raise ApiError(422, str(exc)) from None
+            wanted = req.want_trajectory
+            item = BatchItem(replace(req, want_trajectory=True) if stream else req)
+            prompt = "".join(s for s in req.segments if isinstance(s, str))
+            admit()
+
+            def answer(results: list[InfillResult]) -> dict[str, Any]:
+                spent = (item.finished or 0) - (item.started or 0)
+                return {
+                    "object": "infill",
+                    "model": opts.model_id,
+                    "created": int(time.time()),
+                    "results": [
+                        result_to_json(r if wanted else replace(r, trajectory=None))
+                        for r in results
+                    ],
+                    "usage": fim.usage(state.prompt_tokens(prompt), results),
+                    "timing": {
+                        "queued_ms": round(
+                            ((item.started or item.enqueued) - item.enqueued) * 1e3, 2
+                        ),
+                        "model_ms": round(spent * 1e3, 2),
+                    },
+                }
+
+            if stream:
+
+                async def events():
+                    results = await run(request, item)
+                    steps = max((len(r.trajectory or []) for r in results), default=0)
+                    for i in range(steps):
+                        canvas = [
+                            r.trajectory[i]
+                            for r in results
+                            if r.trajectory and i < len(r.trajectory)
+                        ]
+                        yield {
+                            "object": "infill.step",
+                            "step": i + 1,
+                            "live": LIVE_STEPS,
+                            "canvas": canvas,
+                        }
+                    yield answer(results)
+
+                return sse(events(), "infill", t0, item)
+            try:
+                results = await run(request, item)
+            finally:
+                release()
+            return JSONResponse(answer(results))
+
+        return await answered("infill", t0, work)
+
+    return app
