@@ -16,6 +16,7 @@ import importlib.util
 import json
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -61,13 +62,9 @@ CONFIGS = {  # threshold configs for single lines take the infiller's default ("
 }
 
 
-SAMPLER_OPTIONS = (
-    "pad_run",
-    "pad_min_prob",
-    "pad_tail_only",
-    "window",
-    "pad_at_frontier",
-)
+# a config's fields that are the infiller's DecodeOptions, not the request's (pad_at_frontier
+# is the request's end_rule)
+DECODE_OPTIONS = ("pad_run", "pad_min_prob", "pad_tail_only", "window")
 
 
 def unseen_files() -> list[Path]:
@@ -181,9 +178,9 @@ def main() -> None:
     a = ap.parse_args()
     m = load_infiller(a.weights, precision=a.precision)
     cpu_threads.apply(m, a.threads)  # 0: automatic, as the server
-    m.stale_ends = not a.fresh_ends
+    base = replace(m.options, stale_ends=not a.fresh_ends)
     if a.span_block >= 0:
-        m.span_block = a.span_block or None
+        base = replace(base, span_block=a.span_block or None)
     tasks = make_tasks(a.n, n_lines=a.lines, after_open=a.after_open)
     if a.context_tokens:
         tasks = [_trim(m.tok, t, a.context_tokens) for t in tasks]
@@ -193,12 +190,14 @@ def main() -> None:
     rows = {}
     for name in a.configs:
         c = dict(CONFIGS[name])
-        m.sampler_options = {k: c.pop(k) for k in SAMPLER_OPTIONS if k in c}
+        options = replace(base, **{k: c.pop(k) for k in DECODE_OPTIONS if k in c})
+        if "pad_at_frontier" in c:
+            c["end_rule"] = "frontier" if c.pop("pad_at_frontier") else "confident"
         em, em1, steps, toks, ratio, ms, sim = 0, 0, [], [], [], [], []
         for pre, body, suf in tasks:
             t = time.perf_counter()
             hole = Hole(a.budget, single_line=a.lines == 1 and not a.after_open, stop=stop)
-            r = m.infill(InfillRequest([pre, hole, suf], **c))[0]
+            r = m.infill(InfillRequest([pre, hole, suf], **c), options=options)[0]
             ms.append((time.perf_counter() - t) * 1e3)
             fill = r.fills[0]
             if a.after_open:  # as the server cuts a statement: where the bracket closes
@@ -232,8 +231,8 @@ def main() -> None:
                 "after_open": a.after_open,
                 "scope_ends": stop is not None,
                 "budget": a.budget,
-                "span_block": m.span_block,
-                "stale_ends": m.stale_ends,
+                "span_block": base.span_block,
+                "stale_ends": base.stale_ends,
                 "results": rows,
             },
             indent=2,

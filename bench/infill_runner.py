@@ -1,9 +1,14 @@
 """Benchmark-side access to the built-in infiller: one context encoding, several schedules.
 
-Owns: laying a request out exactly as `BuiltinInfiller.infill` does (its own `_layout`), encoding
-the context once and running `model.sampler.denoise` for any number of schedules over that one
-cache (cache on), or recomputing the full forward under the same group layout at every step
-(cache off). Greedy, one candidate. The benchmarks check these paths against `infiller.infill`.
+Owns: running the infiller's public steps (model/infill.py: `layout`, `encode`, `denoise`,
+`decode`) the way benchmarks need them: a request laid out and its context encoded once (in
+full, kept out of the infiller's reuse bases), then denoised for any number of schedules over
+that one cache (cache on), or with the full forward over context + span under the same group
+layout at every step (cache off). Greedy, one candidate. A bench schedule is a DenoiseConfig
+(`denoise_config`): its schedule, steps, threshold and end rule become the request's, its
+experiment fields the infiller's DecodeOptions; what it leaves None takes the infiller's default
+for the hole, as `infiller.infill` would. The benchmarks check these paths against
+`infiller.infill`.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,24 +26,17 @@ if str(ROOT) not in sys.path:
 
 import torch
 
-from model.infill import LENGTH_THRESHOLD
-from model.infill import denoise_config as infill_denoise_config
-from model.interface import Hole, InfillRequest
-from model.layout import span_slots
-from model.sampler import DenoiseConfig, denoise
+from model.infill import DecodeOptions, Layout
+from model.interface import InfillRequest
+from model.sampler import DenoiseConfig
 
 
-@dataclass
+@dataclass(frozen=True)
 class Prepared:
-    """A request laid out as the infiller lays it out: context, hole slots, span positions."""
+    """A request (its segments; the schedule comes with each fill) and its layout."""
 
-    ctx_ids: list[int]
-    ctx_pos: list[int]
-    rel: list[tuple[int, int]]  # hole slot ranges within the span
-    span_pos: list[int]
-    min_tokens: list[int]
-    line_holes: list[bool]  # holes a line break ends (Hole.single_line)
-    segments: list  # the request's segments (the length signal reads the text before a hole)
+    req: InfillRequest
+    layout: Layout
 
 
 @dataclass
@@ -50,106 +48,110 @@ class Fill:
 
 
 def prepare(m, segments: list) -> Prepared:
-    ctx_ids, ctx_pos, holes_abs, min_tokens = m._layout(InfillRequest(segments=segments))
-    rel, span_pos = span_slots(holes_abs)
-    lines = [s.single_line for s in segments if isinstance(s, Hole)]
-    return Prepared(ctx_ids, ctx_pos, rel, span_pos, min_tokens, lines, list(segments))
+    req = InfillRequest(segments=list(segments))
+    return Prepared(req, m.layout(req))
 
 
 def encode(m, p: Prepared):
-    """The context K/V cache for `p` and the milliseconds it took."""
+    """The context K/V cache for `p` (a full encode, not kept as a base) and the milliseconds it
+    took."""
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        cache = m.net.encode_context(
-            torch.tensor([p.ctx_ids], dtype=torch.long, device=m.device),
-            torch.tensor([p.ctx_pos], dtype=torch.long, device=m.device),
-        )
+    cache, _ = m.encode(p.layout, reuse=False, keep=False)
     return cache, (time.perf_counter() - t0) * 1e3
 
 
-def _run(m, p: Prepared, make_step, cfg: DenoiseConfig, length: bool | str = False) -> Fill:
-    longest = max(b - a for a, b in p.rel)
-    # the infiller's own rule for long holes (model.infill.denoise_config), so both paths agree
-    min_length = length_fn(m, p, cfg, length == "all") if length else None
-    if min_length is not None and cfg.threshold is None:  # the infiller's default for it
-        cfg = replace(cfg, threshold=LENGTH_THRESHOLD)
-    cfg = denoise_config_for(cfg, longest)
-    if min_length is not None:  # the infiller's rule and step for its length signal
-        cfg = replace(
-            cfg,
-            length_rule=m.length_rule,
-            length_step=m.length_step,
-            length_end_prob=m.length_end_prob,
-        )
-    step_fn = make_step(cfg)
+def request_for(p: Prepared, cfg: DenoiseConfig, length: bool | str) -> InfillRequest:
+    """`p`'s request under a bench schedule (greedy, one candidate; `length` falsy: no length
+    signal)."""
+    end_rule = None
+    if cfg.pad_at_frontier is not None:
+        end_rule = "frontier" if cfg.pad_at_frontier else "confident"
+    return replace(
+        p.req,
+        schedule=cfg.schedule,
+        steps=cfg.steps,
+        threshold=cfg.threshold,
+        temperature=cfg.temperature,
+        end_rule=end_rule,
+        length_estimate=bool(length),
+    )
+
+
+def options_for(m, cfg: DenoiseConfig, length: bool | str, options: DecodeOptions | None = None):
+    """The DecodeOptions for a bench schedule: `options` (None: the infiller's own) with the
+    schedule's experiment fields; `length` "all": the length signal at line starts too."""
+    return replace(
+        options or m.options,
+        window=cfg.window,
+        pad_run=cfg.pad_run,
+        pad_min_prob=cfg.pad_min_prob,
+        pad_tail_only=cfg.pad_tail_only,
+        length_every_line=length == "all",
+    )
+
+
+def _run(
+    m,
+    p: Prepared,
+    cache,
+    cfg: DenoiseConfig,
+    length: bool | str,
+    options: DecodeOptions | None,
+    step_fn=None,
+) -> Fill:
+    req = request_for(p, cfg, length)
+    opts = options_for(m, cfg, length, options)
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        out = denoise(
-            step_fn,
-            p.rel,
-            1,
-            m.tok.mask_id,
-            m.tok.pad_id,
-            [m.tok.mask_id, m.tok.sep_id],
-            cfg,
-            min_tokens=p.min_tokens,
-            device=m.device,
-            line_holes=p.line_holes,
-            newline_ids=m.tok.newline_ids,
-            min_length=min_length,
-        )
+    done = m.denoise(p.layout, cache, req, options=opts, step_fn=step_fn)
     ms = (time.perf_counter() - t0) * 1e3
-    fills = m._render(out.tokens[0], p.rel, show_masks=False)
-    return Fill(fills, out.steps_used, int(out.committed[0]), ms)
+    r = m.decode(done, p.layout, req)[0]
+    return Fill(r.fills, r.steps_used, r.tokens, ms)
 
 
-def fill_cached(m, p: Prepared, cache, cfg: DenoiseConfig, length: bool | str = False) -> Fill:
+def fill_cached(
+    m,
+    p: Prepared,
+    cache,
+    cfg: DenoiseConfig,
+    length: bool | str = False,
+    options: DecodeOptions | None = None,
+) -> Fill:
     """Denoise over an existing context cache: each step is a forward over the span only, or
     over the slots that can change, as the infiller runs it (model/span_step.py). `length`:
     True, line holes use the length signal where the infiller would (mid-line); "all", every
-    line hole does (at line starts too); False, none."""
-    return _run(m, p, lambda c: m.span_step(cache, p.span_pos, p.rel, c), cfg, length)
+    line hole does (at line starts too); False, none. `options`: the infiller's DecodeOptions
+    to start from (None: its own)."""
+    return _run(m, p, cache, cfg, length, options)
 
 
-def length_fn(m, p: Prepared, cfg: DenoiseConfig, every_line: bool = False):
-    """The infiller's `min_length` for this layout (None without a length signal or where the
-    infiller would not use it); `every_line`: for line holes at a line start too."""
-    req = InfillRequest(segments=p.segments, schedule=cfg.schedule)
-    return m.length_fn(req, p.rel, every_line)
-
-
-def fill_uncached(m, p: Prepared, cfg: DenoiseConfig, length: bool | str = False) -> Fill:
+def fill_uncached(
+    m,
+    p: Prepared,
+    cfg: DenoiseConfig,
+    length: bool | str = False,
+    options: DecodeOptions | None = None,
+) -> Fill:
     """Cache off: every step runs the full forward over context + span (group layout 0 / 1)."""
-    n_ctx = len(p.ctx_ids)
+    lay = p.layout
+    n_ctx = len(lay.ctx_ids)
     dev = m.device
-    ctx = torch.tensor([p.ctx_ids], dtype=torch.long, device=dev)
-    pos = torch.tensor([p.ctx_pos + p.span_pos], dtype=torch.long, device=dev)
-    group = torch.tensor([[0] * n_ctx + [1] * len(p.span_pos)], dtype=torch.long, device=dev)
+    ctx = torch.tensor([lay.ctx_ids], dtype=torch.long, device=dev)
+    pos = torch.tensor([lay.ctx_pos + lay.span_pos], dtype=torch.long, device=dev)
+    group = torch.tensor([[0] * n_ctx + [1] * len(lay.span_pos)], dtype=torch.long, device=dev)
 
     def step_fn(ids: torch.Tensor) -> torch.Tensor:
         return m.net(torch.cat([ctx, ids], 1), pos, group)[:, n_ctx:]
 
-    return _run(m, p, lambda _: step_fn, cfg, length)
+    return _run(m, p, None, cfg, length, options, step_fn)
 
 
 def denoise_config(
     schedule: str, steps: int | None = None, threshold: float | None = None, **options
 ) -> DenoiseConfig:
     """Greedy sampler settings; what is left None (threshold, end rule, window) takes the
-    infiller's default for the hole when the fill runs (`denoise_config_for`)."""
+    infiller's default for the hole when the fill runs."""
     return DenoiseConfig(
         schedule=schedule, steps=steps, threshold=threshold, temperature=0.0, **options
-    )
-
-
-def denoise_config_for(cfg: DenoiseConfig, longest_hole: int) -> DenoiseConfig:
-    """`cfg` as the infiller would run it for a request whose longest hole has this many slots."""
-    if cfg.window is not None:
-        return cfg
-    named = ("schedule", "steps", "threshold", "temperature")
-    options = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in named}
-    return infill_denoise_config(
-        cfg.schedule, cfg.steps, cfg.threshold, cfg.temperature, longest_hole, **options
     )
 
 

@@ -31,6 +31,7 @@ import os
 import statistics
 import sysconfig
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import infill_runner as R
@@ -81,9 +82,10 @@ def samples(m, n: int, ctx_tokens: int, hole_lines: int) -> list[tuple[str, str]
 
 
 def full_forward_ms(m, p: R.Prepared) -> float:
-    ids = torch.tensor([p.ctx_ids + [m.tok.mask_id] * len(p.span_pos)], device=m.device)
-    pos = torch.tensor([p.ctx_pos + p.span_pos], device=m.device)
-    grp = torch.tensor([[0] * len(p.ctx_ids) + [1] * len(p.span_pos)], device=m.device)
+    lay = p.layout
+    ids = torch.tensor([lay.ctx_ids + [m.tok.mask_id] * len(lay.span_pos)], device=m.device)
+    pos = torch.tensor([lay.ctx_pos + lay.span_pos], device=m.device)
+    grp = torch.tensor([[0] * len(lay.ctx_ids) + [1] * len(lay.span_pos)], device=m.device)
     best = float("inf")
     with torch.inference_mode():
         for _ in range(2):
@@ -96,8 +98,9 @@ def full_forward_ms(m, p: R.Prepared) -> float:
 def measure(m, kind: str, budget: int, size: int, pairs, max_passes: int) -> list[dict]:
     rows = []
     for label, sched, steps, thr, *rest in SCHEDULES:
-        overrides = dict(rest[0]) if rest else {}  # infiller attributes for this schedule's fills
+        overrides = dict(rest[0]) if rest else {}  # DecodeOptions fields for this schedule
         length = overrides.pop("length_estimate", True)  # a request field, for lines only
+        options = replace(m.options, **overrides) if overrides else None
         if kind != "multi-line" and overrides:
             continue  # infiller settings that only change long holes
         if kind == "multi-line" and not length:
@@ -113,19 +116,14 @@ def measure(m, kind: str, budget: int, size: int, pairs, max_passes: int) -> lis
                 seed=0,
                 length_estimate=length,
             )
-            saved = {k: getattr(m, k) for k in overrides}
-            for k, v in overrides.items():
-                setattr(m, k, v)
             t0 = time.perf_counter()
-            r = m.infill(req)[0]
+            r = m.infill(req, options=options)[0]
             on.append((time.perf_counter() - t0) * 1e3)
-            for k, v in saved.items():
-                setattr(m, k, v)
             ctx_ms.append(m.last_timing["context_ms"])
             passes.append(r.steps_used)
             toks.append(r.tokens)
             p = R.prepare(m, segs)
-            ctx_len.append(len(p.ctx_ids))
+            ctx_len.append(len(p.layout.ctx_ids))
             if r.steps_used > max_passes:
                 off.append(r.steps_used * full_forward_ms(m, p))
                 estimated += 1

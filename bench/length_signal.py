@@ -22,6 +22,7 @@ import difflib
 import json
 import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import infill_runner as R
@@ -30,7 +31,7 @@ import torch
 from length_tasks import line_tasks
 
 from model import cpu_threads
-from model.infill import load_infiller
+from model.infill import denoise_config, load_infiller
 from model.interface import Hole
 from model.length import (
     LengthHead,
@@ -40,7 +41,7 @@ from model.length import (
     own_signal_length,
     quantile_length,
 )
-from model.sampler import Cancelled, denoise
+from model.sampler import Cancelled, Hooks, denoise
 
 SLOTS = 24  # the server's line budget (lineBudget)
 BUCKETS = ((0, 4), (5, 8), (9, 16), (17, 24))
@@ -74,7 +75,9 @@ def curves_at(m, segments: list, step: int) -> list[tuple[torch.Tensor, torch.Te
     fill is complete before that step)."""
     p = R.prepare(m, segments)
     cache, _ = R.encode(m, p)
-    cfg = R.denoise_config_for(R.denoise_config("threshold", length_step=step), SLOTS)
+    # the infiller's settings for a line hole, at the PAD budget's threshold (the one the
+    # length signal decodes with applies from `step` on, after these curves)
+    cfg = denoise_config("threshold", None, None, 0.0, SLOTS, length_step=step)
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def capture(logits: torch.Tensor) -> torch.Tensor:
@@ -84,17 +87,12 @@ def curves_at(m, segments: list, step: int) -> list[tuple[torch.Tensor, torch.Te
     try:
         with torch.inference_mode():
             denoise(
-                m.span_step(cache, p.span_pos, p.rel, cfg),
-                p.rel,
-                1,
-                m.tok.mask_id,
-                m.tok.pad_id,
-                [m.tok.mask_id, m.tok.sep_id],
+                m.span_step(cache, p.layout.span_pos, p.layout.span.holes, cfg),
+                p.layout.span,
+                m.vocab,
                 cfg,
-                line_holes=[True],
-                newline_ids=m.tok.newline_ids,
-                min_length=capture,
-                should_stop=lambda: bool(seen),
+                hooks=Hooks(should_stop=lambda: bool(seen), min_length=capture),
+                device=m.device,
             )
     except Cancelled:
         pass
@@ -212,13 +210,13 @@ def cmd_decode(a, m) -> None:
         caches: dict[int, tuple] = {}  # one context encoding per hole budget
         for c in configs:
             lo, hi, length = 0, SLOTS, False
-            m.length_rule = "soft" if "soft" in c else "hard"
-            m.length_step = a.length_step
+            rule = "soft" if "soft" in c else "hard"
+            options = replace(m.options, length_rule=rule, length_step=a.length_step)
             thr = option(c, "t")
             cfg = R.denoise_config("threshold", steps=a.steps, threshold=thr)
             if c.startswith("head"):  # head [soft] qX [pY] [tZ]
-                m.length_quantile = option(c, "q")
-                m.length_end_prob = option(c, "p")
+                q, p_end = option(c, "q"), option(c, "p")
+                options = replace(options, length_quantile=q, length_end_prob=p_end)
                 length = True
             elif c == "true min":
                 lo = min(true, SLOTS)
@@ -228,7 +226,7 @@ def cmd_decode(a, m) -> None:
             if hi not in caches:
                 caches[hi] = R.encode(m, p)[0]
             cache = caches[hi]
-            f = R.fill_cached(m, p, cache, cfg, length=length)
+            f = R.fill_cached(m, p, cache, cfg, length=length, options=options)
             fill = f.fills[0].split("\n")[0]
             s = stats[c]
             s["em"] += fill.strip() == body.strip()

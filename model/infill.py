@@ -1,10 +1,17 @@
 """The built-in Infiller: shipped tokenizer + network + sampler behind the DESIGN.md interface.
 
 Owns: checkpoint validation and loading (safetensors + JSON only, clear errors naming the file),
-device and precision choice (int8 weights on CPU, fp32 on request, bf16 on CUDA), laying
-segments out as context and hole slots within the trained window, the cached denoising loop
-(reusing one of the last few context encodings: model/context_reuse.py; steps run only the span
-slots that can change: model/span_step.py), decoding and ranking candidates.
+device and precision choice (int8 weights on CPU, fp32 on request, bf16 on CUDA), and a request's
+four steps, each a public method that benchmarks call as `infill` does:
+  layout(req) -> Layout            segments as context and hole slots within the trained window
+  encode(layout) -> (cache, reused) the context's K/V (reusing one of the last few encodings:
+                                    model/context_reuse.py)
+  denoise(layout, cache, req) -> Denoised   the sampler over the span (steps run only the span
+                                    slots that can change: model/span_step.py)
+  decode(denoised, layout, req) -> [InfillResult]   texts, why each fill ended, ranked candidates
+How it decodes beyond what a request asks is a `DecodeOptions` (immutable; the defaults are the
+shipped behaviour): the infiller's own, or one a benchmark passes to `denoise` / `infill`.
+`load_infiller` keeps the last loaded infiller only (a new path, device or precision drops it).
 """
 
 from __future__ import annotations
@@ -14,7 +21,9 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from model.interface import (
     CheckpointError,
@@ -25,6 +34,9 @@ from model.interface import (
     never,
 )
 from model.layout import place, span_slots, trim_context
+
+if TYPE_CHECKING:
+    from model.sampler import DenoiseOutput, Span
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MASK_GLYPH = "\u2591"  # shown for a still-masked token in trajectories
@@ -44,6 +56,55 @@ LENGTH_QUANTILE = 0.3
 LENGTH_RULE = "soft"  # model/sampler.py's length_rule for the estimate
 LENGTH_END_PROB = None  # model/sampler.py's length_end_prob (None: the threshold)
 LENGTH_THRESHOLD = 0.7  # a line decoded with its length estimate: the default threshold
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How the built-in infiller decodes beyond what a request asks. The defaults are the shipped
+    behaviour (chosen on the development set, never on HumanEval); benchmarks pass others to
+    `BuiltinInfiller.denoise` or `infill` (`dataclasses.replace(DecodeOptions(), ...)`)."""
+
+    # windowed (long) holes: steps run this many slots per hole, the rest of the span through
+    # K/V from the last full step (model/span_step.py); None: every step runs the whole span
+    span_block: int | None = SPAN_BLOCK
+    # the PADs after a fill's end run once, then keep their K/V (model/span_step.py)
+    stale_ends: bool = True
+    # a line fill ends no sooner than the length its length signal reaches with this probability
+    # of having ended (model/length.py's quantile_length)
+    length_quantile: float = LENGTH_QUANTILE
+    length_rule: str = LENGTH_RULE  # model/sampler.py's DenoiseConfig.length_rule
+    length_end_prob: float | None = LENGTH_END_PROB  # DenoiseConfig.length_end_prob
+    length_step: int | None = None  # DenoiseConfig.length_step; None: the checkpoint's
+    # the length signal at line starts too, not only mid-line (benchmarks: docs/length.md)
+    length_every_line: bool = False
+    # DenoiseConfig fields for experiments (bench/dev_infill.py): None / the sampler's default
+    # is the shipped rule (window: LONG_HOLE_WINDOW for long holes, none for short ones)
+    window: int | None = None
+    pad_run: bool = True
+    pad_min_prob: float = 0.0
+    pad_tail_only: bool = False
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A request laid out in the model's window (`BuiltinInfiller.layout`)."""
+
+    ctx_ids: list[int]  # the context tokens: prefix, middle pieces, suffix (trimmed to fit)
+    ctx_pos: list[int]  # their positions
+    slots: list[tuple[int, int]]  # each hole's slot positions [a, b) among them
+    span_pos: list[int]  # the positions of the span: the holes' slots back to back
+    span: Span  # the holes as the sampler sees them (ranges within the span, min tokens, lines)
+
+
+@dataclass
+class Denoised:
+    """What `BuiltinInfiller.denoise` gives `decode`: the sampler's output and why the stop rules
+    ended fills."""
+
+    out: DenoiseOutput
+    ended_by: dict[tuple[int, int], str] = field(default_factory=dict)  # (row, hole) -> why
+    full_steps: int = 0  # steps over the whole span (model/span_step.py)
+    partial_steps: int = 0  # steps over part of it
 
 
 def denoise_config(
@@ -161,13 +222,22 @@ def _check_safetensors(f: Path) -> None:
 
 
 class BuiltinInfiller:
-    """Loads `model/weights/` (or another directory of the same format) and fills holes."""
+    """Loads `model/weights/` (or another directory of the same format) and fills holes.
+
+    Settings: `options` (a DecodeOptions, immutable: how it decodes); and two that the server
+    changes between requests, plain attributes read when a request starts: `reuse_context`
+    (model/context_reuse.py; False: every context is encoded in full; the `contextReuse`
+    setting) and `adaptive_threads` (CPU: a full context encode widens onto the cores idle then,
+    model/cpu_threads.py; False: torch's thread count as set, a fixed `threads` setting)."""
 
     def __init__(
         self,
         path: str | os.PathLike | None = None,
         device: str | None = None,
         precision: str | None = None,
+        options: DecodeOptions | None = None,
+        reuse_context: bool = True,
+        adaptive_threads: bool = True,
     ):
         from model.cpu_threads import set_spin_count
 
@@ -175,6 +245,7 @@ class BuiltinInfiller:
         import torch
 
         from model.network import ParafillConfig, ParafillForMaskedDiffusion
+        from model.sampler import Vocab
         from model.tokenizer import CodeTokenizer
 
         self.path = Path(path) if path else WEIGHTS_DIR
@@ -207,22 +278,18 @@ class BuiltinInfiller:
         self.name = f"parafill-builtin:{self.path.name}"
         self.lock = threading.Lock()
         self.last_timing: dict[str, float] = {}
-        self.sampler_options: dict = {}  # extra DenoiseConfig fields (e.g. pad_run) for benches
-        self.reuse_context = True  # model/context_reuse.py; False: encode every context in full
+        self.options = options or DecodeOptions()
+        self.reuse_context = reuse_context
+        self.adaptive_threads = adaptive_threads
         self.bases: list = []  # the last REUSE_BASES fully encoded contexts, most recent first
-        # windowed (long) holes: steps run this many slots per hole, the rest of the span through
-        # K/V from the last full step (model/span_step.py); None: every step runs the whole span
-        self.span_block: int | None = SPAN_BLOCK
-        self.stale_ends = True
-        # CPU: a full context encode widens onto the cores idle then (model/cpu_threads.py);
-        # False: keep torch's thread count as set (a fixed `threads` setting)
-        self.adaptive_threads = True
-        # the length signal's quantile (LENGTH_QUANTILE); benches vary it
-        self.length_quantile = LENGTH_QUANTILE
-        self.length_rule = LENGTH_RULE
-        self.length_end_prob = LENGTH_END_PROB
         # the denoising step whose end curve the head was fitted on (config.json)
         self.length_step = int(getattr(config, "length_head_step", 1) or 1)
+        self.vocab = Vocab(
+            self.tok.mask_id,
+            self.tok.pad_id,
+            banned_ids=[self.tok.mask_id, self.tok.sep_id],
+            newline_ids=list(self.tok.newline_ids),
+        )
 
     @property
     def has_length_signal(self) -> bool:
@@ -250,12 +317,53 @@ class BuiltinInfiller:
         quantize.quantize_int8(self.net)
         return "int8"
 
-    # ------------------------------------------------------------------ helpers
     def count_tokens(self, text: str) -> int:
         return len(self.tok.encode(text))
 
-    def _layout(self, req: InfillRequest):
-        """Token layout: context ids/positions and hole slot ranges within the window."""
+    # ------------------------------------------------------------------ the interface
+    def infill(
+        self,
+        req: InfillRequest,
+        should_stop: Callable[[], bool] = never,
+        late: Callable[[], bool] | None = None,
+        *,
+        options: DecodeOptions | None = None,
+    ) -> list[InfillResult]:
+        """Fill the request's holes (model/interface.py): layout -> encode -> denoise -> decode.
+        `late`: the caller's deadline test, in place of the request's own `deadline`;
+        `options`: in place of the infiller's own (benchmarks)."""
+        import torch
+
+        from model.cpu_threads import Fitter
+
+        layout = self.layout(req)
+        cpu = self.adaptive_threads and self.device.type == "cpu"
+        with self.lock, torch.inference_mode(), Fitter(cpu) as fitter:
+            t0 = time.perf_counter()
+            cache, reused = self.encode(layout, should_stop, fit=fitter.fit)
+            fitter.fit(0)  # the span steps: back to the base threads
+            t1 = time.perf_counter()
+            done = self.denoise(
+                layout, cache, req, should_stop=should_stop, late=late, options=options
+            )
+            t2 = time.perf_counter()
+        self.last_timing = {
+            "context_ms": (t1 - t0) * 1e3,
+            "denoise_ms": (t2 - t1) * 1e3,
+            "context_reused": reused,
+            "full_steps": done.full_steps,
+            "partial_steps": done.partial_steps,
+        }
+        return self.decode(done, layout, req)
+
+    # ------------------------------------------------------------------ the four steps
+    def layout(self, req: InfillRequest) -> Layout:
+        """Step 1: check the request and lay it out in the window: context ids and positions
+        (prefix and suffix trimmed, long middle segments cut around their centres) and each
+        hole's slots (ValueError for a request without holes, budgets over half the window, or
+        an unknown end rule)."""
+        from model.sampler import Span
+
         segs = list(req.segments)
         holes = [s for s in segs if isinstance(s, Hole)]
         if not holes:
@@ -265,6 +373,8 @@ class BuiltinInfiller:
             raise ValueError(
                 f"hole budgets total {sum(budgets)} tokens; at most {self.max_len // 2}"
             )
+        if req.end_rule is not None and req.end_rule not in END_RULES:
+            raise ValueError(f"unknown end_rule {req.end_rule!r}; expected one of {END_RULES}")
         # merge adjacent text segments; make the layout text, hole, text, ..., hole, text
         texts: list[str] = [""]
         for s in segs:
@@ -282,42 +392,166 @@ class BuiltinInfiller:
             mid_n = sum(len(m) for m in mids)
         pre, suf = trim_context(pre, suf, room - mid_n)
         ctx_ids, ctx_pos, slots = place([pre, *mids, suf], budgets)
-        return ctx_ids, ctx_pos, slots, [min(h.min_tokens, b) for h, b in zip(holes, budgets)]
+        rel, span_pos = span_slots(slots)
+        span = Span(
+            rel,
+            min_tokens=[min(h.min_tokens, b) for h, b in zip(holes, budgets)],
+            line_holes=[h.single_line for h in holes],
+        )
+        return Layout(ctx_ids, ctx_pos, slots, span_pos, span)
 
-    def _encode(
+    def encode(
         self,
-        ids: list[int],
-        pos: list[int],
+        layout: Layout,
+        should_stop: Callable[[], bool] = never,
+        *,
         fit: Callable[[int], object] | None = None,
-        should_stop: Callable[[], bool] | None = None,
+        reuse: bool | None = None,
+        keep: bool = True,
     ):
-        """(context cache, whether it was built from a kept full encode). The kept bases are
-        tried most recent first (a diff against one that shares little costs about 2 ms); one
-        that serves moves to the front; a full encode becomes the newest base. `fit`, if given,
-        sets the threads before a full encode (model/cpu_threads.py's Fitter.fit); a full encode
-        stops between layers once `should_stop` says so (InfillCancelled; no base is kept)."""
+        """Step 2: the context's K/V cache and whether it was built from a kept full encode.
+        With `reuse` (None: `reuse_context`) the kept bases are tried most recent first (a diff
+        against one that shares little costs about 2 ms); one that serves moves to the front.
+        Otherwise the context is encoded in full, stopping between layers once `should_stop`
+        says so (InfillCancelled; no base is kept), and with `keep` it becomes the newest base.
+        `fit`, if given, sets the threads before a full encode (model/cpu_threads.py's
+        Fitter.fit)."""
         import torch
 
-        from model.context_reuse import Base, reuse
+        from model.context_reuse import Base
+        from model.context_reuse import reuse as reuse_base
         from model.network import ContextCache
 
-        if self.reuse_context:
-            for k, base in enumerate(self.bases):
-                cache = reuse(self.net, base, ids, pos, REUSE_MARGIN, REUSE_LIMIT)
-                if cache is not None:
-                    self.bases.insert(0, self.bases.pop(k))
-                    return cache, True
-        if fit is not None:
-            fit(len(ids))
-        cache = self.net.encode_context(  # an empty context gives (1, 0) tensors
-            torch.tensor([ids], dtype=torch.long, device=self.device),
-            torch.tensor([pos], dtype=torch.long, device=self.device),
-            should_stop=should_stop,
-        )
-        # the base keeps the K/V only, not the span buffers this request's steps will add
-        base = Base(ids, pos, ContextCache(cache.keys, cache.values))
-        self.bases = [base, *self.bases][:REUSE_BASES]
+        ids, pos = layout.ctx_ids, layout.ctx_pos
+        with torch.inference_mode():
+            if self.reuse_context if reuse is None else reuse:
+                for k, base in enumerate(self.bases):
+                    cache = reuse_base(self.net, base, ids, pos, REUSE_MARGIN, REUSE_LIMIT)
+                    if cache is not None:
+                        self.bases.insert(0, self.bases.pop(k))
+                        return cache, True
+            if fit is not None:
+                fit(len(ids))
+            cache = self.net.encode_context(  # an empty context gives (1, 0) tensors
+                torch.tensor([ids], dtype=torch.long, device=self.device),
+                torch.tensor([pos], dtype=torch.long, device=self.device),
+                should_stop=should_stop,
+            )
+        if keep:  # the base keeps the K/V only, not the span buffers this request's steps add
+            base = Base(ids, pos, ContextCache(cache.keys, cache.values))
+            self.bases = [base, *self.bases][:REUSE_BASES]
         return cache, False
+
+    def denoise(
+        self,
+        layout: Layout,
+        cache,
+        req: InfillRequest,
+        *,
+        should_stop: Callable[[], bool] = never,
+        late: Callable[[], bool] | None = None,
+        options: DecodeOptions | None = None,
+        step_fn: Callable | None = None,
+    ) -> Denoised:
+        """Step 3: run the sampler over the span: `req.candidates` rows, the sampler settings of
+        `sampler_config`, the holes' stop rules (`late`: the caller's deadline test, in place of
+        the request's `deadline`) and the length signal where it applies. `options`: in place of
+        the infiller's own; `step_fn`: in place of span steps over `cache` (benchmarks: a full
+        forward at every step). InfillCancelled once `should_stop` says so."""
+        import torch
+
+        from model.sampler import Cancelled, Hooks, denoise
+
+        opts = options or self.options
+        rel = layout.span.holes
+        min_length = self.length_fn(req, rel, options=opts)
+        cfg = self.sampler_config(req, layout, min_length is not None, opts)
+        step = step_fn or self.span_step(cache, layout.span_pos, rel, cfg, opts)
+        gen = None
+        if cfg.temperature > 0:
+            gen = torch.Generator(device=self.device)
+            gen.manual_seed(0 if req.seed is None else int(req.seed))
+        ended_by: dict[tuple[int, int], str] = {}  # (row, hole) -> why the stop rules ended it
+        ended = self.ended_fn(req, rel, late or deadline_test(req.deadline), ended_by)
+        try:
+            with torch.inference_mode():
+                out = denoise(
+                    step,
+                    layout.span,
+                    self.vocab,
+                    cfg,
+                    batch=max(1, int(req.candidates)),
+                    hooks=Hooks(should_stop, ended, min_length),
+                    generator=gen,
+                    want_trajectory=req.want_trajectory,
+                    device=self.device,
+                )
+        except Cancelled:
+            raise InfillCancelled() from None
+        return Denoised(
+            out,
+            ended_by,
+            getattr(step, "full_steps", 0),
+            getattr(step, "partial_steps", 0),
+        )
+
+    def decode(self, done: Denoised, layout: Layout, req: InfillRequest) -> list[InfillResult]:
+        """Step 4: each row's fills as text (up to its first PAD), its score (mean
+        log-probability of its tokens, with one end per hole), why each fill ended (the stop
+        rules', else "pad" or "budget") and, when asked, its trajectory; identical candidates
+        once, best first."""
+        from model.codetext import BUDGET, PAD
+
+        out, rel = done.out, layout.span.holes
+        results, seen = [], set()
+        for i in range(out.tokens.shape[0]):
+            fills = self._render(out.tokens[i], rel, show_masks=False)
+            tokens = int(out.committed[i])
+            score = float(out.logprob_sum[i]) / max(1, tokens + len(rel))
+            traj = None
+            if req.want_trajectory:
+                traj = [self._render(t[i], rel, show_masks=True) for t in out.trajectory]
+            key = tuple(fills)
+            if key in seen:
+                continue
+            seen.add(key)
+            row = out.tokens[i].tolist()
+            why = [
+                done.ended_by.get((i, h), PAD if self.tok.pad_id in row[a:b] else BUDGET)
+                for h, (a, b) in enumerate(rel)
+            ]
+            results.append(InfillResult(fills, score, out.steps_used, traj, tokens, why))
+        results.sort(key=lambda r: -r.score)
+        return results
+
+    # ------------------------------------------------------------------ parts of the steps
+    def sampler_config(
+        self, req: InfillRequest, layout: Layout, length: bool, options: DecodeOptions
+    ):
+        """The sampler's DenoiseConfig for `req` (`length`: its lines use the length signal):
+        the request's schedule, steps, threshold and end rule over `denoise_config`'s defaults
+        for its longest hole; several candidates sample at temperature 0.7 unless it sets one."""
+        temperature = float(req.temperature)
+        if int(req.candidates) > 1 and temperature <= 0:
+            temperature = 0.7  # several greedy candidates would be identical
+        schedule = req.schedule or ("fixed" if req.steps else "threshold")
+        extra: dict = {
+            "window": options.window,
+            "pad_run": options.pad_run,
+            "pad_min_prob": options.pad_min_prob,
+            "pad_tail_only": options.pad_tail_only,
+        }
+        if req.end_rule is not None:
+            extra["pad_at_frontier"] = req.end_rule == "frontier"
+        threshold = req.threshold
+        if length:
+            extra["length_rule"] = options.length_rule
+            extra["length_step"] = options.length_step or self.length_step
+            extra["length_end_prob"] = options.length_end_prob
+            if threshold is None:
+                threshold = LENGTH_THRESHOLD
+        longest = max(b - a for a, b in layout.slots)
+        return denoise_config(schedule, req.steps, threshold, temperature, longest, **extra)
 
     def forget_contexts(self) -> None:
         """Drop the kept context encodings (the next request encodes its context in full)."""
@@ -341,22 +575,31 @@ class BuiltinInfiller:
                 out.append(self.tok.decode(ids[:end]))
         return out
 
-    def span_step(self, cache, span_pos: list[int], holes: list[tuple[int, int]], cfg):
-        """The sampler's step function over `cache` with this infiller's span-step settings."""
+    def span_step(
+        self,
+        cache,
+        span_pos: list[int],
+        holes: list[tuple[int, int]],
+        cfg,
+        options: DecodeOptions | None = None,
+    ):
+        """The sampler's step function over `cache` with `options`' span-step settings (None:
+        the infiller's own)."""
         import torch
 
         from model.span_step import SpanStep
 
+        opts = options or self.options
         return SpanStep(
             self.net,
             torch.tensor([span_pos], device=self.device),
             cache,
             holes,
             self.tok.mask_id,
-            block=self.span_block if cfg.window else None,
+            block=opts.span_block if cfg.window else None,
             window=cfg.window or 1,
             pad_id=self.tok.pad_id,
-            stale_ends=self.stale_ends,
+            stale_ends=opts.stale_ends,
         )
 
     def ended_fn(self, req: InfillRequest, rel: list[tuple[int, int]], late, ended_by: dict):
@@ -393,18 +636,26 @@ class BuiltinInfiller:
 
         return ended
 
-    def length_fn(self, req: InfillRequest, rel: list[tuple[int, int]], every_line: bool = False):
+    def length_fn(
+        self,
+        req: InfillRequest,
+        rel: list[tuple[int, int]],
+        options: DecodeOptions | None = None,
+    ):
         """The sampler's `min_length` for this request: each single-line hole of at most
         LONG_HOLE slots whose line already has text before it (a cursor mid-line) ends no sooner
-        than its length signal's estimate. None when the request turns it off, the checkpoint has
-        no head, the schedule is one token per step, or no hole is such a line. At a line start
-        the PAD budget alone decides: there the estimate did not help on the dev set
-        (docs/length.md); `every_line` (benchmarks) uses it there too."""
+        than its length signal's estimate (`options.length_quantile`). None when the request
+        turns it off, the checkpoint has no head, the schedule is one token per step, or no hole
+        is such a line. At a line start the PAD budget alone decides: there the estimate did not
+        help on the dev set (docs/length.md); `options.length_every_line` (benchmarks) uses it
+        there too."""
         import torch
 
         from model.length import end_curve, quantile_length
 
-        mid = [True] * len(rel) if every_line else mid_line_holes(req.segments)
+        opts = options or self.options
+        rel_n = len(rel)
+        mid = [True] * rel_n if opts.length_every_line else mid_line_holes(req.segments)
         lines = [
             h.single_line and b - a <= LONG_HOLE and m for h, (a, b), m in zip(req.holes, rel, mid)
         ]
@@ -412,10 +663,10 @@ class BuiltinInfiller:
             return None
         if req.schedule == "ltr":
             return None
-        head, pad, q = self.net.length_head, self.tok.pad_id, self.length_quantile
+        head, pad, q = self.net.length_head, self.tok.pad_id, opts.length_quantile
 
         def min_length(logits: torch.Tensor) -> torch.Tensor:
-            out = torch.zeros(logits.shape[0], len(rel), dtype=torch.long, device=logits.device)
+            out = torch.zeros(logits.shape[0], rel_n, dtype=torch.long, device=logits.device)
             for h, ((a, b), line) in enumerate(zip(rel, lines)):
                 if line:
                     end, top = end_curve(logits[:, a:b], pad)
@@ -424,112 +675,11 @@ class BuiltinInfiller:
 
         return min_length
 
-    # ------------------------------------------------------------------ the interface
-    def infill(
-        self,
-        req: InfillRequest,
-        should_stop: Callable[[], bool] = never,
-        late: Callable[[], bool] | None = None,
-    ) -> list[InfillResult]:
-        """Fill the request's holes (model/interface.py). `late`: the caller's deadline test,
-        in place of the request's own `deadline`."""
-        import torch
 
-        from model.codetext import BUDGET, PAD
-        from model.cpu_threads import Fitter
-        from model.sampler import Cancelled, denoise
-
-        ctx_ids, ctx_pos, holes_abs, min_tokens = self._layout(req)
-        n = max(1, int(req.candidates))
-        temperature = float(req.temperature)
-        if n > 1 and temperature <= 0:
-            temperature = 0.7  # several greedy candidates would be identical
-        schedule = req.schedule or ("fixed" if req.steps else "threshold")
-        options = dict(self.sampler_options)
-        if req.end_rule is not None:
-            if req.end_rule not in END_RULES:
-                raise ValueError(f"unknown end_rule {req.end_rule!r}; expected one of {END_RULES}")
-            options["pad_at_frontier"] = req.end_rule == "frontier"
-        rel, span_pos = span_slots(holes_abs)
-        min_length = self.length_fn(req, rel)
-        if min_length is not None:
-            options.setdefault("length_rule", self.length_rule)
-            options.setdefault("length_step", self.length_step)
-            options.setdefault("length_end_prob", self.length_end_prob)
-        threshold = req.threshold
-        if min_length is not None and threshold is None:
-            threshold = LENGTH_THRESHOLD
-        cfg = denoise_config(
-            schedule,
-            req.steps,
-            threshold,
-            temperature,
-            max(b - a for a, b in holes_abs),
-            **options,
-        )
-        dev = self.device
-        gen = torch.Generator(device=dev)
-        gen.manual_seed(0 if req.seed is None else int(req.seed))
-        cpu = self.adaptive_threads and self.device.type == "cpu"
-        ended_by: dict[tuple[int, int], str] = {}  # (row, hole) -> why the stop rules ended it
-        with self.lock, torch.inference_mode(), Fitter(cpu) as fitter:
-            t0 = time.perf_counter()
-            cache, reused = self._encode(ctx_ids, ctx_pos, fitter.fit, should_stop)
-            fitter.fit(0)  # the span steps: back to the base threads
-            t1 = time.perf_counter()
-            step_fn = self.span_step(cache, span_pos, rel, cfg)
-            try:
-                out = denoise(
-                    step_fn,
-                    rel,
-                    n,
-                    self.tok.mask_id,
-                    self.tok.pad_id,
-                    [self.tok.mask_id, self.tok.sep_id],
-                    cfg,
-                    min_tokens=min_tokens,
-                    generator=gen if temperature > 0 else None,
-                    should_stop=should_stop,
-                    want_trajectory=req.want_trajectory,
-                    device=dev,
-                    line_holes=[h.single_line for h in req.holes],
-                    newline_ids=self.tok.newline_ids,
-                    ended=self.ended_fn(req, rel, late or deadline_test(req.deadline), ended_by),
-                    min_length=min_length,
-                )
-            except Cancelled:
-                raise InfillCancelled() from None
-            t2 = time.perf_counter()
-        self.last_timing = {
-            "context_ms": (t1 - t0) * 1e3,
-            "denoise_ms": (t2 - t1) * 1e3,
-            "context_reused": reused,
-            "full_steps": step_fn.full_steps,
-            "partial_steps": step_fn.partial_steps,
-        }
-        results, seen = [], set()
-        for i in range(n):
-            fills = self._render(out.tokens[i], rel, show_masks=False)
-            tokens = int(out.committed[i])
-            score = float(out.logprob_sum[i]) / max(1, tokens + len(rel))
-            traj = None
-            if req.want_trajectory:
-                traj = [self._render(t[i], rel, show_masks=True) for t in out.trajectory]
-            key = tuple(fills)
-            if key in seen:
-                continue
-            seen.add(key)
-            row = out.tokens[i].tolist()
-            why = [
-                ended_by.get((i, h), PAD if self.tok.pad_id in row[a:b] else BUDGET)
-                for h, (a, b) in enumerate(rel)
-            ]
-            results.append(InfillResult(fills, score, out.steps_used, traj, tokens, why))
-        results.sort(key=lambda r: -r.score)
-        return results
-
-
-_cache: dict[tuple, BuiltinInfiller] = {}
+# the last infiller loaded, with its (path, device, precision): one at a time, so that a new
+# configuration does not keep the old model (about 43 MB) alive
+_loaded: tuple[tuple, BuiltinInfiller] | None = None
+_load_lock = threading.Lock()
 
 
 def load_infiller(
@@ -537,8 +687,17 @@ def load_infiller(
     device: str | None = None,
     precision: str | None = None,
 ) -> BuiltinInfiller:
-    """The default backend (shipped weights unless `path` names another checkpoint directory)."""
-    key = (str(Path(path).resolve()) if path else str(WEIGHTS_DIR), device or "auto", precision)
-    if key not in _cache:
-        _cache[key] = BuiltinInfiller(path, device, precision)
-    return _cache[key]
+    """The default backend (shipped weights unless `path` names another checkpoint directory).
+    The same configuration gives the same infiller; loading another one drops the last one
+    (whoever still holds it keeps it)."""
+    global _loaded
+    key = (
+        str(Path(path).resolve()) if path else str(WEIGHTS_DIR),
+        device or "auto",
+        precision or "auto",
+    )
+    with _load_lock:
+        if _loaded is None or _loaded[0] != key:
+            infiller = BuiltinInfiller(path, device, precision)
+            _loaded = (key, infiller)
+        return _loaded[1]

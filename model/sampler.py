@@ -5,8 +5,10 @@ committing the most confident positions, and one token per step left to right as
 autoregressive-style baseline), budgeted length (a committed PAD ends its hole), temperature
 sampling over several candidates, cancellation between steps and the optional trajectory.
 
-`step_fn(span_ids) -> logits` is the only contact with the network: (B, S) ids -> (B, S, V).
-Context tokens never enter here, so they cannot be changed; only hole slots are written.
+`denoise(step_fn, span, vocab, cfg, ...)`: `step_fn(span_ids) -> logits` is the only contact with
+the network, (B, S) ids -> (B, S, V); `Span` says where the holes are, `Vocab` which ids are
+special, `DenoiseConfig` how to schedule the commits, `Hooks` what the caller is asked between
+steps. Context tokens never enter here, so they cannot be changed; only hole slots are written.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class DenoiseConfig:
     threshold: float | None = 0.9  # None only in bench configs the infiller resolves first
     temperature: float = 0.0
     pad_run: bool = True  # a committed PAD also commits the PADs predicted just before it
+    # pad_min_prob and pad_tail_only: experiments (bench/dev_infill.py), off in every default.
     # "the fill ends here" is a yes/no event: predict PAD only when P(PAD) beats all content
     # tokens together (> pad_min_prob), not merely the single most likely content token
     pad_min_prob: float = 0.0
@@ -68,33 +71,60 @@ class DenoiseOutput:
     trajectory: list[torch.Tensor] = field(default_factory=list)  # (B, S) ids after each step
 
 
+@dataclass(frozen=True)
+class Span:
+    """The holes of one request as the sampler sees them: the span is the holes' slots back to
+    back (S = holes[-1][1] slots)."""
+
+    holes: list[tuple[int, int]]  # each hole's slot range [a, b) within the span
+    min_tokens: list[int] | None = None  # each fill has at least this many tokens (None: 0)
+    # holes whose fill ends at its line's end: there the probability of the vocabulary's line
+    # breaks is moved onto PAD, so "the line ends here" is one event (None: no such hole)
+    line_holes: list[bool] | None = None
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """The token ids the sampler treats specially."""
+
+    mask_id: int  # a slot not yet committed
+    pad_id: int  # the end of a fill: a committed PAD makes every later slot of its hole PAD
+    banned_ids: list[int]  # never committed (the mask, the separator)
+    newline_ids: list[int] = field(default_factory=list)  # line breaks (Span.line_holes)
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """The caller's say in a run, each asked between steps (None: not asked)."""
+
+    # True: stop now (raises Cancelled)
+    should_stop: Callable[[], bool] | None = None
+    # (B, S) ids -> (B, holes) bool, after each step: where True, the hole's fill is over (its
+    # caller cuts it within what is committed) and its masked slots become PAD
+    ended: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # (B, S, V) logits -> (B, holes) int, once, with the logits of step `cfg.length_step`
+    # (banned ids and line breaks already folded): each row's hole then ends no sooner than that
+    # many tokens (`cfg.length_rule`), on top of `Span.min_tokens` (model/length.py's estimate)
+    min_length: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
 def denoise(
     step_fn: Callable[[torch.Tensor], torch.Tensor],
-    holes: list[tuple[int, int]],
-    batch: int,
-    mask_id: int,
-    pad_id: int,
-    banned_ids: list[int],
+    span: Span,
+    vocab: Vocab,
     cfg: DenoiseConfig,
-    min_tokens: list[int] | None = None,
+    batch: int = 1,
+    hooks: Hooks = Hooks(),
     generator: torch.Generator | None = None,
-    should_stop: Callable[[], bool] | None = None,
     want_trajectory: bool = False,
     device: torch.device | str = "cpu",
-    line_holes: list[bool] | None = None,
-    newline_ids: list[int] | None = None,
-    ended: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    min_length: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> DenoiseOutput:
-    """Fill `holes` (slot ranges [a, b) of a span of S = holes[-1][1] slots) for `batch` rows.
-    In a hole flagged in `line_holes` a line break ends the fill: the probability of the
-    `newline_ids` tokens is moved onto PAD, so "the line ends here" is one event.
-    `ended(x)` -> (B, holes) bool, asked after each step: where True, the hole's fill is over
-    (its caller cuts it within what is committed), and its masked slots become PAD.
-    `min_length(logits)` -> (B, holes) int, asked once with the logits of step
-    `cfg.length_step` (banned ids and line breaks already folded): each row's hole then ends
-    no sooner than that many tokens (`cfg.length_rule`), on top of `min_tokens`
-    (model/length.py's estimate of the fill's length)."""
+    """Fill the holes of `span` for `batch` rows (candidates; `generator` samples them when
+    `cfg.temperature` > 0), calling `step_fn` once per step, with `hooks` asked between steps;
+    `want_trajectory` keeps the ids after each step."""
+    holes, min_tokens, should_stop = span.holes, span.min_tokens, hooks.should_stop
+    ended, min_length = hooks.ended, hooks.min_length
+    mask_id, pad_id, banned_ids = vocab.mask_id, vocab.pad_id, list(vocab.banned_ids)
     if cfg.schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {cfg.schedule!r}; expected one of {SCHEDULES}")
     S = max((b for _, b in holes), default=0)
@@ -107,9 +137,9 @@ def denoise(
     for h, (a, b) in enumerate(holes):
         hole_of[a:b] = h
     line_slot = torch.zeros(S, dtype=torch.bool, device=device)
-    for (a, b), flag in zip(holes, line_holes or []):
+    for (a, b), flag in zip(holes, span.line_holes or []):
         line_slot[a:b] = bool(flag)
-    nl = torch.tensor(newline_ids or [], dtype=torch.long, device=device)
+    nl = torch.tensor(list(vocab.newline_ids), dtype=torch.long, device=device)
     merge_newlines = bool(line_slot.any()) and nl.numel() > 0
     forced_no_pad = torch.zeros(batch, S, dtype=torch.bool, device=device)
     before_estimate = torch.zeros(batch, S, dtype=torch.bool, device=device)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ from model.length import (
     quantile_length,
 )
 from model.length_train import hole_slots
-from model.sampler import DenoiseConfig, denoise
+from model.sampler import DenoiseConfig, Hooks, Span, Vocab, denoise
 
 
 @pytest.fixture(scope="module")
@@ -81,16 +82,11 @@ def test_sampler_min_length_honours_budget_and_single_line(estimate):
     cfg = DenoiseConfig(threshold=0.9)
     out = denoise(
         _step_ending_early,
-        [(0, 6)],
-        2,
-        1,
-        0,
-        [1],
+        Span([(0, 6)], min_tokens=[2], line_holes=[True]),
+        Vocab(1, 0, [1], newline_ids=[9]),
         cfg,
-        min_tokens=[2],
-        line_holes=[True],
-        newline_ids=[9],
-        min_length=min_length,
+        batch=2,
+        hooks=Hooks(min_length=min_length),
     )
     want = min(6, max(2, estimate))
     for row in out.tokens.tolist():
@@ -125,6 +121,8 @@ def test_length_signal_can_be_turned_off_and_long_holes_keep_the_pad_budget(ship
     # at a line start the PAD budget alone decides (the estimate did not help there on dev)
     start = InfillRequest(["def f(a, b):\n    ", Hole(24, single_line=True), "\n"])
     assert shipped.length_fn(start, [(0, 24)]) is None
+    every = replace(shipped.options, length_every_line=True)  # benchmarks: at line starts too
+    assert shipped.length_fn(start, [(0, 24)], options=every) is not None
     assert mid_line_holes(["x = 1\n  ", Hole(4), "y", Hole(4), "\n", Hole(4)]) == [
         False,
         True,

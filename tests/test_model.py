@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import argparse
 import ast
+import gc
 import itertools
 import shutil
 import subprocess
 import textwrap
+import weakref
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from tiny_model import tiny_model
 
-from model.infill import WEIGHTS_DIR, BuiltinInfiller, load_infiller, validate_checkpoint
-from model.interface import CheckpointError, Hole, InfillCancelled, InfillRequest
-from model.sampler import Cancelled, DenoiseConfig, denoise
+from model.infill import (
+    WEIGHTS_DIR,
+    BuiltinInfiller,
+    DecodeOptions,
+    load_infiller,
+    validate_checkpoint,
+)
+from model.interface import CheckpointError, Hole, InfillCancelled, InfillRequest, StopRules
+from model.sampler import Cancelled, DenoiseConfig, Hooks, Span, Vocab, denoise
 from model.tokenizer import CodeTokenizer
 
 NASTY = [
@@ -95,12 +104,10 @@ def test_sampler_fills_only_holes_contiguously_within_budget(schedule, steps):
     holes = [(0, 6), (6, 10)]
     out = denoise(
         fn,
-        holes,
-        3,
-        mask_id=1,
-        pad_id=0,
-        banned_ids=[1, 2],
-        cfg=DenoiseConfig(schedule=schedule, steps=steps, threshold=0.3),
+        Span(holes),
+        Vocab(mask_id=1, pad_id=0, banned_ids=[1, 2]),
+        DenoiseConfig(schedule=schedule, steps=steps, threshold=0.3),
+        batch=3,
     )
     x = out.tokens
     assert x.shape == (3, 10)
@@ -124,7 +131,7 @@ def test_threshold_with_a_step_bound_commits_a_share_each_step():
     least ceil(masked left / steps left), not one a step and the rest all at once at the end."""
     fn, calls = _random_step_fn(50)
     cfg = DenoiseConfig(threshold=0.999, steps=3, pad_run=False)
-    out = denoise(fn, [(0, 12)], 2, mask_id=1, pad_id=0, banned_ids=[1, 2], cfg=cfg)
+    out = denoise(fn, Span([(0, 12)]), Vocab(1, 0, [1, 2]), cfg, batch=2)
     assert out.steps_used <= 3 and not (out.tokens == 1).any()
     masked = [int((c == 1).sum(1).max()) for c in calls]  # masked slots before each step
     assert masked[0] == 12 and all(m <= 12 - 4 * i for i, m in enumerate(masked))
@@ -137,7 +144,7 @@ def test_sampler_min_tokens_and_single_forward_pass_when_all_confident():
         logits[..., 0] = 5.0
         return logits
 
-    out = denoise(confident, [(0, 5)], 1, 1, 0, [1], DenoiseConfig(), min_tokens=[5])
+    out = denoise(confident, Span([(0, 5)], min_tokens=[5]), Vocab(1, 0, [1]), DenoiseConfig())
     assert out.tokens.tolist() == [[7, 7, 7, 7, 7]]
     assert out.steps_used == 1
 
@@ -155,10 +162,11 @@ def test_line_break_ends_a_single_line_hole_at_the_frontier():
         return logits
 
     cfg = DenoiseConfig(threshold=0.5, pad_at_frontier=True)
-    flagged = denoise(step, [(0, 8)], 1, 1, 0, [1], cfg, line_holes=[True], newline_ids=[9])
+    vocab = Vocab(1, 0, [1], newline_ids=[9])
+    flagged = denoise(step, Span([(0, 8)], line_holes=[True]), vocab, cfg)
     assert flagged.tokens.tolist() == [[7, 7, 7, 0, 0, 0, 0, 0]]
     assert flagged.steps_used == 2  # the content, then the end at the frontier
-    plain = denoise(step, [(0, 8)], 1, 1, 0, [1], cfg)
+    plain = denoise(step, Span([(0, 8)]), vocab, cfg)
     assert plain.tokens[0, 3].item() == 9  # unflagged: the line break is just a token
 
 
@@ -176,7 +184,9 @@ def test_ended_hole_stops_and_keeps_what_is_committed():
         return torch.tensor([[(x[0, :8] != 1).sum() >= 2, False]])
 
     cfg = DenoiseConfig(schedule="ltr")  # one slot a step, left to right across the span
-    out = denoise(no_pad, [(0, 8), (8, 12)], 1, 1, 0, [1, 2], cfg, ended=ended)
+    out = denoise(
+        no_pad, Span([(0, 8), (8, 12)]), Vocab(1, 0, [1, 2]), cfg, hooks=Hooks(ended=ended)
+    )
     row = out.tokens[0].tolist()
     assert 0 not in row[:2] and row[2:8] == [0] * 6  # stopped after two committed slots
     assert 0 not in row[8:] and 1 not in row  # the other hole was filled to its budget
@@ -194,7 +204,11 @@ def test_should_stop_stops_within_one_step():
 
     with pytest.raises(Cancelled):
         denoise(
-            fn, [(0, 32)], 1, 1, 0, [1], DenoiseConfig(schedule="ltr"), should_stop=stop_after_two
+            fn,
+            Span([(0, 32)]),
+            Vocab(1, 0, [1]),
+            DenoiseConfig(schedule="ltr"),
+            hooks=Hooks(should_stop=stop_after_two),
         )
     assert len(calls) == 2
 
@@ -273,6 +287,61 @@ def test_bad_requests_are_clear_errors(shipped):
         shipped.infill(InfillRequest(["no hole"]))
     with pytest.raises(ValueError, match="budgets"):
         shipped.infill(InfillRequest(["a", Hole(400), "b"]))
+    with pytest.raises(ValueError, match="end_rule"):
+        shipped.infill(InfillRequest(["a", Hole(4), "b"], end_rule="soon"))
+
+
+def _results(rs) -> list[tuple]:
+    return [(r.fills, r.score, r.steps_used, r.trajectory, r.tokens, r.ended_by) for r in rs]
+
+
+def test_infill_is_its_four_public_steps(shipped):
+    """layout -> encode -> denoise -> decode, called one by one (as benchmarks do), give what
+    `infill` gives: candidates, scores, trajectories, why each fill ended."""
+    stop = StopRules(max_lines=1)
+    for req in (
+        InfillRequest(
+            ["def area(w, h):\n    return ", Hole(16, single_line=True), "\n"],
+            candidates=3,
+            seed=3,
+            want_trajectory=True,
+        ),
+        InfillRequest(["class A:\n    def f(self):\n        ", Hole(64, stop=stop), "\n"]),
+    ):
+        shipped.forget_contexts()
+        want = _results(shipped.infill(req))
+        layout = shipped.layout(req)
+        assert layout.span.holes == [(0, req.holes[0].max_tokens)]
+        cache, reused = shipped.encode(layout, reuse=False, keep=False)
+        assert not reused and len(shipped.bases) == 1  # infill's base only
+        done = shipped.denoise(layout, cache, req)
+        assert _results(shipped.decode(done, layout, req)) == want
+
+
+def test_decode_options_are_per_call(shipped):
+    """Options passed to one call apply to it only; the infiller's own stay the defaults."""
+    req = InfillRequest(["def f(a, b):\n", Hole(64), "\n"], schedule="threshold")
+    whole = replace(shipped.options, span_block=None, stale_ends=False)
+    shipped.infill(req, options=whole)
+    assert shipped.last_timing["partial_steps"] == 0  # every step ran the whole span
+    shipped.infill(req)
+    assert shipped.last_timing["partial_steps"] > 0
+    assert shipped.options == DecodeOptions()
+
+
+def test_loading_another_configuration_drops_the_last_one():
+    """load_infiller keeps one infiller: the same configuration gives the same object, another
+    one (path, device or precision) lets the last one go; a failed load keeps it."""
+    a = load_infiller(None, "cpu", "fp32")
+    assert load_infiller(WEIGHTS_DIR, "cpu", "fp32") is a
+    ref = weakref.ref(a)
+    del a
+    b = load_infiller(None, None, "fp32")  # another device setting
+    gc.collect()
+    assert ref() is None
+    with pytest.raises(CheckpointError):
+        load_infiller("/nonexistent/checkpoint")
+    assert load_infiller(None, "auto", "fp32") is b
 
 
 def _copy_weights(tmp_path: Path) -> Path:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from tiny_model import tiny_model
 
-from model.sampler import DenoiseConfig, denoise
+from model.sampler import DenoiseConfig, Span, Vocab, denoise
 from model.span_step import SpanStep
 
 MASK, PAD = 1, 0
@@ -76,7 +76,7 @@ def test_windowed_denoise_with_blocks_fills_every_slot_in_order():
     step = SpanStep(net, pos, cache, [(0, SPAN)], MASK, block=12, window=4)
     cfg = DenoiseConfig(threshold=0.5, window=4, pad_at_frontier=True)
     with torch.no_grad():
-        out = denoise(step, [(0, SPAN)], 1, MASK, PAD, [MASK], cfg, min_tokens=[SPAN])
+        out = denoise(step, Span([(0, SPAN)], min_tokens=[SPAN]), Vocab(MASK, PAD, [MASK]), cfg)
     assert not bool((out.tokens == MASK).any())
     assert step.partial_steps > 0 and step.full_steps >= SPAN // 12
     assert out.steps_used == step.full_steps + step.partial_steps
