@@ -127,8 +127,12 @@ class Completer:
 
     def request(self, plan: InfillPlan, text: str, ask: Ask):
         """The model request for a plan: one path for requests and prefetches, so that a
-        prefetch asks exactly what the request it anticipates will ask (the engine's key)."""
-        deadline = 0 if ask.invoked else self.settings.multiline_deadline_ms
+        prefetch asks exactly what the request it anticipates will ask (the engine's key). An
+        explicit request has a deadline too, a generous one (explicitDeadlineMs): past it, its
+        fills that may span lines end at a finished line, and the answer is the lines finished
+        so far (the results say so: ended_by "deadline"; the engine counts deadlineCuts)."""
+        s = self.settings
+        deadline = s.explicit_deadline_ms if ask.invoked else s.multiline_deadline_ms
         return pipeline.build_request(
             plan,
             text,

@@ -22,6 +22,10 @@ BACKENDS = ("builtin", "remote")
 REMOTE_APIS = ("parafill", "fim")  # model.backends.remote.APIS (not imported: it needs httpx)
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 UNSHOWN = {"remote.apiKeyEnv"}  # a wrong value may be the key itself: never echoed
+# what the built-in model can hold (the shipped checkpoint's config.json train_seq_len): its
+# window, and the most mask tokens it fills at once (model/infill.py refuses more: half the window)
+MODEL_WINDOW = 512
+MAX_FILL_TOKENS = MODEL_WINDOW // 2
 
 
 @dataclass(frozen=True)
@@ -40,8 +44,11 @@ class Settings:
     # typing before running the model; the first request after a pause runs at once
     debounce_ms: int = 25
     # an as-you-type fill that may span lines ends at its first line end after this long (the
-    # suggestion is its finished lines); explicit requests never have one; 0: no deadline
+    # suggestion is its finished lines); explicit requests have their own; 0: no deadline
     multiline_deadline_ms: int = 300
+    # an explicit (Invoked) request's fills that may span lines end at their first finished line
+    # after this long (the suggestion is the lines finished so far); 0: no deadline
+    explicit_deadline_ms: int = 3000
     # after a suggestion at a line's end, fill the next line in the background (as if the
     # suggestion were taken and Enter pressed: lsp_server/prefetch.py); a real request stops it
     prefetch: bool = True
@@ -78,10 +85,10 @@ class Settings:
 
 
 # camelCase key -> (field name, validator returning (value, problem or None))
-def _int(lo: int, hi: int):
+def _int(lo: int, hi: int, why: str = ""):
     def check(v: Any):
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            return None, f"must be an integer in [{lo}, {hi}]"
+            return None, f"must be an integer in [{lo}, {hi}]" + (f" ({why})" if why else "")
         return v, None
 
     return check
@@ -142,6 +149,9 @@ def _env_name(v: Any):
     return v, None
 
 
+_FILL_LIMIT = f"the model fills at most {MAX_FILL_TOKENS} tokens, half its {MODEL_WINDOW} window"
+_WINDOW_LIMIT = f"the model's window is {MODEL_WINDOW} tokens"
+
 FIELDS = {
     "modelPath": ("model_path", _opt(_str)),
     "device": ("device", _choice(DEVICES)),
@@ -149,12 +159,13 @@ FIELDS = {
     "schedule": ("schedule", _choice(SCHEDULES)),
     "steps": ("steps", _opt(_int(1, 512))),
     "threshold": ("threshold", _opt(_float(0.0, 1.0))),
-    "lineBudget": ("line_budget", _int(1, 256)),
-    "blockBudget": ("block_budget", _int(1, 512)),
-    "contextTokens": ("context_tokens", _int(32, 8192)),
+    "lineBudget": ("line_budget", _int(1, MAX_FILL_TOKENS, _FILL_LIMIT)),
+    "blockBudget": ("block_budget", _int(1, MAX_FILL_TOKENS, _FILL_LIMIT)),
+    "contextTokens": ("context_tokens", _int(32, MODEL_WINDOW, _WINDOW_LIMIT)),
     "candidates": ("candidates", _int(1, 8)),
     "debounceMs": ("debounce_ms", _int(0, 2000)),
     "multilineDeadlineMs": ("multiline_deadline_ms", _int(0, 60_000)),
+    "explicitDeadlineMs": ("explicit_deadline_ms", _int(0, 600_000)),
     "prefetch": ("prefetch", _bool),
     "lengthEstimate": ("length_estimate", _bool),
     "languages": ("languages", _languages),

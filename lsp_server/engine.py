@@ -37,6 +37,7 @@ Loader = Callable[[str | None, str | None], Infiller]
 LATENCY_WINDOW = 500  # recent completions kept for p50/p95
 TYPE_THROUGH_CONTEXT = 2000  # characters around the cursor compared for typing-through
 IDLE, LOADING, READY, ERROR = "idle", "loading", "ready", "error"
+DEFAULT_MODEL = "(shipped)"  # how the shipped checkpoint (model path None) is named in messages
 
 
 class ModelUnavailable(RuntimeError):
@@ -258,6 +259,8 @@ class Engine:
         self.state = IDLE
         self.error: str | None = None
         self.infiller: Infiller | None = None
+        self.loading: str | None = None  # the model path being loaded (aside, when one answers)
+        self.load_error: str | None = None  # why the last load failed (None: it loaded)
         self.load_seconds: float | None = None
         self.model_path: str | None = None
         self.device: str | None = None
@@ -269,43 +272,80 @@ class Engine:
 
     # ---- loading ---------------------------------------------------------------------------
     def load(
-        self, model_path: str | None = None, device: str | None = None, precision: str = "auto"
+        self,
+        model_path: str | None = None,
+        device: str | None = None,
+        precision: str = "auto",
+        on_done: Callable[[str | None, bool], None] | None = None,
     ) -> None:
-        """Start loading a model in the background (replacing any loaded one); `precision` is
-        the built-in backend's weight format (model.infill.PRECISIONS)."""
+        """Start loading a model in the background; `precision` is the built-in backend's weight
+        format (model.infill.PRECISIONS). With a model loaded, the new one loads aside while the
+        old one keeps answering, and replaces it only once it has loaded: a load that fails
+        (a missing directory, a truncated file, no CUDA) leaves the old model serving and says
+        why in `load_error`. With none (the first load, or after a failed one), requests wait
+        for this load. `on_done(error, kept)` is called on the loader thread when this load ends
+        (unless a newer load replaced it): `error` None when it loaded, `kept` whether an older
+        model still answers."""
         with self._lock:
             self._generation += 1
             gen = self._generation
-            self._ready.clear()
-            self.state, self.error = LOADING, None
-            self.model_path, self.device = model_path, device
-            self._cache.clear()
-            self._prefetched.clear()
+            self.loading = model_path or DEFAULT_MODEL
+            if self.state != READY or self.infiller is None:  # nothing to keep
+                self._ready.clear()
+                self.state, self.error = LOADING, None
+                self.model_path, self.device = model_path, device
+                self._cache.clear()
+                self._prefetched.clear()
         threading.Thread(
-            target=self._load, args=(gen, model_path, device, precision), daemon=True
+            target=self._load, args=(gen, model_path, device, precision, on_done), daemon=True
         ).start()
 
-    def _load(self, gen: int, model_path: str | None, device: str | None, precision: str) -> None:
+    def _load(
+        self,
+        gen: int,
+        model_path: str | None,
+        device: str | None,
+        precision: str,
+        on_done: Callable[[str | None, bool], None] | None,
+    ) -> None:
         t0 = time.perf_counter()
         try:
-            device = None if device in (None, "auto") else device
-            if self._loader is builtin_loader:
-                infiller = builtin_loader(model_path, device, precision)
-                cpu_threads.apply(infiller, self.threads)  # 0: auto, widening onto idle cores
-            else:
-                infiller = self._loader(model_path, device)
-            trim_memory(collect=True)
-            state, error = READY, None
+            infiller = self._build(model_path, device, precision)
+            error = None
         except CheckpointError as exc:
-            infiller, state, error = None, ERROR, str(exc)
+            infiller, error = None, str(exc)
         except Exception as exc:  # noqa: BLE001 - any load failure must leave the server up
-            infiller, state, error = None, ERROR, f"{type(exc).__name__}: {exc}"
+            infiller, error = None, f"{type(exc).__name__}: {exc}"
         with self._lock:
-            if gen != self._generation:
+            if gen != self._generation:  # a newer load was asked for: this one is dropped
                 return
-            self.infiller, self.state, self.error = infiller, state, error
-            self.load_seconds = time.perf_counter() - t0
+            self.loading = None
+            self.load_error = error
+            kept = error is not None and self.state == READY and self.infiller is not None
+            if error is None:  # switch to the new model
+                self.infiller, self.state, self.error = infiller, READY, None
+                self.model_path, self.device = model_path, device
+                self.load_seconds = time.perf_counter() - t0
+                self._cache.clear()  # the old model's answers
+                self._prefetched.clear()
+            elif not kept:
+                self.infiller, self.state, self.error = None, ERROR, error
+                self.load_seconds = time.perf_counter() - t0
             self._ready.set()
+        del infiller
+        trim_memory(collect=True)  # the replaced model (or the failed load's leftovers)
+        if error is not None:
+            log.error("loading model %s failed: %s", model_path or DEFAULT_MODEL, error)
+        if on_done is not None:
+            on_done(error, kept)
+
+    def _build(self, model_path: str | None, device: str | None, precision: str) -> Infiller:
+        device = None if device in (None, "auto") else device
+        if self._loader is builtin_loader:
+            infiller = builtin_loader(model_path, device, precision)
+            cpu_threads.apply(infiller, self.threads)  # 0: auto, widening onto idle cores
+            return infiller
+        return self._loader(model_path, device)
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until the load finished (ready or error); True when ready."""
@@ -467,6 +507,10 @@ class Engine:
             # the checkpoint ships a length head for line fills (model/length.py)
             "lengthSignal": bool(getattr(self.infiller, "has_length_signal", False)),
             "loadSeconds": None if self.load_seconds is None else round(self.load_seconds, 3),
+            # a model being loaded (aside while `modelPath` answers), and why the last load
+            # failed (the model of `modelPath` then still answers, if there was one)
+            "loading": self.loading,
+            "loadError": self.load_error,
             "requests": s.requests,
             "completed": s.completed,
             "cancelled": s.cancelled,

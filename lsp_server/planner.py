@@ -33,6 +33,7 @@ LINE, STATEMENT, BLOCK, BRACKET, SELECTION, HOLE = (
 )
 MIN_CONTEXT_TOKENS = 64  # never plan less context than this
 SCAN_LINES = 60
+SCAN_CHARS = 16_000  # at most this many characters of those lines (60 lines of code: ~3,000)
 SCAN_INDENT_LINES = 2000  # lines looked at to find the indentation step
 DEFAULT_INDENT = {
     "javascript": "  ",
@@ -159,18 +160,22 @@ def closers_ahead(suffix: str, language: str) -> list[tuple[str, int]]:
 
 
 def _window(text: str, offset: int, lines: int, before: bool) -> str:
+    """Up to `lines` lines before (or after) `offset`, at most SCAN_CHARS characters of them
+    (a 1 MB line is not scanned whole)."""
     if before:
+        lo = max(0, offset - SCAN_CHARS)
         pos = offset
         for _ in range(lines):
-            pos = text.rfind("\n", 0, pos)
+            pos = text.rfind("\n", lo, pos)
             if pos < 0:
-                return text[:offset]
+                return text[lo:offset]
         return text[pos + 1 : offset]
+    hi = min(len(text), offset + SCAN_CHARS)
     pos = offset
     for _ in range(lines):
-        pos = text.find("\n", pos + 1)
+        pos = text.find("\n", pos + 1, hi)
         if pos < 0:
-            return text[offset:]
+            return text[offset:hi]
     return text[offset:pos]
 
 
@@ -305,27 +310,49 @@ def choose_region(
 # context window
 
 
-def _syntactic_starts(tree: Any, byte: int) -> list[int]:
-    """Byte starts of the children of every ancestor of the node at `byte` (whole constructs)."""
+def _children_within(node: Any, lo: int, hi: int):
+    """The children of `node` that reach past byte `lo` and start by byte `hi`, found with the
+    tree's cursor rather than by listing them all (a 1 MB one-line list has 200,000)."""
+    cursor = node.walk()
+    if cursor.goto_first_child_for_byte(max(0, lo - 1)) is None:
+        return
+    while cursor.node.start_byte <= hi:
+        yield cursor.node
+        if not cursor.goto_next_sibling():
+            return
+
+
+def _syntactic_starts(tree: Any, byte: int, lo: int = 0) -> list[int]:
+    """Byte starts in [lo, byte] of the children of every ancestor of the node at `byte`
+    (whole constructs)."""
     out: list[int] = []
     node = tree.root_node.descendant_for_byte_range(byte, byte)
     while node is not None:
-        for child in node.children:
-            if child.start_byte <= byte:
+        for child in _children_within(node, lo, byte):
+            if lo <= child.start_byte <= byte:
                 out.append(child.start_byte)
         node = node.parent
     return out
 
 
-def _syntactic_ends(tree: Any, byte: int) -> list[int]:
+def _syntactic_ends(tree: Any, byte: int, hi: int | None = None) -> list[int]:
+    """Byte ends in [byte, hi] of the children of every ancestor of the node at `byte`."""
     out: list[int] = []
     node = tree.root_node.descendant_for_byte_range(byte, byte)
     while node is not None:
-        for child in node.children:
-            if child.end_byte >= byte:
+        for child in _children_within(node, byte, byte if hi is None else hi):
+            if child.end_byte >= byte and (hi is None or child.end_byte <= hi):
                 out.append(child.end_byte)
         node = node.parent
     return out
+
+
+def _blank_before(text: str, s: int) -> bool:
+    """Whether only spaces and tabs stand between the start of its line and offset `s` (> 0)."""
+    j = s
+    while j > 0 and text[j - 1] in " \t":
+        j -= 1
+    return j > 0 and text[j - 1] == "\n"
 
 
 def context_window(
@@ -338,7 +365,9 @@ def context_window(
     """(start, end) of the context around [first, last], cut at whole constructs within budget.
 
     `snapshot` (syntax.Snapshot) provides the tree and byte <-> char conversion; without it the
-    window is cut at top-level lines (indentation 0) and then at any line start.
+    window is cut at top-level lines (indentation 0) and then at any line start. Whatever the
+    lines' lengths, it holds at most the budget's characters on either side (`max_context_chars`
+    in all): a line longer than that (a 1 MB one-line file) is cut around [first, last].
     """
     total = budgets.context_tokens * budgets.chars_per_token
     suffix_chars = int(total * budgets.suffix_share)
@@ -361,18 +390,18 @@ def context_window(
     start = end = None
     tree = getattr(snapshot, "tree", None)
     if tree is not None:
-        starts = [
-            snapshot.char_offset(b) for b in _syntactic_starts(tree, snapshot.byte_offset(first))
-        ]
+        byte_first, byte_min = snapshot.byte_offset(first), snapshot.byte_offset(min_start)
+        starts = [snapshot.char_offset(b) for b in _syntactic_starts(tree, byte_first, byte_min)]
         ok = [
             s
             for s in starts
             if min_start <= s <= first_line
-            and (s == 0 or text[s - 1] == "\n" or text[:s].rstrip(" \t").endswith("\n"))
+            and (s == 0 or text[s - 1] == "\n" or _blank_before(text, s))
         ]
         if ok:
             start = text.rfind("\n", 0, min(ok)) + 1
-        ends = [snapshot.char_offset(b) for b in _syntactic_ends(tree, snapshot.byte_offset(last))]
+        byte_last, byte_max = snapshot.byte_offset(last), snapshot.byte_offset(max_end)
+        ends = [snapshot.char_offset(b) for b in _syntactic_ends(tree, byte_last, byte_max)]
         ok = [e for e in ends if last_line_end <= e <= max_end]
         if ok:
             e = max(ok)
@@ -384,7 +413,14 @@ def context_window(
         start = _line_cut_start(text, min_start, first_line)
     if end is None:
         end = _line_cut_end(text, max_end, last_line_end)
-    return start, max(end, last_line_end)
+    reach = int(total)  # a long line is cut around the region, not taken whole
+    return max(start, first - reach), min(max(end, last_line_end), last + reach)
+
+
+def max_context_chars(budgets: Budgets) -> int:
+    """The most characters of context a plan's window holds around its regions (the window's
+    budget on either side: ~2,400 characters at the default 400 tokens)."""
+    return 2 * int(budgets.context_tokens * budgets.chars_per_token)
 
 
 def _line_cut_start(text: str, min_start: int, first_line: int) -> int:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
+import os
 import time
 from dataclasses import replace
 from typing import Any
@@ -24,7 +26,13 @@ from lsp_server import convert
 from lsp_server.acceptance import ACCEPTED_COMMAND
 from lsp_server.completion import Ask, Completer, Completion
 from lsp_server.config import Settings, parse_settings, to_json
-from lsp_server.engine import Engine, ModelUnavailable, builtin_loader, remote_loader
+from lsp_server.engine import (
+    DEFAULT_MODEL,
+    Engine,
+    ModelUnavailable,
+    builtin_loader,
+    remote_loader,
+)
 from lsp_server.postprocess import Candidate
 from lsp_server.protocol import ParafillProtocol
 from lsp_server.steps import STEPS_METHOD
@@ -64,7 +72,18 @@ class ParafillServer(LanguageServer):
         self.window_show_message(types.ShowMessageParams(type=kind, message=message))
 
     def apply_settings(self, raw: Any, initial: bool = False) -> None:
+        """Settings from the client: all of a change or none of it. Everything is checked before
+        anything is applied (values, and that a new logFile can be written); a new model loads
+        in the background, the old one answering until it has (Engine.load), and a model that
+        fails to load is reported at once (model_failed)."""
         new, problems = parse_settings(raw, self.settings)
+        handler = None
+        if not problems and (initial or new.log_file != self.settings.log_file):
+            try:
+                handler = _open_log_file(new.log_file)
+            except OSError as exc:
+                why = exc.strerror or str(exc)
+                problems = [f"parafill.logFile cannot be written: {why} (got {new.log_file!r})"]
         if problems:
             self.show(
                 "parafill: invalid settings, keeping the previous ones: " + "; ".join(problems)
@@ -77,7 +96,8 @@ class ParafillServer(LanguageServer):
         self.engine.cache_size = new.cache_size
         self.engine.threads = new.threads
         self.engine.context_reuse = new.context_reuse
-        _configure_log_file(new.log_file)
+        if initial or new.log_file != old.log_file:
+            _configure_log_file(handler)
         switched = initial or _backend_key(new) != _backend_key(old)
         if switched:  # backend: builtin | remote (the model server, falling back to the built-in)
             self.engine._loader = self._loader_for(new)
@@ -88,8 +108,9 @@ class ParafillServer(LanguageServer):
             old.threads,
         ):
             self.reported_load_error = False
-            self.engine.load(new.model_path, new.device, new.precision)
-            self.log(f"parafill: loading model {new.model_path or '(shipped)'} on {new.device}")
+            name = new.model_path or DEFAULT_MODEL
+            self.engine.load(new.model_path, new.device, new.precision, self._on_loaded(name))
+            self.log(f"parafill: loading model {name} on {new.device}")
 
     def _loader_for(self, settings: Settings):
         """The engine's loader for `settings.backend`: the server's own (the built-in model, or
@@ -111,10 +132,40 @@ class ParafillServer(LanguageServer):
 
         return remote_loader(settings, base, notify)
 
+    def _on_loaded(self, name: str):
+        """Engine.load's `on_done` (called on the loader thread): the outcome is reported on
+        the event loop, at once."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (a test calling apply_settings directly)
+            loop = None
+
+        def on_done(error: str | None, kept: bool) -> None:
+            def report() -> None:
+                if error is None:
+                    self.log(f"parafill: model {name} loaded")
+                elif kept:
+                    self.show(
+                        f"parafill: could not load model {name}, keeping "
+                        f"{self.engine.model_path or DEFAULT_MODEL}: {error}",
+                        types.MessageType.Error,
+                    )
+                else:
+                    self.model_failed(ModelUnavailable(error))
+
+            if loop is None:
+                report()
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(report)
+
+        return on_done
+
     def model_failed(self, exc: Exception) -> None:
+        """No model can answer (the first load failed): shown once, as soon as it is known."""
         if not self.reported_load_error:
             self.reported_load_error = True
-            self.show(f"parafill: model unavailable: {exc}", types.MessageType.Error)
+            with contextlib.suppress(Exception):  # no transport (closing)
+                self.show(f"parafill: model unavailable: {exc}", types.MessageType.Error)
 
     def report(self, exc: Exception) -> None:
         """A model that cannot answer: shown once while it is unavailable, logged otherwise."""
@@ -164,14 +215,25 @@ def _with_text(cand: Candidate, text: str) -> Candidate:
     return replace(cand, text=text)
 
 
-def _configure_log_file(path: str | None) -> None:
+def _open_log_file(path: str | None) -> logging.FileHandler | None:
+    """A handler writing to `path` (None: none); OSError when it cannot be opened for writing
+    (a directory, a missing folder, no permission)."""
+    if not path:
+        return None
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "it is a directory", path)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    return handler
+
+
+def _configure_log_file(handler: logging.FileHandler | None) -> None:
+    """Log to `handler` (from _open_log_file) instead of any log file before."""
     for h in list(log.handlers):
         if isinstance(h, logging.FileHandler):
             log.removeHandler(h)
             h.close()
-    if path:
-        handler = logging.FileHandler(path, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    if handler is not None:
         log.addHandler(handler)
         log.setLevel(logging.INFO)
 

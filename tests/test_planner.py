@@ -3,6 +3,8 @@ and its stop rules. Context-window cases check cuts at whole constructs within t
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from lsp_server import pipeline
@@ -16,6 +18,7 @@ from lsp_server.planner import (
     STATEMENT,
     Budgets,
     context_window,
+    max_context_chars,
     plan_completion,
     plan_holes,
 )
@@ -199,3 +202,41 @@ def test_line_inside_a_brace_block_body():
     assert p.regions[0].kind == LINE and p.regions[0].stop.single_line
     _, _, p = plan("const o = {a: 1, |};\n", "javascript")
     assert p.regions[0].kind == BRACKET
+
+
+ONE_LINE = ("x = [" + ", ".join(str(i % 1000) for i in range(200_000)))[:1_000_000]
+
+
+@pytest.mark.parametrize("where", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("tree", [True, False])
+@pytest.mark.parametrize("context_tokens", [400, 128])
+def test_a_long_line_is_cut_around_the_cursor(where, tree, context_tokens):
+    """A 1 MB one-line file: the plan holds at most the window's budget on either side of the
+    cursor (issue #16 item 7: the whole line was taken, then encoded and cut by the model),
+    however long the line, with or without its tree, and planning it is quick."""
+    text = ONE_LINE
+    cursor = int(len(text) * where)
+    snap = Snapshot(text, parse(text, "python") if tree else None, "python")
+    budgets = Budgets(context_tokens=context_tokens)
+    t0 = time.perf_counter()
+    p = plan_completion(text, cursor, "python", snap, budgets)
+    elapsed = time.perf_counter() - t0
+    req = pipeline.build_request(p, text, Settings())
+    held = sum(len(s) for s in req.segments if isinstance(s, str))
+    assert 0 < held <= max_context_chars(budgets) == 2 * int(context_tokens * 3.0)
+    assert p.context_start <= cursor <= p.context_end
+    assert p.prefix(text) == text[p.context_start : cursor]  # the text just before the cursor
+    assert elapsed < 0.25, elapsed  # was 0.07-0.43 s (the 200,000 children of the list)
+
+
+def test_a_long_line_above_or_below_is_not_taken_whole():
+    """A normal line between long ones (a minified bundle beside code): the window is cut inside
+    the long lines, and a window of normal lines is as before."""
+    long = "v = [" + "1, " * 200_000 + "]\n"
+    text = long + "def f(a):\n    return |\n" + long
+    cursor = text.index("|")
+    text = text.replace("|", "")
+    for snap in (Snapshot(text, parse(text, "python"), "python"), None):
+        p = plan_completion(text, cursor, "python", snap)
+        assert p.context_end - p.context_start <= max_context_chars(Budgets())
+        assert "def f(a):\n    return " in p.prefix(text)
