@@ -283,7 +283,7 @@ class BuiltinInfiller:
         self.adaptive_threads = adaptive_threads
         self.bases: list = []  # the last REUSE_BASES fully encoded contexts, most recent first
         # the denoising step whose end curve the head was fitted on (config.json)
-        self.length_step = int(getattr(config, "length_head_step", 1) or 1)
+        self.length_step = int(config.length_head_step or 1)
         self.vocab = Vocab(
             self.tok.mask_id,
             self.tok.pad_id,

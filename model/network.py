@@ -32,24 +32,31 @@ from model.length import LengthHead
 
 
 class ParafillConfig(PretrainedConfig):
+    """The network's shape and special tokens (config.json). The defaults are a starting point;
+    the shipped checkpoint's own values are in model/weights/config.json (d 384, 8 layers, 6
+    heads, SwiGLU 1024, 10,240 tokens)."""
+
     model_type = "parafill_mdlm"
 
     def __init__(
         self,
-        vocab_size: int = 10240,
-        hidden_size: int = 512,
-        num_hidden_layers: int = 6,
-        num_attention_heads: int = 8,
-        intermediate_size: int = 1408,
+        vocab_size: int = 10240,  # tokens of the tokenizer (model/tokenizer.py), specials included
+        hidden_size: int = 512,  # width of the residual stream (embedding dimension)
+        num_hidden_layers: int = 6,  # transformer blocks
+        num_attention_heads: int = 8,  # heads per block; head size is hidden_size / heads
+        intermediate_size: int = 1408,  # hidden width of each block's SwiGLU feed-forward
+        # not read by the network (rotary positions need no table); kept as transformers expects
         max_position_embeddings: int = 1024,
-        rope_theta: float = 10000.0,
-        rms_norm_eps: float = 1e-6,
-        pad_token_id: int = 0,
-        mask_token_id: int = 1,
-        sep_token_id: int = 2,
-        train_seq_len: int = 512,
-        tie_word_embeddings: bool = True,
+        rope_theta: float = 10000.0,  # base of the rotary embedding's frequencies
+        rms_norm_eps: float = 1e-6,  # added to the mean square in every RMSNorm
+        pad_token_id: int = 0,  # PAD: the slots after a fill's end (a committed PAD ends it)
+        mask_token_id: int = 1,  # MASK: a slot still to be filled (the absorbing state)
+        sep_token_id: int = 2,  # SEP: between files in the training stream; never generated
+        train_seq_len: int = 512,  # tokens per training sequence: the window at inference
+        tie_word_embeddings: bool = True,  # the LM head shares the token embedding's weights
         length_head_hidden: int = 0,  # the length signal's hidden width (model/length.py); 0: none
+        # the denoising step whose end curve the length head reads (bench/length_signal.py fit)
+        length_head_step: int = 1,
         **kwargs,
     ):
         self.vocab_size = vocab_size
@@ -64,6 +71,7 @@ class ParafillConfig(PretrainedConfig):
         self.sep_token_id = sep_token_id
         self.train_seq_len = train_seq_len
         self.length_head_hidden = length_head_hidden
+        self.length_head_step = length_head_step
         super().__init__(
             pad_token_id=pad_token_id, tie_word_embeddings=tie_word_embeddings, **kwargs
         )
