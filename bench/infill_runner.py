@@ -162,7 +162,7 @@ def run_info(m, threads: int) -> dict:
         "weights": str(m.path),
         "device": str(m.device),
         "dtype": str(m.dtype),
-        "precision": getattr(m, "precision", None),
+        "precision": m.precision,
         "torch_threads": threads,
         "machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}",
         "git": _git_state(),
