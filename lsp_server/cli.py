@@ -172,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the server's log (its logFile setting); default: standard input",
     )
     sa.add_argument("--json", action="store_true")
+
     _serve_model_parser(sub)
     return ap
 

@@ -28,6 +28,12 @@ export const SERVER_KEYS = [
   'threads',
   'contextReuse',
   'logFile',
+  'backend',
+  'remote.url',
+  'remote.api',
+  'remote.model',
+  'remote.apiKeyEnv',
+  'remote.timeoutMs',
 ] as const;
 
 /** The server's default: its tree-sitter languages, and `*` for any other language. */
