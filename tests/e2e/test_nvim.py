@@ -251,6 +251,23 @@ def test_virtual_text_fallback_of_older_neovims(nvim):
         f"virtual-text ghost from the server; server log:\n{tail(server_log)}",
     )
     print("virtual text:", repr(ghost))
+    word = session.exec_lua("return require('parafill.partial').piece(...)", ghost, "word")
+    if word != ghost:  # accept-word, then the rest is shown again (typing-through)
+        status = _status(session)
+        session.input("<M-Right>")
+        wait_for(
+            lambda: _buffer(session)[MISSING_LINE - 1] == MISSING_INDENT + word,
+            10,
+            "accept-word in the fallback",
+        )
+        wait_for(
+            lambda: session.exec_lua(GHOST_LUA, "parafill.ghost") == ghost[len(word) :],
+            30,
+            "the rest as virtual text",
+        )
+        again = _status(session)
+        assert again["typedThrough"] > status["typedThrough"]
+        assert again["requests"] == status["requests"]
     session.input(ACCEPT_KEY)
     after = wait_for(lambda: _buffer(session) != before and _buffer(session), 10, "the accept key")
     session.input("<Esc>")
@@ -290,3 +307,144 @@ def test_fill_without_a_range_fills_every_hole(nvim):
     assert after[: HOLE_LINE - 1] == expected[: HOLE_LINE - 1]
     assert after[-2:] == expected[-2:]
     ast.parse("\n".join(after))
+
+
+def _edit_copy(session, source: Path, name: str) -> None:
+    """Edits a new copy of the sample beside `source`: a buffer the native inline completion is
+    attached to afresh (the fallback test switched it off in the first one)."""
+    session.input("<Esc>")
+    copy = source.parent / name
+    copy.write_text(SAMPLE)
+    session.command(f"edit {copy}")
+    wait_for(
+        lambda: session.exec_lua(
+            "return #vim.lsp.get_clients({ name = 'parafill', bufnr = 0 }) > 0"
+            " and vim.lsp.inline_completion.is_enabled({ bufnr = 0 })"
+        ),
+        30,
+        f"the client to attach to {name}",
+    )
+
+
+def _status(session) -> dict:
+    status = session.exec_lua(STATUS_LUA)
+    assert isinstance(status, dict), status
+    return status
+
+
+def _ghost_rest(session) -> str | None:
+    ghost = session.exec_lua(GHOST_LUA, INLINE_NS)
+    return ghost if isinstance(ghost, str) else None
+
+
+def test_partial_accept_rules(nvim):
+    """lua/parafill/partial.lua: what accept-word and accept-line take of the ghost text."""
+    session, _, _ = nvim
+    cases = [
+        ("dy = p[1] - q[1]", "word", "dy"),
+        (" = p[1] - q[1]", "word", " ="),
+        (" p[1]", "word", " p"),
+        ("x = 1\n    return x", "line", "x = 1"),
+        ("\n    return x\nnext", "line", "\n    return x"),
+        ("\n    return x", "word", "\n    return"),
+        ("(", "word", "("),
+    ]
+    for rest, unit, want in cases:
+        got = session.exec_lua("return require('parafill.partial').piece(...)", rest, unit)
+        assert got == want, (rest, unit, got)
+
+
+def test_accept_word_then_line_in_neovim(nvim):
+    """Accept-word (default <M-Right>) inserts the ghost text's first word; the rest shows again,
+    from the server's typing-through (no model run); accept-line (<M-C-Right>) then takes the
+    rest of the line, which is all that is left: a full accept, counted by the item's command."""
+    session, source, server_log = nvim
+    _edit_copy(session, source, "words.py")
+    session.current.window.cursor = (MISSING_LINE, len(MISSING_INDENT))
+    session.input("A")
+    ghost = wait_for(
+        lambda: _ghost_rest(session), COMPLETION_S, f"ghost text; log:\n{tail(server_log)}"
+    )
+    assert "\n" not in ghost, ghost
+    before = _status(session)
+    word = session.exec_lua("return require('parafill.partial').piece(...)", ghost, "word")
+    print("ghost:", repr(ghost), "word:", repr(word))
+    assert word and word != ghost, f"the suggestion {ghost!r} has more than one word"
+    rest = ghost[len(word) :]
+
+    session.input("<M-Right>")
+    line = wait_for(
+        lambda: (b := _buffer(session)[MISSING_LINE - 1]) != MISSING_INDENT and b,
+        10,
+        "accept-word to insert the first word",
+    )
+    assert line == MISSING_INDENT + word
+    assert session.api.get_mode()["mode"] == "i"
+    shown = wait_for(
+        lambda: _ghost_rest(session) == rest.rstrip() and _status(session),
+        30,
+        f"the rest {rest!r} to show again; log:\n{tail(server_log)}",
+    )
+    # the rest came from typing-through: no new model request, no model run
+    assert shown["typedThrough"] > before["typedThrough"], shown
+    assert (shown["requests"], shown["completed"]) == (before["requests"], before["completed"])
+    assert shown["acceptance"]["shown"] == before["acceptance"]["shown"]
+
+    session.input("<M-C-Right>")  # accept-line: the rest of the line is the rest of it
+    wait_for(
+        lambda: _buffer(session)[MISSING_LINE - 1] == MISSING_INDENT + ghost,
+        10,
+        "accept-line to insert the rest",
+    )
+    after = wait_for(
+        lambda: (
+            (s := _status(session))["acceptance"]["accepted"] > before["acceptance"]["accepted"]
+            and s
+        ),
+        10,
+        "the accept command to be counted",
+    )
+    assert after["completed"] == before["completed"]
+    assert after["acceptance"]["byLanguage"]["python"]["accepted"] >= 1
+    session.input("<Esc>")
+    ast.parse("\n".join(_buffer(session)))
+
+
+def test_steps_command_shows_the_denoising(nvim):
+    session, source, server_log = nvim
+    _edit_copy(session, source, "steps.py")
+    session.current.window.cursor = (MISSING_LINE, len(MISSING_INDENT))
+    session.input("A")
+    wait_for(lambda: _ghost_rest(session), COMPLETION_S, f"ghost; log:\n{tail(server_log)}")
+    session.input("<Esc>")
+    steps = session.exec_lua(
+        """
+        local client = vim.lsp.get_clients({ name = 'parafill' })[1]
+        local r = client:request_sync('parafill/steps', { uri = vim.uri_from_bufnr(0) }, 10000, 0)
+        return r and r.result or vim.NIL
+        """
+    )
+    print("steps:", steps)
+    assert isinstance(steps, dict) and steps["steps"], steps
+    assert len(steps["steps"]) == steps["stepsUsed"]
+    if steps["stepsUsed"] > 1:
+        assert steps["mask"] in steps["steps"][0], "masked slots are shown"
+    wins = len(session.api.list_wins())
+    session.command("ParafillSteps")
+    lines = wait_for(
+        lambda: (
+            len(session.api.list_wins()) > wins
+            and session.api.win_get_config(0).get("relative")
+            and session.current.buffer[:]
+        ),
+        20,
+        ":ParafillSteps to open its window",
+    )
+    print("\n".join(lines))
+    assert lines[0].startswith("Parafill: how the last suggestion was denoised")
+    step_lines = [ln for ln in lines if ln.startswith("step")]
+    assert len(step_lines) == steps["stepsUsed"]
+    assert step_lines[0] == "step  1 | " + steps["steps"][0].split("\n")[0]
+    assert any(ln.startswith("shown") for ln in lines)
+    session.input("q")
+    wait_for(lambda: len(session.api.list_wins()) == wins, 5, "q to close the window")

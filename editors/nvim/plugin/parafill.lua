@@ -15,3 +15,7 @@ vim.api.nvim_create_user_command(
 vim.api.nvim_create_user_command('ParafillStatus', function()
   require('parafill').status()
 end, { desc = 'Parafill: show the server and model status' })
+
+vim.api.nvim_create_user_command('ParafillSteps', function()
+  require('parafill').steps()
+end, { desc = 'Parafill: show how the last suggestion was denoised, step by step' })

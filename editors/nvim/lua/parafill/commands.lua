@@ -1,10 +1,12 @@
---- `:ParafillFill` and `:ParafillStatus`: the server's `parafill.fill` command and `parafill/status`.
+--- `:ParafillFill`, `:ParafillStatus` and `:ParafillSteps`: the server's `parafill.fill` command,
+--- `parafill/status` and `parafill/steps`.
 local client_mod = require('parafill.client')
 
 local M = {}
 
 local FILL_COMMAND = 'parafill.fill'
 local STATUS_METHOD = 'parafill/status'
+local STEPS_METHOD = 'parafill/steps'
 
 ---@return vim.lsp.Client?
 local function client_or_warn(bufnr)
@@ -103,6 +105,99 @@ function M.status(on_result, bufnr)
       parts[#parts + 1] = ('%s: %s'):format(k, type(v) == 'table' and vim.inspect(v) or tostring(v))
     end
     vim.notify('Parafill\n' .. table.concat(parts, '\n'), vim.log.levels.INFO)
+  end, bufnr)
+end
+
+--- The lines that show a `parafill/steps` answer: each denoising step of the last suggestion,
+--- masked slots as the answer's `mask` glyph.
+---@param r table
+---@return string[]
+function M.steps_lines(r)
+  local lines = {
+    'Parafill: how the last suggestion was denoised, step by step',
+    ('%s region, %d steps, %d tokens, %d ms; %s = a slot still masked'):format(
+      r.kind or '?',
+      r.stepsUsed or #r.steps,
+      r.tokens or 0,
+      math.floor((r.modelMs or 0) + 0.5),
+      r.mask or '?'
+    ),
+    '',
+  }
+  local function add(label, text)
+    for i, line in ipairs(vim.split(text, '\n', { plain = true })) do
+      lines[#lines + 1] = (i == 1 and label or (' '):rep(#label)) .. ' | ' .. line
+    end
+  end
+  for i, step in ipairs(r.steps or {}) do
+    add(('step %2d'):format(i), step)
+  end
+  lines[#lines + 1] = ''
+  add('shown  ', r.suggestion or '')
+  return lines
+end
+
+--- Shows `lines` in a floating scratch window (q or <Esc> closes it); returns the window.
+---@param lines string[]
+---@param mask string?
+---@return integer
+local function float(lines, mask)
+  local buf = vim.api.nvim_create_buf(false, true)
+  vim.api.nvim_buf_set_lines(buf, 0, -1, false, lines)
+  vim.bo[buf].modifiable = false
+  vim.bo[buf].bufhidden = 'wipe'
+  vim.bo[buf].filetype = 'parafillsteps'
+  local width = 20
+  for _, l in ipairs(lines) do
+    width = math.max(width, vim.fn.strdisplaywidth(l))
+  end
+  width = math.min(width, vim.o.columns - 4)
+  local height = math.min(#lines, math.max(1, vim.o.lines - 4))
+  local win = vim.api.nvim_open_win(buf, true, {
+    relative = 'editor',
+    row = math.floor((vim.o.lines - height) / 2) - 1,
+    col = math.floor((vim.o.columns - width) / 2),
+    width = width,
+    height = height,
+    style = 'minimal',
+    border = 'rounded',
+    title = ' Parafill: denoising ',
+  })
+  vim.api.nvim_set_hl(0, 'ParafillMask', { link = 'NonText', default = true })
+  if mask and mask ~= '' then
+    vim.fn.matchadd('ParafillMask', vim.fn.escape(mask, '\\'), 10, -1, { window = win })
+  end
+  for _, key in ipairs({ 'q', '<Esc>' }) do
+    vim.keymap.set('n', key, '<Cmd>close<CR>', { buffer = buf, nowait = true })
+  end
+  return win
+end
+
+--- Shows how the buffer's last suggestion was denoised (the server keeps the last one per
+--- document); `on_result` gets the answer (nil when there is none) instead.
+---@param on_result? fun(steps: table?, err: table?)
+---@param bufnr? integer
+function M.steps(on_result, bufnr)
+  bufnr = bufnr or vim.api.nvim_get_current_buf()
+  local client = client_or_warn(bufnr)
+  if not client then
+    return
+  end
+  local params = { uri = vim.uri_from_bufnr(bufnr) }
+  client_mod.request(client, STEPS_METHOD, params, function(err, result)
+    if on_result then
+      return on_result(result, err)
+    end
+    if err then
+      vim.notify(
+        'Parafill: steps failed: ' .. (err.message or vim.inspect(err)),
+        vim.log.levels.ERROR
+      )
+    elseif not result or result == vim.NIL then
+      vim.notify('Parafill: no suggestion in this buffer yet', vim.log.levels.INFO)
+    else
+      float(M.steps_lines(result), result.mask)
+    end
   end, bufnr)
 end
 

@@ -32,6 +32,12 @@ M.defaults = {
     --- Insert-mode key that accepts the ghost text; falls back to the key itself when none shows.
     ---@type string|false
     accept_key = '<Tab>',
+    --- Insert-mode keys that accept the next word / the next line of the ghost text (the rest
+    --- stays shown; taking all that is left is a full accept).
+    ---@type string|false
+    accept_word_key = '<M-Right>',
+    ---@type string|false
+    accept_line_key = '<M-C-Right>',
     --- Insert-mode keys that cycle through candidates (0.12+).
     ---@type string|false
     next_key = '<M-]>',

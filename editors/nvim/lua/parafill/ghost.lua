@@ -1,6 +1,7 @@
 --- Ghost text without vim.lsp.inline_completion (Neovim 0.10/0.11, or `inline.backend =
 --- 'virtual_text'`): asks textDocument/inlineCompletion after typing pauses, shows the first item
---- as virtual text at the cursor, and the accept key inserts it.
+--- as virtual text at the cursor, the accept key inserts it (and runs its command), the
+--- accept-word and accept-line keys insert its next word or line (lua/parafill/partial.lua).
 local M = {}
 
 local ns = vim.api.nvim_create_namespace('parafill.ghost')
@@ -124,6 +125,34 @@ function M.accept(bufnr)
     vim.api.nvim_buf_set_text(bufnr, srow, scol, erow, ecol, lines)
     local last = #lines == 1 and scol + #lines[1] or #lines[#lines]
     vim.api.nvim_win_set_cursor(0, { srow + #lines, last })
+    require('parafill.partial').run_command(st.client, item.command, bufnr)
+  end)
+  return true
+end
+
+--- Inserts the next `unit` ('word' or 'line') of the shown item; false when there is none.
+---@param bufnr? integer
+---@param unit 'word'|'line'
+---@return boolean
+function M.accept_part(bufnr, unit)
+  bufnr = bufnr or vim.api.nvim_get_current_buf()
+  local st = state[bufnr]
+  local item = st and st.item
+  if not item or type(text_of(item)) ~= 'string' then
+    return false
+  end
+  local srow, scol, erow, ecol = item_range(bufnr, item, st.client.offset_encoding)
+  local it = {
+    text = text_of(item),
+    command = item.command,
+    srow = srow,
+    scol = scol,
+    erow = erow,
+    ecol = ecol,
+  }
+  M.clear(bufnr)
+  vim.schedule(function()
+    require('parafill.partial').accept(bufnr, st.client, it, unit)
   end)
   return true
 end
@@ -180,6 +209,15 @@ function M.attach(bufnr, client, o)
         return o.accept_key
       end
     end, { buffer = bufnr, expr = true, desc = 'Parafill: accept the ghost text' })
+  end
+  for unit, key in pairs({ word = o.accept_word_key, line = o.accept_line_key }) do
+    if key then
+      vim.keymap.set('i', key, function()
+        if not M.accept_part(bufnr, unit) then
+          return key
+        end
+      end, { buffer = bufnr, expr = true, desc = 'Parafill: accept the next ' .. unit })
+    end
   end
 end
 

@@ -20,6 +20,12 @@ function M.status(on_result)
   require('parafill.commands').status(on_result)
 end
 
+--- Shows how the last suggestion was denoised, or passes the steps to `on_result`.
+---@param on_result? fun(steps: table?, err: table?)
+function M.steps(on_result)
+  require('parafill.commands').steps(on_result)
+end
+
 --- Short status text for a statusline.
 ---@return string
 function M.statusline()
