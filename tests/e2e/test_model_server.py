@@ -250,6 +250,17 @@ def test_binding_off_loopback_needs_a_token():
     assert "needs a token" in done.stderr and "PARAFILL_API_KEY" in done.stderr
 
 
+def test_no_ray_serves_the_same_app():
+    """`--no-ray`: the same application in one process (uvicorn), no Ray instance."""
+    srv = ModelServer("--no-ray", "--backend", "fake_infiller:load", env={"PARAFILL_API_KEY": ""})
+    try:
+        r = post(srv.url, "/v1/fim/completions", {"prompt": "# expect: solo\n", "n": 2}, {})
+        assert r.status_code == 200 and r.json()["choices"][0]["text"] == "solo"
+        assert srv.metric("parafill_batch_size_count") >= 1
+    finally:
+        srv.stop()
+
+
 def test_auth(fake_server):
     url = fake_server.url
     assert httpx.get(url + "/health").json()["status"] == "ok"  # open, for probes
