@@ -16,6 +16,7 @@ import hashlib
 import itertools
 import random
 import sys
+import time
 
 import pytest
 import pytest_lsp
@@ -208,3 +209,27 @@ async def test_random_traffic_is_answered_and_keeps_the_editors_text(client, fir
     editor.close_all()
     st_ = as_dict(await client.protocol.send_request_async("parafill/status", {}))
     assert st_["state"] == "ready"
+
+
+async def test_a_one_megabyte_line_is_answered_from_around_the_cursor(client):
+    """A 1 MB one-line file (issue #16 item 7): answered, from the characters around the cursor
+    (the fake backend answers the `expect:` comment at the line's end only if the request holds
+    the whole line, as it did)."""
+    line = "v = [" + "1, " * 333_000 + "1]  # expect: the whole line"
+    uri = "file:///t/fuzz/one-line.py"
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(
+                uri=uri, language_id="python", version=1, text=line
+            )
+        )
+    )
+    cursor = len(line) // 2 - len(line) // 2 % 3  # after a "1, "
+    t0 = time.perf_counter()
+    res = await client.text_document_inline_completion_async(inline_params(uri, 0, cursor))
+    elapsed = time.perf_counter() - t0
+    texts = [i.insert_text for i in res.items]
+    assert texts and not any("whole line" in t for t in texts), texts
+    assert elapsed < 2.0, elapsed
+    doc = as_dict(await client.protocol.send_request_async("parafill/status", {"uri": uri}))
+    assert doc["document"]["length"] == len(line)
