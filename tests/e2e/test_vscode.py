@@ -3,9 +3,12 @@
 playwright-core, talking to the real `parafill serve` with the shipped model.
 
 Opens a Python file of a workspace, types at a cursor, waits for the ghost text, saves a screenshot
-of it (editors/vscode/out/e2e/vscode-ghost-text.png, or $PARAFILL_E2E_ARTIFACTS), accepts it with Tab, saves, and checks the file; then fills the `<|fill|>` hole of a second file
-with the command "Parafill: Fill Every Hole in File". A second test checks the error shown when the
-server command is missing.
+of it (editors/vscode/out/e2e/vscode-ghost-text.png, or $PARAFILL_E2E_ARTIFACTS), accepts its
+next word with VS Code's own accept-next-word (Ctrl+Right: the rest stays suggested, without a
+model run, as the server's counters show), then the rest with Tab (the item's command counts it
+accepted), saves, and checks the file; shows the suggestion's denoising steps ("Parafill: Show
+Denoising"); then fills the `<|fill|>` hole of a second file with the command "Parafill: Fill
+Every Hole in File". A second test checks the error shown when the server command is missing.
 Every process it starts listens on loopback only and is stopped at the end.
 """
 
@@ -49,6 +52,11 @@ ARTIFACTS = Path(os.environ.get("PARAFILL_E2E_ARTIFACTS", VSCODE_EXT / "out" / "
 SCREENSHOT = ARTIFACTS / "vscode-ghost-text.png"
 TYPED = "dy = "  # typed at the end of the indented empty line
 DRIVER = VSCODE_EXT / "e2e" / "drive.cjs"
+# Keys the driver presses for the counters without taking the focus from the editor.
+KEYBINDINGS = [
+    {"key": "ctrl+alt+shift+s", "command": "parafill.showStatus"},
+    {"key": "ctrl+alt+shift+c", "command": "notifications.clearAll"},
+]
 # No extension gallery: nothing leaves the machine.
 GALLERY = {"serviceUrl": f"http://{LOOPBACK}:9/gallery", "itemUrl": f"http://{LOOPBACK}:9/items"}
 
@@ -100,6 +108,7 @@ def _drive_vscode(
     (user_data / "User").mkdir(parents=True)
     user_settings = {**_user_settings(server_log), **(settings or {})}
     (user_data / "User" / "settings.json").write_text(json.dumps(user_settings, indent=2))
+    (user_data / "User" / "keybindings.json").write_text(json.dumps(KEYBINDINGS, indent=2))
     port = free_port()
     config = tmp_path / "code-server.yaml"
     config.write_text(f"bind-addr: {LOOPBACK}:{port}\nauth: none\ncert: false\n")
@@ -208,6 +217,7 @@ def test_vscode_ghost_text_is_shown_and_accepted_with_tab(tmp_path):
     assert inserted.startswith(MISSING_INDENT + TYPED), "the typed text stays at the cursor"
     assert len(inserted) > len(MISSING_INDENT + TYPED), "Tab inserted the completion"
     ast.parse(source.read_text())
+    _check_partial_accept_and_counters(seen, inserted)
 
     # Then "Parafill: Fill Every Hole in File" on shapes.py, through parafill.fill and applyEdit.
     assert seen.get("filled"), seen
@@ -262,3 +272,44 @@ def test_vscode_says_clearly_when_python_lacks_parafill(tmp_path):
         clean_python_env=True,
     )
     assert str(bare) in seen["message"] and "pip install parafill" in seen["message"], seen
+
+
+def _check_partial_accept_and_counters(seen: dict, inserted: str) -> None:
+    """Accept-next-word inserted the start of the ghost text and left the rest suggested; no
+    model request ran for the part taken; Tab took the rest, and its command counted it."""
+    prefix = MISSING_INDENT + TYPED
+    ghost, line = seen["ghost"], seen["lineAfterWord"]
+    shown, word, accepted = (
+        seen["countersShown"],
+        seen["countersAfterWord"],
+        seen["countersAccepted"],
+    )
+    print(
+        "ghost:",
+        repr(ghost),
+        "after accept-next-word:",
+        repr(line),
+        "+",
+        repr(seen["ghostAfterWord"]),
+    )
+    print("counters:", shown, word, accepted, sep="\n  ")
+    taken = line[len(prefix) :]
+    assert line.startswith(prefix) and taken and ghost.startswith(taken), (line, ghost)
+    assert len(taken) < len(ghost), "accept-next-word took a part, not all of it"
+    assert seen["ghostAfterWord"] == ghost[len(taken) :], "the rest is still suggested"
+    assert (word["requests"], word["completed"]) == (shown["requests"], shown["completed"]), (
+        "the rest came without a model request or run"
+    )
+    # VS Code asked again after the partial accept: typing-through answered with the rest
+    assert word["typedThrough"] > shown["typedThrough"]
+    assert inserted == prefix + ghost, "Tab inserted the rest"
+    assert (accepted["requests"], accepted["completed"]) == (shown["requests"], shown["completed"])
+    assert accepted["accepted"] == shown["accepted"] + 1, "the accept command was counted"
+    assert accepted["shown"] == shown["shown"], "the rest was no new suggestion"
+
+    # "Parafill: Show Denoising": each step of that suggestion, then what was shown
+    steps = seen["denoising"].splitlines()
+    print("\n".join(steps))
+    assert steps[0].startswith("Parafill: how the last suggestion in geometry.py")
+    assert any(ln.startswith("step  1 | ") for ln in steps)
+    assert any(ln.startswith("shown   | ") and ln.endswith(ghost) for ln in steps)

@@ -1,6 +1,9 @@
 // Drives VS Code (code-server) in Debian's Chromium with playwright-core for
 // tests/e2e/test_vscode.py: open a file, wait for the Parafill server, type at a cursor, wait for
-// the ghost text, screenshot it, accept it with Tab and save. Prints one JSON line with what it saw.
+// the ghost text, screenshot it, accept its next word (VS Code's Ctrl+Right), then the rest with
+// Tab, and save, reading the server's counters ("Parafill: Show Status", on STATUS_KEY so the
+// editor keeps the focus and the suggestion) before and after each; then "Parafill: Show
+// Denoising". Prints one JSON line with what it saw.
 // Usage: node drive.cjs '{"scenario": "ghost"|"error", "playwright": DIR, "url": URL, "file": NAME, "line": N, "column": N,
 //                         "typed": TEXT, "screenshot": PNG, "readyMs": N, "ghostMs": N}'
 'use strict';
@@ -19,6 +22,69 @@ const CHROMIUM_ARGS = [
 
 function log(msg) {
   process.stderr.write(`[drive ${new Date().toISOString()}] ${msg}\n`);
+}
+
+// Keys the test's keybindings.json binds (tests/e2e/test_vscode.py): a command run from the
+// palette would take the focus from the editor and hide the suggestion.
+const STATUS_KEY = 'Control+Alt+Shift+S'; // parafill.showStatus
+const CLEAR_KEY = 'Control+Alt+Shift+C'; // notifications.clearAll
+
+/** The server's counters, read from the "Parafill: Show Status" notification. */
+async function serverCounters(page) {
+  await page.keyboard.press(CLEAR_KEY);
+  await page.waitForTimeout(200);
+  await page.keyboard.press(STATUS_KEY);
+  const handle = await page.waitForFunction(
+    () => {
+      for (const el of document.querySelectorAll('.notification-list-item-message')) {
+        const text = el.textContent || '';
+        if (/requests \d+/.test(text)) return text;
+      }
+      return '';
+    },
+    null,
+    { timeout: 15000 },
+  );
+  const text = await handle.jsonValue();
+  await page.keyboard.press(CLEAR_KEY);
+  const num = (re) => {
+    const m = re.exec(text);
+    return m ? Number(m[1]) : null;
+  };
+  return {
+    text,
+    requests: num(/requests (\d+)/),
+    completed: num(/completed (\d+)/),
+    typedThrough: num(/typed through (\d+)/),
+    shown: num(/suggestions shown (\d+)/),
+    accepted: num(/accepted (\d+), in part/),
+    partial: num(/in part (\d+)/),
+    dismissed: num(/dismissed (\d+)/),
+  };
+}
+
+/** Text of the editor line starting with `prefix`, without ghost text (non-breaking spaces as
+ * spaces), or null. */
+async function lineText(page, prefix) {
+  return page.evaluate((prefix) => {
+    for (const el of document.querySelectorAll('.part.editor .monaco-editor .view-line')) {
+      const copy = el.cloneNode(true);
+      copy.querySelectorAll('[class*="ghost-text"]').forEach((g) => g.remove());
+      const text = (copy.textContent || '').replace(/\u00a0/g, ' ');
+      if (text.startsWith(prefix)) return text;
+    }
+    return null;
+  }, prefix);
+}
+
+/** The lines of the active editor, in order (non-breaking spaces as spaces). */
+async function activeEditorText(page) {
+  return page.evaluate(() => {
+    const group = document.querySelector('.part.editor .editor-group-container.active') || document;
+    const lines = [...group.querySelectorAll('.monaco-editor .view-line')];
+    lines.sort((a, b) => parseFloat(a.style.top) - parseFloat(b.style.top));
+    return lines.map((el) => (el.textContent || '').replace(/\u00a0/g, ' ')).join('\n');
+  });
 }
 
 /** The Parafill status-bar text, or '' while there is none. */
@@ -162,10 +228,49 @@ async function ghostScenario(page, result) {
   log(`ghost text: ${JSON.stringify(result.ghost)}`);
   await page.screenshot({ path: opts.screenshot });
 
+  // Accept the next word with VS Code's own command (Ctrl+Right): the rest stays suggested,
+  // without a model run (the server's counters).
+  const prefix = ' '.repeat(opts.column - 1) + opts.typed;
+  result.countersShown = await serverCounters(page);
+  await page.keyboard.press('Control+ArrowRight');
+  await page.waitForFunction(
+    (prefix) => {
+      for (const el of document.querySelectorAll('.part.editor .monaco-editor .view-line')) {
+        const copy = el.cloneNode(true);
+        copy.querySelectorAll('[class*="ghost-text"]').forEach((g) => g.remove());
+        const text = (copy.textContent || '').replace(/\u00a0/g, ' ');
+        if (text.startsWith(prefix) && text.length > prefix.length) return true;
+      }
+      return false;
+    },
+    prefix,
+    { timeout: 10000 },
+  );
+  await page.waitForTimeout(1000); // VS Code may ask again: the server answers from typing-through
+  result.lineAfterWord = await lineText(page, prefix);
+  result.ghostAfterWord = (await ghost.allTextContents()).join('');
+  log(`after accept-next-word: ${JSON.stringify(result.lineAfterWord)} + ghost ${JSON.stringify(result.ghostAfterWord)}`);
+  result.countersAfterWord = await serverCounters(page);
+
   await page.keyboard.press('Tab');
   await page.waitForTimeout(300);
+  result.lineAccepted = await lineText(page, prefix);
+  const until = Date.now() + 15000;
+  do {
+    result.countersAccepted = await serverCounters(page);
+  } while (result.countersAccepted.accepted <= result.countersShown.accepted && Date.now() < until);
+  log(`counters: ${JSON.stringify([result.countersShown, result.countersAfterWord, result.countersAccepted])}`);
   await save(page);
   result.status = await statusText(page);
+
+  // "Parafill: Show Denoising": the last suggestion's steps in a read-only document.
+  await runCommand(page, 'Parafill: Show Denoising');
+  await page.waitForFunction(() => document.title.includes('(denoising)'), null, { timeout: 20000 });
+  await page.waitForTimeout(500);
+  result.denoising = await activeEditorText(page);
+  log(`denoising:\n${result.denoising}`);
+  await page.keyboard.press('Control+W');
+  await page.waitForTimeout(300);
 }
 
 main().catch((e) => {

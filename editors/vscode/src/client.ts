@@ -19,6 +19,7 @@ import {
 import { checkPython, resolveServerCommand, ServerCommandError, which, type ServerCommand } from './command';
 import { restartDelayMs, statusView, type ServerStatus } from './policy';
 import { clientSettings, documentSelector, initializationOptions, SECTION } from './settings';
+import { STEPS_REQUEST, type StepsResult } from './steps';
 
 export const STATUS_REQUEST = 'parafill/status';
 export const FILL_COMMAND = 'parafill.fill';
@@ -192,6 +193,17 @@ export class ParafillServer implements vscode.Disposable {
     } catch (e) {
       return { state: 'error', error: String(e) };
     }
+  }
+
+  /**
+   * How the last suggestion in a document was denoised (`parafill/steps`): null when it has
+   * none, undefined when the server is not running.
+   */
+  async steps(document: vscode.TextDocument): Promise<StepsResult | null | undefined> {
+    const client = this.client;
+    if (!client || client.state !== State.Running) return undefined;
+    const uri = client.code2ProtocolConverter.asUri(document.uri);
+    return (await client.sendRequest(STEPS_REQUEST, { uri })) as StepsResult | null;
   }
 
   /** Fills a range of a document, or every `<|fill|>` marker when range is omitted. */

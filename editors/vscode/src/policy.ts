@@ -76,3 +76,37 @@ export function statusView(status: ServerStatus): StatusView {
       return { text: `$(question) Parafill: ${state}`, tooltip, isError: false };
   }
 }
+
+/** Acceptance counts as `parafill/status` reports them (lsp_server/acceptance.py). */
+export interface AcceptanceStatus {
+  shown?: number;
+  accepted?: number;
+  partial?: number;
+  dismissed?: number;
+  acceptRate?: number | null;
+}
+
+/**
+ * One line for "Parafill: Show Status": state, model, the request counters and what became of
+ * the suggestions shown (the full status is behind its Details button).
+ */
+export function statusSummary(status: ServerStatus): string {
+  const parts = [`Parafill: ${status.state ?? 'unknown'}`];
+  if (status.model) parts.push(`model ${status.model} on ${status.device ?? '?'}`);
+  if (status.error) parts.push(`error: ${status.error}`);
+  const latency = lastLatency(status);
+  if (latency !== undefined) parts.push(`last ${Math.round(latency)} ms`);
+  const n = (k: string) => (typeof status[k] === 'number' ? (status[k] as number) : 0);
+  if (typeof status.requests === 'number') {
+    parts.push(`requests ${n('requests')}, completed ${n('completed')}, typed through ${n('typedThrough')}`);
+  }
+  const a = status.acceptance as AcceptanceStatus | undefined;
+  if (a && typeof a === 'object') {
+    const rate = typeof a.acceptRate === 'number' ? ` (${(100 * a.acceptRate).toFixed(0)} % accepted)` : '';
+    parts.push(
+      `suggestions shown ${a.shown ?? 0}, accepted ${a.accepted ?? 0}, in part ${a.partial ?? 0}, ` +
+        `dismissed ${a.dismissed ?? 0}${rate}`,
+    );
+  }
+  return parts.join(' · ');
+}
