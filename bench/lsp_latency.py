@@ -14,8 +14,12 @@ code: the line starts after an Enter are reported apart from those at a new plac
 Reported: request latency p50/p95 (answered requests, from the request to its answer's arrival;
 all, line-start requests, and by the shape of the suggestion returned: single-line or multi-line
 items), cancelled,
-superseded, cache-hit and typed-through counts, the server's peak RSS, and how well the suggestion
-made at the start of each line matches the real line (exact next line; edit similarity).
+superseded, cache-hit and typed-through counts, the server's peak RSS, how well the suggestion
+made at the start of each line matches the real line (exact next line; edit similarity), and the
+acceptance rate a user would feel: of the suggestions answered (the rest of one being typed
+through is the same suggestion), those the typist then typed in full (the next typed text starts
+with it), beside the server's own counts (parafill/status `acceptance`: the typist never runs the
+accept command, so the server infers them from what is typed next).
 
     python bench/lsp_latency.py                       # defaults: ~2-3 minutes on 2 cores
     python bench/lsp_latency.py --files 4 --lines 4   # quicker
@@ -118,6 +122,9 @@ class Replay:
         self.exact = 0
         self.similarity: list[float] = []
         self.samples: list[dict] = []
+        self.suggestions = 0  # suggestions answered (a typed-through rest is the same one)
+        self.suggestions_taken = 0  # of them, those the next typed text starts with
+        self._shown: tuple[int, str] | None = None  # (chars typed when shown, text), this line
         self.arrived: dict[asyncio.Future, float] = {}  # answered request -> when it arrived
         self._n = 0
 
@@ -168,26 +175,50 @@ class Replay:
         self.by_answer["multi-line" if "\n" in text.strip("\n") else "single-line"].append(ms)
         return text
 
+    def judge(self, text: str | None, i: int, content: str, after: str) -> None:
+        """Count a suggestion answered when `i` characters of `content` were typed: accepted
+        when the text typed next (the rest of the line, then `after`) starts with it."""
+        if not text:
+            return
+        if self._shown is not None and i >= self._shown[0]:
+            i0, shown = self._shown
+            typed = content[i0:i]
+            if shown.startswith(typed) and shown[len(typed) :] == text:
+                return  # the rest of the same suggestion (typing-through)
+        self._shown = (i, text)
+        self.suggestions += 1
+        self.suggestions_taken += (content[i:] + after).startswith(text)
+
     async def type_line(
-        self, uri: str, version: int, line: int, indent: str, content: str, start: str = "jump"
+        self,
+        uri: str,
+        version: int,
+        line: int,
+        indent: str,
+        content: str,
+        start: str = "jump",
+        after: str = "",
     ) -> int:
         """Type `content` after `indent` on a blank line reached by `start` ("jump": a new
-        place; "enter": Enter at the end of the line above); returns the next document version."""
+        place; "enter": Enter at the end of the line above), `after` being what is typed next
+        (the next lines of a --consecutive run); returns the next document version."""
         col = len(indent)
         pending: tuple[str, asyncio.Future, float] | None = None
+        self._shown = None
         _, fut, t0 = await self.request(uri, line, col)
         first = await self.settle(fut, t0, line_start=start)  # the suggestion at the line start
+        self.judge(first, 0, content, after)
         if first is not None:
             got = first.split("\n", 1)[0].strip()
             self.exact += int(got == content.strip())
             self.similarity.append(difflib.SequenceMatcher(None, got, content.strip()).ratio())
             self.samples.append({"uri": uri, "line": line + 1, "want": content, "got": first})
-        for ch in content:
+        for i, ch in enumerate(content):
             await asyncio.sleep(self.typing_ms / 1000)
             if pending is not None and not pending[1].done():
                 self.client.protocol.notify("$/cancelRequest", types.CancelParams(id=pending[0]))
             if pending is not None:
-                await self.settle(pending[1], pending[2])
+                self.judge(await self.settle(pending[1], pending[2]), i, content, after)
             version += 1
             self.client.text_document_did_change(
                 types.DidChangeTextDocumentParams(
@@ -203,7 +234,7 @@ class Replay:
             col += 1
             pending = await self.request(uri, line, col)
         if pending is not None:
-            await self.settle(pending[1], pending[2])
+            self.judge(await self.settle(pending[1], pending[2]), len(content), content, after)
         return version
 
     def press_enter(self, uri: str, version: int, line: int, col: int, indent: str) -> int:
@@ -334,8 +365,15 @@ async def run(args) -> dict:
                 if j:
                     end = len(indents[j - 1]) + len(chunk[j - 1].strip())
                     version = replay.press_enter(uri, version, target + j - 1, end, indents[j])
+                after = "".join(f"\n{indents[k]}{chunk[k].strip()}" for k in range(j + 1, run_len))
                 version = await replay.type_line(
-                    uri, version, target + j, indents[j], ln.strip(), "enter" if j else "jump"
+                    uri,
+                    version,
+                    target + j,
+                    indents[j],
+                    ln.strip(),
+                    "enter" if j else "jump",
+                    after,
                 )
                 lines_typed += 1
             client.text_document_did_close(
@@ -398,6 +436,15 @@ async def run(args) -> dict:
         "rss_when_ready_mb": None if rss_ready is None else round(rss_ready, 1),
         "rss_series_mb": rss_series[:: max(1, len(rss_series) // 60)],
         "exact_next_line": round(replay.exact / n, 3) if n else None,
+        # what a user would feel: suggestions the next typed text starts with, of those answered
+        "acceptance": {
+            "suggestions": replay.suggestions,
+            "accepted": replay.suggestions_taken,
+            "rate": round(replay.suggestions_taken / replay.suggestions, 3)
+            if replay.suggestions
+            else None,
+            "server": status.get("acceptance"),  # parafill/status: inferred from the typing
+        },
         "edit_similarity": round(statistics.mean(replay.similarity), 3) if n else None,
         "line_samples": replay.samples[: args.keep_samples],
         "machine": {
@@ -429,6 +476,29 @@ def settings_for(args) -> dict:
     if args.no_length_estimate:
         settings["lengthEstimate"] = False
     return settings
+
+
+def _acceptance_rows(acc: dict | None) -> list[tuple[str, str]]:
+    if not acc:
+        return []
+    rate = acc.get("rate")
+    rows = [
+        (
+            "suggestions accepted (the next typed text starts with it)",
+            f"{acc['accepted']} / {acc['suggestions']}"
+            + ("" if rate is None else f"  ({100 * rate:.1f} %)"),
+        )
+    ]
+    srv = acc.get("server") or {}
+    if srv:
+        counts = " / ".join(str(srv.get(k)) for k in ("shown", "accepted", "partial", "dismissed"))
+        rows.append(
+            (
+                "server: shown / accepted / in part / dismissed",
+                f"{counts}  (pending {srv.get('pending')})",
+            )
+        )
+    return rows
 
 
 def _pair(srv: dict, a: str, b: str) -> str:
@@ -489,6 +559,7 @@ def print_table(r: dict) -> None:
         ("server RSS when the model was ready (MB)", r["rss_when_ready_mb"]),
         ("exact next line", r["exact_next_line"]),
         ("edit similarity", r["edit_similarity"]),
+        *_acceptance_rows(r.get("acceptance")),
     ]
     w = max(len(k) for k, _ in rows)
     print(
