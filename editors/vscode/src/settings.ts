@@ -21,6 +21,7 @@ export const SERVER_KEYS = [
   'candidates',
   'debounceMs',
   'multilineDeadlineMs',
+  'explicitDeadlineMs',
   'prefetch',
   'lengthEstimate',
   'languages',

@@ -56,7 +56,11 @@ test('package.json defaults mirror the server defaults in lsp_server/config.py',
   const defaults: Record<string, string> = {};
   for (const m of config.matchAll(/^    (\w+): [^=\n]+= ([^#\n]+?)\s*(#.*)?$/gm)) defaults[m[1]] = m[2];
   assert.ok(Object.keys(defaults).length >= 10, 'could not read the Settings defaults');
-  const camel = (s: string) => s.replace(/_(\w)/g, (_: string, c: string) => c.toUpperCase());
+  // remote_api_key_env -> remote.apiKeyEnv (the remote group), others camelCase
+  const camel = (s: string) =>
+    s
+      .replace(/_(\w)/g, (_: string, c: string) => c.toUpperCase())
+      .replace(/^remote(\w)/, (_: string, c: string) => `remote.${c.toLowerCase()}`);
   for (const [name, raw] of Object.entries(defaults)) {
     const key = camel(name);
     assert.ok((SERVER_KEYS as readonly string[]).includes(key), `server setting ${key} missing from SERVER_KEYS`);
@@ -69,6 +73,6 @@ test('package.json defaults mirror the server defaults in lsp_server/config.py',
   assert.deepEqual(props['parafill.languages'].default, DEFAULT_LANGUAGES);
   // The keys the server parses (its FIELDS table) are exactly the keys the client sends.
   const table = source.slice(source.indexOf('FIELDS = {'), source.indexOf('\n}\n', source.indexOf('FIELDS = {')));
-  const serverKeys = [...table.matchAll(/^    "(\w+)": \(/gm)].map((m) => m[1]);
+  const serverKeys = [...table.matchAll(/^    "([\w.]+)": \(/gm)].map((m) => m[1]);
   assert.deepEqual([...serverKeys].sort(), [...SERVER_KEYS].sort());
 });

@@ -18,7 +18,7 @@ M.defaults = {
   --- precision = 'auto' ('int8' | 'fp32'), contextReuse = true,
   --- schedule = 'threshold' ('fixed' | 'ltr'), steps = nil, threshold = nil, lineBudget = 24,
   --- blockBudget = 96, contextTokens = 400, candidates = 3, debounceMs = 25,
-  --- multilineDeadlineMs = 300, prefetch = true, lengthEstimate = true,
+  --- multilineDeadlineMs = 300, explicitDeadlineMs = 3000, prefetch = true, lengthEstimate = true,
   --- languages = { 'python', 'javascript', 'typescript', 'tsx', 'go', 'rust', '*' },
   --- cacheSize = 256, threads = 0 (automatic), logFile = nil.
   ---@type table<string, any>
