@@ -334,8 +334,8 @@ class Engine:
             self._ready.set()
         del infiller
         trim_memory(collect=True)  # the replaced model (or the failed load's leftovers)
-        if error is not None:
-            log.error("loading model %s failed: %s", model_path or DEFAULT_MODEL, error)
+        if error is not None:  # (info: the CLI says it once itself, the server shows it)
+            log.info("loading model %s failed: %s", model_path or DEFAULT_MODEL, error)
         if on_done is not None:
             on_done(error, kept)
 
