@@ -20,7 +20,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -105,6 +105,30 @@ class Denoised:
     ended_by: dict[tuple[int, int], str] = field(default_factory=dict)  # (row, hole) -> why
     full_steps: int = 0  # steps over the whole span (model/span_step.py)
     partial_steps: int = 0  # steps over part of it
+
+
+# `on_step(step, canvas)`: after each denoising step (1-based), each row's holes as text so far
+StepView = Callable[[int, list[list[str]]], None]
+
+
+@dataclass
+class SamplerRun:
+    """One request's sampler inputs (`BuiltinInfiller.sampler_run`): its step function, the
+    sampler settings, hooks and generator, and `ended_by`, which its stop rules fill."""
+
+    step: Callable
+    cfg: object  # model/sampler.py DenoiseConfig
+    hooks: object  # model/sampler.py Hooks
+    generator: object  # torch.Generator | None
+    ended_by: dict[tuple[int, int], str] = field(default_factory=dict)
+
+    def denoised(self, out: DenoiseOutput) -> Denoised:
+        return Denoised(
+            out,
+            self.ended_by,
+            getattr(self.step, "full_steps", 0),
+            getattr(self.step, "partial_steps", 0),
+        )
 
 
 def denoise_config(
@@ -328,10 +352,13 @@ class BuiltinInfiller:
         late: Callable[[], bool] | None = None,
         *,
         options: DecodeOptions | None = None,
+        on_step: StepView | None = None,
     ) -> list[InfillResult]:
         """Fill the request's holes (model/interface.py): layout -> encode -> denoise -> decode.
         `late`: the caller's deadline test, in place of the request's own `deadline`;
-        `options`: in place of the infiller's own (benchmarks)."""
+        `options`: in place of the infiller's own (benchmarks); `on_step(step, canvas)`: called
+        after each denoising step (from this thread) with each row's holes as text so far,
+        masked slots shown as MASK_GLYPH (the model server streams them)."""
         import torch
 
         from model.cpu_threads import Fitter
@@ -344,7 +371,13 @@ class BuiltinInfiller:
             fitter.fit(0)  # the span steps: back to the base threads
             t1 = time.perf_counter()
             done = self.denoise(
-                layout, cache, req, should_stop=should_stop, late=late, options=options
+                layout,
+                cache,
+                req,
+                should_stop=should_stop,
+                late=late,
+                options=options,
+                on_step=on_step,
             )
             t2 = time.perf_counter()
         self.last_timing = {
@@ -418,18 +451,12 @@ class BuiltinInfiller:
         Fitter.fit)."""
         import torch
 
-        from model.context_reuse import Base
-        from model.context_reuse import reuse as reuse_base
-        from model.network import ContextCache
-
         ids, pos = layout.ctx_ids, layout.ctx_pos
         with torch.inference_mode():
             if self.reuse_context if reuse is None else reuse:
-                for k, base in enumerate(self.bases):
-                    cache = reuse_base(self.net, base, ids, pos, REUSE_MARGIN, REUSE_LIMIT)
-                    if cache is not None:
-                        self.bases.insert(0, self.bases.pop(k))
-                        return cache, True
+                cache = self.from_bases(layout)
+                if cache is not None:
+                    return cache, True
             if fit is not None:
                 fit(len(ids))
             cache = self.net.encode_context(  # an empty context gives (1, 0) tensors
@@ -437,10 +464,30 @@ class BuiltinInfiller:
                 torch.tensor([pos], dtype=torch.long, device=self.device),
                 should_stop=should_stop,
             )
-        if keep:  # the base keeps the K/V only, not the span buffers this request's steps add
-            base = Base(ids, pos, ContextCache(cache.keys, cache.values))
-            self.bases = [base, *self.bases][:REUSE_BASES]
+        if keep:
+            self.keep_base(layout, cache)
         return cache, False
+
+    def from_bases(self, layout: Layout):
+        """The context cache of `layout` built from a kept full encode (model/context_reuse.py),
+        tried most recent first (one that serves moves to the front); None if none serves."""
+        from model.context_reuse import reuse
+
+        for k, base in enumerate(self.bases):
+            cache = reuse(self.net, base, layout.ctx_ids, layout.ctx_pos, REUSE_MARGIN, REUSE_LIMIT)
+            if cache is not None:
+                self.bases.insert(0, self.bases.pop(k))
+                return cache
+        return None
+
+    def keep_base(self, layout: Layout, cache) -> None:
+        """Keep a full encode of `layout`'s context as the newest base (the K/V only, not the
+        span buffers the request's steps add)."""
+        from model.context_reuse import Base
+        from model.network import ContextCache
+
+        base = Base(layout.ctx_ids, layout.ctx_pos, ContextCache(cache.keys, cache.values))
+        self.bases = [base, *self.bases][:REUSE_BASES]
 
     def denoise(
         self,
@@ -452,15 +499,53 @@ class BuiltinInfiller:
         late: Callable[[], bool] | None = None,
         options: DecodeOptions | None = None,
         step_fn: Callable | None = None,
+        on_step: StepView | None = None,
     ) -> Denoised:
         """Step 3: run the sampler over the span: `req.candidates` rows, the sampler settings of
         `sampler_config`, the holes' stop rules (`late`: the caller's deadline test, in place of
         the request's `deadline`) and the length signal where it applies. `options`: in place of
         the infiller's own; `step_fn`: in place of span steps over `cache` (benchmarks: a full
-        forward at every step). InfillCancelled once `should_stop` says so."""
+        forward at every step); `on_step`: as `infill`'s. InfillCancelled once `should_stop`
+        says so."""
         import torch
 
-        from model.sampler import Cancelled, Hooks, denoise
+        from model.sampler import Cancelled, denoise
+
+        run = self.sampler_run(layout, cache, req, should_stop, late, options, step_fn, on_step)
+        try:
+            with torch.inference_mode():
+                out = denoise(
+                    run.step,
+                    layout.span,
+                    self.vocab,
+                    run.cfg,
+                    batch=max(1, int(req.candidates)),
+                    hooks=run.hooks,
+                    generator=run.generator,
+                    want_trajectory=req.want_trajectory,
+                    device=self.device,
+                )
+        except Cancelled:
+            raise InfillCancelled() from None
+        return run.denoised(out)
+
+    def sampler_run(
+        self,
+        layout: Layout,
+        cache,
+        req: InfillRequest,
+        should_stop: Callable[[], bool] = never,
+        late: Callable[[], bool] | None = None,
+        options: DecodeOptions | None = None,
+        step_fn: Callable | None = None,
+        on_step: StepView | None = None,
+    ) -> SamplerRun:
+        """What `denoise` hands the sampler for `req` (and `infill_batch` for each request):
+        its step function, settings, hooks and generator, and where the stop rules write why
+        fills ended."""
+        import torch
+
+        from model.sampler import Hooks
 
         opts = options or self.options
         rel = layout.span.holes
@@ -473,27 +558,158 @@ class BuiltinInfiller:
             gen.manual_seed(0 if req.seed is None else int(req.seed))
         ended_by: dict[tuple[int, int], str] = {}  # (row, hole) -> why the stop rules ended it
         ended = self.ended_fn(req, rel, late or deadline_test(req.deadline), ended_by)
-        try:
-            with torch.inference_mode():
-                out = denoise(
-                    step,
-                    layout.span,
-                    self.vocab,
-                    cfg,
-                    batch=max(1, int(req.candidates)),
-                    hooks=Hooks(should_stop, ended, min_length),
-                    generator=gen,
-                    want_trajectory=req.want_trajectory,
-                    device=self.device,
-                )
-        except Cancelled:
-            raise InfillCancelled() from None
-        return Denoised(
-            out,
-            ended_by,
-            getattr(step, "full_steps", 0),
-            getattr(step, "partial_steps", 0),
-        )
+        view = None
+        if on_step is not None:
+
+            def view(step_no: int, x: torch.Tensor) -> None:
+                on_step(step_no, [self._render(row, rel, show_masks=True) for row in x])
+
+        hooks = Hooks(should_stop, ended, min_length, view)
+        return SamplerRun(step, cfg, hooks, gen, ended_by)
+
+    def infill_batch(
+        self,
+        reqs: Sequence[InfillRequest],
+        stops: Sequence[Callable[[], bool]] | None = None,
+        lates: Sequence[Callable[[], bool] | None] | None = None,
+        *,
+        on_steps: Sequence[StepView | None] | None = None,
+        on_done: Callable[[int, list[InfillResult] | Exception], None] | None = None,
+        options: DecodeOptions | None = None,
+        attention: str | None = None,
+    ) -> list[list[InfillResult] | Exception]:
+        """Several requests denoised together (the model server's batches): one outcome per
+        request, in order, each what `infill(req, stops[i], lates[i], on_step=on_steps[i])`
+        gives alone (the same fills, scores, steps and ended_by: tests/test_batch.py), or the
+        exception it raised: ValueError for a request the model refuses, InfillCancelled once
+        its `stops[i]` says so (before it starts, or between steps: it leaves the batch and the
+        others go on).
+
+        The contexts that no kept encode serves are encoded in one call
+        (`encode_contexts`: every context's tokens through the weights together, attention
+        per context or padded with a key mask, `attention`); each becomes a kept base as in
+        `encode`, but requests of one batch do not reuse each other's encodes. Then one sampler
+        loop (`model/sampler.py` `denoise_batch`) with one network call per step for every
+        request still going (`model/span_step.py` `BatchSpanStep`: each request's own holes,
+        slots and span steps); each request keeps its own schedule, threshold, candidates,
+        length signal, stop rules and deadline, and leaves the batch when it is done, costing
+        nothing more. `on_done(i, outcome)` is called (from this thread) as each request
+        leaves, so a caller can answer it before the batch ends."""
+        import torch
+
+        from model.cpu_threads import Fitter
+        from model.sampler import Cancelled, Denoiser, denoise_batch
+        from model.span_step import BatchSpanStep
+
+        n = len(reqs)
+        stops = list(stops) if stops is not None else [never] * n
+        lates = list(lates) if lates is not None else [None] * n
+        on_steps = list(on_steps) if on_steps is not None else [None] * n
+        outcomes: list[list[InfillResult] | Exception | None] = [None] * n
+
+        def finish(i: int, outcome: list[InfillResult] | Exception) -> None:
+            outcomes[i] = outcome
+            if on_done is not None:
+                on_done(i, outcome)
+
+        layouts: dict[int, Layout] = {}
+        for i, req in enumerate(reqs):
+            try:
+                layouts[i] = self.layout(req)
+            except ValueError as exc:
+                finish(i, exc)
+        cpu = self.adaptive_threads and self.device.type == "cpu"
+        t0 = time.perf_counter()
+        with self.lock, torch.inference_mode(), Fitter(cpu) as fitter:
+            t0 = time.perf_counter()
+            pending = []
+            for i in layouts:
+                if stops[i]():
+                    finish(i, InfillCancelled())
+                else:
+                    pending.append(i)
+            caches: dict[int, object] = {}
+            if self.reuse_context:
+                for i in pending:
+                    if not getattr(reqs[i], "reuse_context", True):
+                        continue  # the request asks for a full encode
+                    cache = self.from_bases(layouts[i])
+                    if cache is not None:
+                        caches[i] = cache
+            fresh = [i for i in pending if i not in caches]
+            if fresh:
+                fitter.fit(sum(len(layouts[i].ctx_ids) for i in fresh))
+                try:
+                    encoded = self.net.encode_contexts(
+                        [layouts[i].ctx_ids for i in fresh],
+                        [layouts[i].ctx_pos for i in fresh],
+                        attention=attention,
+                        should_stop=lambda: all(stops[i]() for i in fresh),
+                    )
+                except InfillCancelled:
+                    encoded = []
+                    for i in fresh:
+                        finish(i, InfillCancelled())
+                    pending = [i for i in pending if i in caches]
+                for i, cache in zip(fresh, encoded):
+                    caches[i] = cache
+                    self.keep_base(layouts[i], cache)
+            fitter.fit(0)  # the span steps: back to the base threads
+            t1 = time.perf_counter()
+            runs, idx, samplers = [], [], []
+            for i in pending:
+                req, layout = reqs[i], layouts[i]
+                try:
+                    run = self.sampler_run(
+                        layout, caches[i], req, stops[i], lates[i], options, None, on_steps[i]
+                    )
+                    runs.append(
+                        Denoiser(
+                            layout.span,
+                            self.vocab,
+                            run.cfg,
+                            max(1, int(req.candidates)),
+                            run.hooks,
+                            run.generator,
+                            req.want_trajectory,
+                            self.device,
+                        )
+                    )
+                except ValueError as exc:
+                    finish(i, exc)
+                    continue
+                idx.append(i)
+                samplers.append(run)
+
+            def left(k: int, out: DenoiseOutput | Exception) -> None:
+                i = idx[k]
+                if isinstance(out, Cancelled):
+                    finish(i, InfillCancelled())
+                elif isinstance(out, Exception):
+                    finish(i, out)
+                else:
+                    try:
+                        finish(i, self.decode(samplers[k].denoised(out), layouts[i], reqs[i]))
+                    except Exception as exc:  # noqa: BLE001 - one request's failure is its own
+                        finish(i, exc)
+
+            step = BatchSpanStep(self.net, [r.step for r in samplers], attention)
+            try:
+                denoise_batch(step, runs, on_done=left)
+            except Exception as exc:  # noqa: BLE001 - the network failed: every request left
+                for k, i in enumerate(idx):
+                    if outcomes[i] is None:
+                        finish(i, exc)
+            t2 = time.perf_counter()
+        self.last_timing = {
+            "context_ms": (t1 - t0) * 1e3,
+            "denoise_ms": (t2 - t1) * 1e3,
+            "context_reused": len(caches) - len(fresh),
+            "batch": len(idx),
+            "full_steps": sum(r.step.full_steps for r in samplers),
+            "partial_steps": sum(r.step.partial_steps for r in samplers),
+        }
+        return outcomes  # type: ignore[return-value]
 
     def decode(self, done: Denoised, layout: Layout, req: InfillRequest) -> list[InfillResult]:
         """Step 4: each row's fills as text (up to its first PAD), its score (mean

@@ -13,6 +13,8 @@ request (`encode_context`) and each denoising step is a forward over the span to
 
 from __future__ import annotations
 
+import math
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -324,6 +326,297 @@ class ParafillForMaskedDiffusion(ParafillPreTrainedModel):
                 vb[i].index_copy_(2, where, v)
             x = blk.finish(x, F.scaled_dot_product_attention(q, kb[i], vb[i]))
         return self.lm_head(self.norm(x))
+
+    # -------------------------------------------------------------- batched inference
+    def _qkv(self, blk: Block, x: torch.Tensor, rot, segs: list[tuple[int, int]]):
+        """Block.qkv_heads over packed tokens (1, N, d): (1, H, N, Dh) each."""
+        b, n, d = x.shape
+        qkv = _linear(blk.qkv, blk.norm1(x), segs)
+        q, k, v = qkv.view(b, n, 3, blk.h, d // blk.h).permute(2, 0, 3, 1, 4)
+        return _rotate(q, rot), _rotate(k, rot), v
+
+    def _finish(self, blk: Block, x: torch.Tensor, att: torch.Tensor, segs) -> torch.Tensor:
+        """Block.finish over packed tokens; `att` (1, H, N, Dh)."""
+        b, h, n, dh = att.shape
+        x = x + _linear(blk.proj, att.transpose(1, 2).reshape(b, n, h * dh), segs)
+        g, u = _linear(blk.gate_up, blk.norm2(x), segs).chunk(2, dim=-1)
+        return x + _linear(blk.down, F.silu(g) * u, segs)
+
+    @torch.no_grad()
+    def encode_contexts(
+        self,
+        ctx_ids: list[list[int]],
+        ctx_pos: list[list[int]],
+        attention: str | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[ContextCache]:
+        """`encode_context` for several contexts at once: one ContextCache per context, each
+        equal to encoding it alone. The tokens of all contexts go through the weights together
+        (packed, so no weight product runs on padding; int8 weights quantize each context's
+        activations by themselves, as a call of its own would: `_linear`). Attention (`attention`,
+        None: ATTENTION's default for the device) is "each", per context over its own tokens
+        (exact, and on a CPU faster than padding), or "padded", one call over the contexts padded
+        to the longest with a key mask, so padded positions are never attended (one kernel on a
+        GPU). Positions are each context's own. `should_stop` is asked before each layer."""
+        dev = self.embed.weight.device
+        segs = _segments([len(i) for i in ctx_ids])
+        ids = torch.tensor([t for row in ctx_ids for t in row], dtype=torch.long, device=dev)
+        pos = torch.tensor([p for row in ctx_pos for p in row], dtype=torch.long, device=dev)
+        x = self.embed(ids[None])
+        rot = self._rot(pos[None], x.dtype)
+        mode = attention or _default_attention(dev)
+        live = [(a, b) for a, b in segs if b > a]  # empty contexts have no tokens to run
+        keys: list[list[torch.Tensor]] = [[] for _ in segs]
+        values: list[list[torch.Tensor]] = [[] for _ in segs]
+        last = len(self.blocks) - 1
+        for i, blk in enumerate(self.blocks):
+            if should_stop is not None and should_stop():
+                raise InfillCancelled()
+            q, k, v = self._qkv(blk, x, rot, live)
+            for g, (a, b) in enumerate(segs):
+                keys[g].append(k[:, :, a:b].contiguous())
+                values[g].append(v[:, :, a:b].contiguous())
+            if i == last:  # the last layer's output is never read: only its K/V are
+                break
+            qs = [q[:, :, a:b] for a, b in live]
+            kv = [(keys[g][i], values[g][i]) for g, (a, b) in enumerate(segs) if b > a]
+            att = _attend(qs, kv, mode)
+            x = self._finish(blk, x, torch.cat(att, 2) if att else q, live)
+        return [ContextCache(k, v) for k, v in zip(keys, values)]
+
+    @torch.no_grad()
+    def span_forward_batch(
+        self, parts: list[SpanPart], attention: str | None = None
+    ) -> list[torch.Tensor]:
+        """`span_forward` for several requests at once: for each part (one request's rows, its
+        own context cache, span and slots) the logits (c, n, V) that `span_forward(part.ids,
+        part.pos, part.cache, part.slots, part.span_len)` gives, and its K/V written into its
+        cache's span buffers as that call writes them. The tokens of every part go through the
+        weights together (packed: each row has its own slots and span length, and no weight
+        product runs on padding); attention as in `encode_contexts` ("each": per part over its
+        own context and span; "padded": one call, the parts padded to the longest context+span
+        with a key mask)."""
+        segs = _segments([p.ids.numel() for p in parts])
+        ids = torch.cat([p.ids.reshape(-1) for p in parts])[None]
+        pos = torch.cat([p.pos.reshape(-1) for p in parts])[None]
+        x = self.embed(ids)
+        rot = self._rot(pos, x.dtype)
+        mode = attention or _default_attention(ids.device)
+        bufs = [p.cache.buffers(p.ids.shape[0], p.span_len) for p in parts]
+        where = [None if p.slots is None else p.slots + p.cache.length for p in parts]
+        h = self.config.num_attention_heads
+        for i, blk in enumerate(self.blocks):
+            q, k, v = self._qkv(blk, x, rot, segs)
+            qs, kv = [], []
+            for p, (a, b), (kb, vb), w in zip(parts, segs, bufs, where):
+                c, n = p.ids.shape
+                kp, vp = (_rows(t[:, :, a:b], c, n, h) for t in (k, v))
+                if w is None:
+                    kb[i][:, :, p.cache.length :] = kp
+                    vb[i][:, :, p.cache.length :] = vp
+                else:
+                    kb[i].index_copy_(2, w, kp)
+                    vb[i].index_copy_(2, w, vp)
+                qs.append(_rows(q[:, :, a:b], c, n, h))
+                kv.append((kb[i], vb[i]))
+            att = [_tokens(t) for t in _attend(qs, kv, mode)]
+            x = self._finish(blk, x, torch.cat(att, 2), segs)
+        logits = _linear(self.lm_head, self.norm(x), segs)
+        return [logits[0, a:b].view(*p.ids.shape, -1) for p, (a, b) in zip(parts, segs)]
+
+
+@dataclass
+class SpanPart:
+    """One request in a batched span step (`span_forward_batch`): its rows' span ids and
+    positions (c, n), its context cache (with the span buffers its steps write), which span slots
+    the n tokens are ((n,) indices into a span of `span_len` slots; None: the whole span)."""
+
+    ids: torch.Tensor
+    pos: torch.Tensor
+    cache: ContextCache
+    slots: torch.Tensor | None
+    span_len: int
+
+
+ATTENTION = ("each", "padded")
+
+
+def _default_attention(device: torch.device) -> str:
+    """Per request on a CPU (exact, and faster than padding there); padded on a GPU."""
+    return "padded" if torch.device(device).type == "cuda" else "each"
+
+
+def _segments(lengths: list[int]) -> list[tuple[int, int]]:
+    out, o = [], 0
+    for n in lengths:
+        out.append((o, o + n))
+        o += n
+    return out
+
+
+def _rows(t: torch.Tensor, c: int, n: int, h: int) -> torch.Tensor:
+    """(1, H, c*n, Dh) packed tokens of one part -> (c, H, n, Dh), contiguous."""
+    return t[0].reshape(h, c, n, -1).transpose(0, 1).contiguous()
+
+
+def _tokens(t: torch.Tensor) -> torch.Tensor:
+    """(c, H, n, Dh) -> (1, H, c*n, Dh): the inverse of `_rows`."""
+    c, h, n, dh = t.shape
+    return t.transpose(0, 1).reshape(1, h, c * n, dh)
+
+
+def _attend(
+    qs: list[torch.Tensor], kv: list[tuple[torch.Tensor, torch.Tensor]], mode: str
+) -> list[torch.Tensor]:
+    """Attention of each group's queries (c, H, n, Dh) over its own keys and values
+    (c, H, T, Dh): one call per group ("each"), or one call over the groups padded to the
+    longest T (and n) with a mask that hides every padded key ("padded")."""
+    if mode == "each" or len(qs) == 1:
+        return [F.scaled_dot_product_attention(q, k, v) for q, (k, v) in zip(qs, kv)]
+    if mode != "padded":
+        raise ValueError(f"unknown attention {mode!r}; expected one of {ATTENTION}")
+    rows = [q.shape[0] for q in qs]
+    n_max = max(q.shape[2] for q in qs)
+    t_max = max(k.shape[2] for k, _ in kv)
+    q0, k0 = qs[0], kv[0][0]
+    r, h, dh = sum(rows), q0.shape[1], q0.shape[3]
+    qp = q0.new_zeros(r, h, n_max, dh)
+    kp, vp = k0.new_zeros(r, h, t_max, dh), k0.new_zeros(r, h, t_max, dh)
+    keep = torch.zeros(r, 1, 1, t_max, dtype=torch.bool, device=q0.device)
+    o = 0
+    for q, (k, v), c in zip(qs, kv, rows):
+        qp[o : o + c, :, : q.shape[2]] = q
+        kp[o : o + c, :, : k.shape[2]] = k
+        vp[o : o + c, :, : k.shape[2]] = v
+        keep[o : o + c, ..., : k.shape[2]] = True
+        o += c
+    att = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=keep)
+    out, o = [], 0
+    for q, c in zip(qs, rows):
+        out.append(att[o : o + c, :, : q.shape[2]])
+        o += c
+    return out
+
+
+# ---- int8 weights over packed tokens of several requests --------------------------------------
+# A dynamically quantized linear (model/quantize.py) quantizes its whole input with one scale, so
+# running two requests' tokens through one call would change both results. `_linear` runs each
+# request's tokens with their own scale and zero point, computed exactly as torch's fbgemm kernel
+# computes them for a call of their own (ATen's ChooseQuantizationParams with reduce_range, then
+# round(x / scale + zero point) as one fused multiply-add), and the int8 product with torch._int_mm: the same integers, so
+# the same floats. Each layer checks this once against the layer itself on real input; where it
+# differs (another quantized engine) the requests run one call each.
+_QMAX = 127  # reduce_range: activations use 7 bits
+_SMALL_M = 16  # fp32 on a CPU: below this many rows a product takes another kernel
+_SMALL_SCALE = 6.1e-5
+_INT8: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # layer -> its weights, or None
+
+
+def _linear(mod: nn.Module, x: torch.Tensor, segs: list[tuple[int, int]]) -> torch.Tensor:
+    """`mod(x)` for packed tokens (1, N, K) of several requests (`segs`: each one's tokens),
+    each request's rows as they would come out of a call of their own."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    if len(segs) <= 1:
+        return mod(x)
+    if not isinstance(mod, DynamicLinear):
+        if x.device.type != "cpu":
+            return mod(x)
+        # fp32 on a CPU: a product of fewer than _SMALL_M rows takes another kernel (its rows
+        # differ in the last bits from the same rows in a larger product): such requests run
+        # alone, the others together
+        small = [(a, b) for a, b in segs if b - a < _SMALL_M]
+        if not small:
+            return mod(x)
+        out = x.new_empty(*x.shape[:-1], mod.out_features)
+        for a, b in small:
+            out[:, a:b] = mod(x[:, a:b])
+        big = [torch.arange(a, b, device=x.device) for a, b in segs if b - a >= _SMALL_M]
+        if big:
+            idx = torch.cat(big)
+            out[:, idx] = mod(x[:, idx])
+        return out
+    if mod not in _INT8:
+        _INT8[mod] = _int8_weights(mod, x[:, segs[0][0] : segs[0][1]])
+    weights = _INT8[mod]
+    if weights is None:
+        return torch.cat([mod(x[:, a:b]) for a, b in segs], 1)
+    return _int8_rows(x, segs, *weights)
+
+
+def _int8_weights(mod: nn.Module, probe: torch.Tensor) -> tuple | None:
+    """The layer's int8 weights (K, O), per-channel scales, column sums and bias, if `_int8_rows`
+    reproduces the layer exactly on `probe` (one request's tokens); None otherwise."""
+    try:
+        w, bias = mod._packed_params._weight_bias()
+        if w.qscheme() not in (torch.per_channel_affine, torch.per_channel_symmetric):
+            return None
+        if bool((w.q_per_channel_zero_points() != 0).any()):
+            return None
+        wi = w.int_repr()
+        weights = (
+            wi.t().contiguous(),
+            w.q_per_channel_scales().to(torch.float32),
+            wi.sum(1, dtype=torch.int32),
+            bias,
+        )
+        n = probe.shape[1]
+        if n and not torch.equal(_int8_rows(probe, [(0, n)], *weights), mod(probe)):
+            return None
+    except (AttributeError, RuntimeError):
+        return None
+    return weights
+
+
+def _int8_rows(x, segs, wt, w_scale, col_sum, bias) -> torch.Tensor:
+    """Each segment of x (1, N, K) through the int8 weights with its own activation scale."""
+    k = x.shape[-1]
+    x2 = x.reshape(-1, k)
+    lens = torch.tensor([b - a for a, b in segs], device=x.device)
+    seg = torch.repeat_interleave(torch.arange(len(segs), device=x.device), lens)
+    lo, hi = torch.aminmax(x2, dim=1)
+    inf = torch.full((len(segs),), math.inf, device=x.device)
+    lo = inf.scatter_reduce(0, seg, lo, "amin")
+    hi = (-inf).scatter_reduce(0, seg, hi, "amax")
+    scale, zero = _qparams(lo, hi)
+    # x / scale + zero point as fbgemm's AVX2 kernel computes it: one fused multiply-add (the
+    # exact product plus the zero point, rounded to float32 once), then to the nearest integer
+    inv = (1.0 / scale).double()[seg, None]
+    fused = (x2.double() * inv + zero.double()[seg, None]).to(torch.float32)
+    xq = torch.round(fused).clamp_(0, _QMAX)
+    acc = torch._int_mm(xq.to(torch.int8), wt)
+    out = (acc - zero[seg, None] * col_sum).to(torch.float32) * (scale[seg, None] * w_scale)
+    if bias is not None:
+        out = out + bias
+    return out.view(*x.shape[:-1], -1)
+
+
+def _qparams(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per segment: ATen's ChooseQuantizationParams(min, max, 0, 255, reduce_range=True) (scale
+    float32, zero point int32), vectorized."""
+    lo = torch.clamp(lo, max=0.0)
+    hi = torch.clamp(hi, min=0.0)
+    scale = (hi.double() - lo.double()) / _QMAX
+    s32 = scale.float()
+    scale = torch.where((s32 == 0) | torch.isinf(1.0 / s32), torch.full_like(scale, 0.1), scale)
+    small = scale < _SMALL_SCALE_F
+    if bool(small.any()):
+        org = scale.float()
+        amp = torch.tensor(_SMALL_SCALE_F, dtype=torch.float32) / org
+        lo_s = torch.where(hi == 0, torch.full_like(lo, -_SMALL_SCALE_F * _QMAX), lo * amp)
+        hi_s = torch.where(lo == 0, torch.full_like(hi, _SMALL_SCALE_F * _QMAX), hi * amp)
+        lo_s = torch.where(lo == 0, lo, lo_s)
+        lo, hi = torch.where(small, lo_s, lo), torch.where(small, hi_s, hi)
+        scale = torch.where(small, torch.full_like(scale, _SMALL_SCALE_F), scale)
+    lo_d, hi_d = lo.double(), hi.double()
+    from_min, from_max = -lo_d / scale, _QMAX - hi_d / scale
+    err_min, err_max = -(lo_d / scale).abs(), _QMAX - (hi_d / scale).abs()
+    initial = torch.where(err_min < err_max, from_min, from_max)
+    zero = torch.round(initial).clamp(0, _QMAX).to(torch.int32)
+    return scale.float(), zero
+
+
+_SMALL_SCALE_F = float(torch.tensor(_SMALL_SCALE, dtype=torch.float32))
 
 
 AutoConfig.register(ParafillConfig.model_type, ParafillConfig, exist_ok=True)

@@ -9,12 +9,15 @@ sampling over several candidates, cancellation between steps and the optional tr
 the network, (B, S) ids -> (B, S, V); `Span` says where the holes are, `Vocab` which ids are
 special, `DenoiseConfig` how to schedule the commits, `Hooks` what the caller is asked between
 steps. Context tokens never enter here, so they cannot be changed; only hole slots are written.
+`Denoiser` is one request's state between steps (`denoise` runs one to the end);
+`denoise_batch(step_fn, runs)` runs several requests' Denoisers together, one `step_fn` call per
+step for all of them (the model server's batches), each by its own settings and hooks.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -106,6 +109,9 @@ class Hooks:
     # (banned ids and line breaks already folded): each row's hole then ends no sooner than that
     # many tokens (`cfg.length_rule`), on top of `Span.min_tokens` (model/length.py's estimate)
     min_length: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # (step, (B, S) ids) after each step (1-based), where the trajectory is kept: a live view of
+    # the canvas (the ids are the sampler's own: read them, do not keep or change them)
+    on_step: Callable[[int, torch.Tensor], None] | None = None
 
 
 def denoise(
@@ -122,48 +128,138 @@ def denoise(
     """Fill the holes of `span` for `batch` rows (candidates; `generator` samples them when
     `cfg.temperature` > 0), calling `step_fn` once per step, with `hooks` asked between steps;
     `want_trajectory` keeps the ids after each step."""
-    holes, min_tokens, should_stop = span.holes, span.min_tokens, hooks.should_stop
-    ended, min_length = hooks.ended, hooks.min_length
-    mask_id, pad_id, banned_ids = vocab.mask_id, vocab.pad_id, list(vocab.banned_ids)
-    if cfg.schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {cfg.schedule!r}; expected one of {SCHEDULES}")
-    S = max((b for _, b in holes), default=0)
-    x = torch.full((batch, S), mask_id, dtype=torch.long, device=device)
-    logp_sum = torch.zeros(batch, device=device)
-    traj: list[torch.Tensor] = []
-    min_tokens = min_tokens or [0] * len(holes)
-    hole_of = torch.full((S,), -1, dtype=torch.long, device=device)
-    slot_idx = torch.arange(S, device=device)
-    for h, (a, b) in enumerate(holes):
-        hole_of[a:b] = h
-    line_slot = torch.zeros(S, dtype=torch.bool, device=device)
-    for (a, b), flag in zip(holes, span.line_holes or []):
-        line_slot[a:b] = bool(flag)
-    nl = torch.tensor(list(vocab.newline_ids), dtype=torch.long, device=device)
-    merge_newlines = bool(line_slot.any()) and nl.numel() > 0
-    forced_no_pad = torch.zeros(batch, S, dtype=torch.bool, device=device)
-    before_estimate = torch.zeros(batch, S, dtype=torch.bool, device=device)
-    for (a, b), m in zip(holes, min_tokens):
-        forced_no_pad[:, a : a + min(m, b - a)] = True
-    steps = 0
-    while bool((x == mask_id).any()):
-        if should_stop is not None and should_stop():
+    run = Denoiser(span, vocab, cfg, batch, hooks, generator, want_trajectory, device)
+    while not run.done:
+        if run.stop_asked():
             raise Cancelled()
+        run.advance(step_fn(run.x))
+    return run.output()
+
+
+def denoise_batch(
+    step_fn: Callable[[list[int], list[torch.Tensor]], list[torch.Tensor]],
+    runs: Sequence[Denoiser],
+    on_done: Callable[[int, DenoiseOutput | Exception], None] | None = None,
+) -> list[DenoiseOutput | Exception]:
+    """Several requests denoised together: each step, `step_fn(indices, ids)` gives the logits of
+    every run still going (one network call for all of them), and each run advances by its own
+    schedule, hooks and stop rules, exactly as `denoise` would run it alone. A run that is done
+    leaves the batch (it is not stepped again); one whose `should_stop` says so leaves with
+    Cancelled, one whose hooks raise leaves with that exception, and the others go on. Returns
+    one outcome per run, in order; `on_done(index, outcome)` is called as each run leaves."""
+    outcomes: list[DenoiseOutput | Exception | None] = [None] * len(runs)
+
+    def leave(i: int, outcome: DenoiseOutput | Exception) -> None:
+        outcomes[i] = outcome
+        if on_done is not None:
+            on_done(i, outcome)
+
+    active = list(range(len(runs)))
+    while True:
+        going = []
+        for i in active:
+            try:
+                if runs[i].done:
+                    leave(i, runs[i].output())
+                elif runs[i].stop_asked():
+                    leave(i, Cancelled())
+                else:
+                    going.append(i)
+            except Exception as exc:  # noqa: BLE001 - one request's failure is its own
+                leave(i, exc)
+        active = going
+        if not active:
+            break
+        logits = step_fn(active, [runs[i].x for i in active])
+        going = []
+        for i, lg in zip(active, logits):
+            try:
+                runs[i].advance(lg)
+                going.append(i)
+            except Exception as exc:  # noqa: BLE001
+                leave(i, exc)
+        active = going
+    return outcomes  # type: ignore[return-value]
+
+
+class Denoiser:
+    """One request's sampler state between steps: `denoise` runs one, `denoise_batch` several.
+    `x` is the (batch, S) ids so far; `advance(logits)` is one step given the network's logits
+    for `x`; `done` once no slot is masked; `output()` the result."""
+
+    def __init__(
+        self,
+        span: Span,
+        vocab: Vocab,
+        cfg: DenoiseConfig,
+        batch: int = 1,
+        hooks: Hooks = Hooks(),
+        generator: torch.Generator | None = None,
+        want_trajectory: bool = False,
+        device: torch.device | str = "cpu",
+    ):
+        if cfg.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {cfg.schedule!r}; expected one of {SCHEDULES}")
+        self.cfg, self.hooks, self.generator = cfg, hooks, generator
+        self.want_trajectory, self.batch = want_trajectory, batch
+        self.holes = holes = span.holes
+        self.mask_id, self.pad_id = vocab.mask_id, vocab.pad_id
+        self.banned_ids = list(vocab.banned_ids)
+        self.S = S = max((b for _, b in holes), default=0)
+        self.x = torch.full((batch, S), self.mask_id, dtype=torch.long, device=device)
+        self.logp_sum = torch.zeros(batch, device=device)
+        self.traj: list[torch.Tensor] = []
+        min_tokens = span.min_tokens or [0] * len(holes)
+        self.hole_of = torch.full((S,), -1, dtype=torch.long, device=device)
+        self.slot_idx = torch.arange(S, device=device)
+        for h, (a, b) in enumerate(holes):
+            self.hole_of[a:b] = h
+        self.line_slot = torch.zeros(S, dtype=torch.bool, device=device)
+        for (a, b), flag in zip(holes, span.line_holes or []):
+            self.line_slot[a:b] = bool(flag)
+        self.nl = torch.tensor(list(vocab.newline_ids), dtype=torch.long, device=device)
+        self.merge_newlines = bool(self.line_slot.any()) and self.nl.numel() > 0
+        self.forced_no_pad = torch.zeros(batch, S, dtype=torch.bool, device=device)
+        self.before_estimate = torch.zeros(batch, S, dtype=torch.bool, device=device)
+        for (a, b), m in zip(holes, min_tokens):
+            self.forced_no_pad[:, a : a + min(m, b - a)] = True
+        self.steps = 0
+
+    @property
+    def done(self) -> bool:
+        return not bool((self.x == self.mask_id).any())
+
+    def stop_asked(self) -> bool:
+        return self.hooks.should_stop is not None and bool(self.hooks.should_stop())
+
+    def output(self) -> DenoiseOutput:
+        x = self.x
+        committed = ((x != self.pad_id) & (self.hole_of[None, :] >= 0)).sum(1)
+        return DenoiseOutput(x, self.logp_sum, committed, self.steps, self.traj)
+
+    def advance(self, logits: torch.Tensor) -> None:
+        """One step: commit what the schedule chooses from `logits` ((batch, S, V) for `x`)."""
+        cfg, holes, x = self.cfg, self.holes, self.x
+        mask_id, pad_id, slot_idx = self.mask_id, self.pad_id, self.slot_idx
+        ended, min_length = self.hooks.ended, self.hooks.min_length
+        batch, S = self.batch, self.S
         masked = x == mask_id
-        logits = step_fn(x).float()
-        steps += 1
-        logits[..., banned_ids] = -math.inf
-        if merge_newlines:
-            logits = fold_newlines(logits, line_slot, nl, pad_id)
+        logits = logits.float()
+        self.steps += 1
+        steps = self.steps
+        logits[..., self.banned_ids] = -math.inf
+        if self.merge_newlines:
+            logits = fold_newlines(logits, self.line_slot, self.nl, pad_id)
         if steps == cfg.length_step and min_length is not None:
             lengths = min_length(logits)
             for h, (a, b) in enumerate(holes):
                 first = slot_idx[a:b][None, :] - a < lengths[:, h : h + 1]
-                before_estimate[:, a:b] = first
+                self.before_estimate[:, a:b] = first
             if cfg.length_rule == "hard":
-                forced_no_pad |= before_estimate
+                self.forced_no_pad |= self.before_estimate
+        before_estimate = self.before_estimate
         # a slot before a committed non-PAD token of its hole cannot be PAD (fills are contiguous)
-        no_pad = forced_no_pad.clone()
+        no_pad = self.forced_no_pad.clone()
         if min_length is not None and steps < cfg.length_step:
             no_pad[:] = True  # the end waits for the step that estimates the length
         if cfg.length_rule == "soft" and bool(before_estimate.any()):
@@ -189,7 +285,7 @@ def denoise(
             logits[..., pad_id] = logits[..., pad_id].masked_fill(unlikely_end, -math.inf)
         if cfg.temperature > 0:
             probs = torch.softmax(logits / cfg.temperature, -1)
-            cand = torch.multinomial(probs.view(-1, probs.shape[-1]), 1, generator=generator)
+            cand = torch.multinomial(probs.view(-1, probs.shape[-1]), 1, generator=self.generator)
             cand = cand.view(batch, S)
         else:
             cand = logits.argmax(-1)
@@ -204,7 +300,7 @@ def denoise(
         if cfg.pad_run and cfg.schedule != "ltr":
             commit = _extend_pad_runs(commit, cand, masked, holes, pad_id)
         x = torch.where(commit, cand, x)
-        logp_sum += (cand_logp * commit).sum(1)
+        self.logp_sum += (cand_logp * commit).sum(1)
         if ended is not None:
             over = ended(x)
             for h, (a, b) in enumerate(holes):
@@ -215,10 +311,11 @@ def denoise(
             is_pad = x[:, a:b] == pad_id
             after = is_pad.int().cummax(1).values.bool()
             x[:, a:b] = torch.where(after, torch.full_like(x[:, a:b], pad_id), x[:, a:b])
-        if want_trajectory:
-            traj.append(x.clone())
-    committed = ((x != pad_id) & (hole_of[None, :] >= 0)).sum(1)
-    return DenoiseOutput(x, logp_sum, committed, steps, traj)
+        self.x = x
+        if self.want_trajectory:
+            self.traj.append(x.clone())
+        if self.hooks.on_step is not None:
+            self.hooks.on_step(steps, x)
 
 
 def fold_newlines(

@@ -105,19 +105,64 @@ class SpanStep:
             out.append(b if frontier is None else a + int(frontier.min()))
         return out
 
-    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
-        b, s = ids.shape
-        pos = self.span_pos.expand(b, -1)
+    def select(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """Which slots this step runs for `ids`: (n,) slot indices, or None for a full step
+        (and new region starts). Counts the step; `__call__` and `BatchSpanStep` ask it."""
         live = self.live_slots(ids) if self.stale_ends else None
         active = self.region(ids, live)
         self.live_then = live
         if active is None or bool(active.all()):
             self.full_steps += 1
             self.starts = self._starts(ids)
-            return self.net.span_forward(ids, pos, self.cache)
+            return None
         self.partial_steps += 1
-        slots = active.nonzero()[:, 0]
+        return active.nonzero()[:, 0]
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        b, s = ids.shape
+        pos = self.span_pos.expand(b, -1)
+        slots = self.select(ids)
+        if slots is None:
+            return self.net.span_forward(ids, pos, self.cache)
         out = self.net.span_forward(ids[:, slots], pos[:, slots], self.cache, slots, s)
-        logits = out.new_zeros(b, s, out.shape[-1])
-        logits[:, slots] = out
-        return logits
+        return _scatter_slots(out, slots, b, s)
+
+
+def _scatter_slots(out: torch.Tensor, slots: torch.Tensor, b: int, s: int) -> torch.Tensor:
+    """(b, n, V) logits of some slots -> (b, s, V), zero at the slots not run."""
+    logits = out.new_zeros(b, s, out.shape[-1])
+    logits[:, slots] = out
+    return logits
+
+
+class BatchSpanStep:
+    """The step function of `model/sampler.py`'s `denoise_batch`: one network call per step for
+    the span steps of several requests (`steps`, one SpanStep each, over its own context cache).
+    Each request chooses its slots as it would alone (`SpanStep.select`), so each row has its own
+    holes, slots and span length; `net.span_forward_batch` runs all of them at once (the tokens
+    of every row packed together through the weights, attention per request or over rows padded
+    with a key mask: `attention`). A request not asked for in a step (done, cancelled) costs
+    nothing."""
+
+    def __init__(self, net, steps: list[SpanStep], attention: str | None = None):
+        self.net, self.steps, self.attention = net, steps, attention
+
+    def __call__(self, which: list[int], ids: list[torch.Tensor]) -> list[torch.Tensor]:
+        from model.network import SpanPart
+
+        parts, shapes = [], []
+        for i, x in zip(which, ids):
+            step = self.steps[i]
+            b, s = x.shape
+            pos = step.span_pos.expand(b, -1)
+            slots = step.select(x)
+            if slots is None:
+                parts.append(SpanPart(x, pos, step.cache, None, s))
+            else:
+                parts.append(SpanPart(x[:, slots], pos[:, slots], step.cache, slots, s))
+            shapes.append((b, s))
+        outs = self.net.span_forward_batch(parts, attention=self.attention)
+        return [
+            out if part.slots is None else _scatter_slots(out, part.slots, b, s)
+            for part, out, (b, s) in zip(parts, outs, shapes)
+        ]

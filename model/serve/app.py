@@ -38,15 +38,16 @@ from model.interface import (
     result_to_json,
 )
 from model.serve import fim
-from model.serve.batching import BatchItem, LocalBatcher, Outcome, infill_batch
+from model.serve.batching import BatchItem, LocalBatcher, Outcome, infill_batch, live_steps
 from model.serve.metrics import Metrics
 from model.serve.options import RequestError, ServeOptions, check_limits, load_model, typed
 
 log = logging.getLogger("parafill.serve")
 DISCONNECT_POLL_S = 0.05
-# the canvas after each step is sent once the run has ended, from the trajectory the infiller
-# records (want_trajectory); live steps need a step callback from model/infill.py
-LIVE_STEPS = False
+# `stream` on /v1/infill sends the canvas after each step as the step happens, where the infiller
+# takes a step callback (model/infill.py `on_step`); another backend's steps are sent once the run
+# has ended, from the trajectory it records (want_trajectory), with "live": false
+LIVE_STEPS = True
 
 
 class ApiError(Exception):
@@ -102,6 +103,13 @@ def local_app(options: ServeOptions, infiller: Infiller | None = None) -> FastAP
     batcher = LocalBatcher(state.run_batch, options.max_batch_size, options.batch_wait_ms / 1000)
     state.submit = batcher.submit
     return create_app(state)
+
+
+def _retrieve(task: asyncio.Future) -> None:
+    """A batch a request stopped waiting for (it was answered, or went away): its outcome is
+    not needed, and its failure is the failure of each request (already answered)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _error(status: int, message: str, kind: str, headers=None) -> JSONResponse:
@@ -184,10 +192,24 @@ def create_app(state: ServerState) -> FastAPI:
         its request) stops the work: skipped before it starts, stopped between steps."""
         assert state.submit is not None
         watcher = asyncio.create_task(watch(request, item))
+        # the outcome as soon as the request leaves its batch (model thread -> this loop), or
+        # the batch's answer, whichever comes first
+        loop = asyncio.get_running_loop()
+        early: asyncio.Future = loop.create_future()
+
+        def settle(outcome: Outcome) -> None:
+            if not early.done():
+                early.set_result(outcome)
+
+        item.on_outcome = lambda outcome: loop.call_soon_threadsafe(settle, outcome)
+        batch = asyncio.ensure_future(state.submit(item))
+        batch.add_done_callback(_retrieve)
         try:
-            outcome = await state.submit(item)
+            await asyncio.wait([batch, early], return_when=asyncio.FIRST_COMPLETED)
+            outcome = early.result() if early.done() else batch.result()
         except asyncio.CancelledError:
             item.stop.set()
+            batch.cancel()  # its place in the queue, where it still waits
             state.metrics.cancelled.inc()
             raise
         finally:
@@ -322,7 +344,8 @@ def create_app(state: ServerState) -> FastAPI:
             except (ValueError, TypeError) as exc:
                 raise ApiError(422, str(exc)) from None
             wanted = req.want_trajectory
-            item = BatchItem(replace(req, want_trajectory=True) if stream else req)
+            live = stream and LIVE_STEPS and live_steps(state.infiller)
+            item = BatchItem(replace(req, want_trajectory=True) if stream and not live else req)
             prompt = "".join(s for s in req.segments if isinstance(s, str))
             admit()
 
@@ -345,6 +368,42 @@ def create_app(state: ServerState) -> FastAPI:
                     },
                 }
 
+            if stream and live:
+                steps: asyncio.Queue = asyncio.Queue()
+                loop = asyncio.get_running_loop()
+                item.on_step = lambda k, canvas: loop.call_soon_threadsafe(
+                    steps.put_nowait, (k, canvas)
+                )
+
+                async def live_events():
+                    task = asyncio.ensure_future(run(request, item))
+                    try:
+                        while True:
+                            get = asyncio.ensure_future(steps.get())
+                            await asyncio.wait([get, task], return_when=asyncio.FIRST_COMPLETED)
+                            if not get.done():
+                                get.cancel()
+                                break
+                            k, canvas = get.result()
+                            yield {
+                                "object": "infill.step",
+                                "step": k,
+                                "live": True,
+                                "canvas": canvas,
+                            }
+                        while not steps.empty():  # every step comes before the answer
+                            k, canvas = steps.get_nowait()
+                            yield {
+                                "object": "infill.step",
+                                "step": k,
+                                "live": True,
+                                "canvas": canvas,
+                            }
+                        yield answer(await task)
+                    finally:
+                        task.cancel()
+
+                return sse(live_events(), "infill", t0, item)
             if stream:
 
                 async def events():
@@ -359,7 +418,7 @@ def create_app(state: ServerState) -> FastAPI:
                         yield {
                             "object": "infill.step",
                             "step": i + 1,
-                            "live": LIVE_STEPS,
+                            "live": False,
                             "canvas": canvas,
                         }
                     yield answer(results)

@@ -1,10 +1,15 @@
 """Batches of requests for the model server: what one batch is, how requests are grouped
 (hole-length buckets), and `infill_batch`, the ONE function that runs a batch on an Infiller.
 
-`infill_batch` runs the batch's requests one after another for now; the batched denoising loop
-(context encodes batched with padding, span steps batched, a finished request leaving the batch)
-replaces its body, and nothing else here changes. A request whose client went away is skipped
-before it starts and stopped between denoising steps while it runs (`BatchItem.stop`).
+`infill_batch` hands a batch of two or more requests to the infiller's batched denoising loop
+where it has one (`BuiltinInfiller.infill_batch`: the contexts encoded together, one network
+call per step for every request still going, a request that is done leaving the batch), and
+runs them one after another otherwise (another backend, or a batch of one: the single-request
+path). A request whose client went away is skipped before it starts and leaves the batch between
+denoising steps while it runs (`BatchItem.stop`). Each request's steps (`BatchItem.on_step`) and
+its outcome (`BatchItem.on_outcome`) are handed back from the model thread as they happen, so its
+client can be streamed the canvas live and answered as soon as its request is done, before the
+rest of the batch.
 
 `LocalBatcher` groups requests without Ray (one process, tests of the HTTP surface, `--no-ray`);
 under Ray Serve, `model/serve/deployment.py` groups them with `@serve.batch`, one queue per bucket.
@@ -13,6 +18,7 @@ under Ray Serve, `model/serve/deployment.py` groups them with `@serve.batch`, on
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,36 +41,86 @@ def bucket_of(req: InfillRequest) -> str:
     return BUCKETS[-1][0]
 
 
+# (step, canvas): after each denoising step, each row's holes so far (masks shown)
+StepView = Callable[[int, list[list[str]]], None]
+
+
 @dataclass
 class BatchItem:
-    """One request in a batch, with its cancellation (set when its client disconnected) and
-    timings (perf_counter seconds)."""
+    """One request in a batch, with its cancellation (set when its client disconnected),
+    timings (perf_counter seconds) and two callbacks, called from the model thread: `on_step`
+    after each denoising step (where the infiller can: `live_steps`), `on_outcome` once its
+    outcome is known (it may come before the batch ends)."""
 
     request: InfillRequest
     stop: threading.Event = field(default_factory=threading.Event)
     enqueued: float = field(default_factory=time.perf_counter)
     started: float | None = None
     finished: float | None = None
+    on_step: StepView | None = None
+    on_outcome: Callable[[Outcome], None] | None = None
+
+
+def live_steps(infiller: Infiller) -> bool:
+    """Whether `infiller.infill` takes an `on_step` callback (the built-in model does)."""
+    try:
+        return "on_step" in inspect.signature(infiller.infill).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def infill_batch(infiller: Infiller, requests: Sequence[BatchItem]) -> list[Outcome]:
     """Run one batch; one outcome per request, in order (its results, or the exception it
     raised: InfillCancelled for a client that went away, ValueError for a request the model
-    refuses). For now the requests run one after another on `infiller`; the batched denoising
-    loop will replace this body (one encode of the padded contexts, span steps over every
-    request's holes at once, a request that finishes leaving the batch)."""
-    out: list[Outcome] = []
-    for item in requests:
+    refuses). Two or more requests go to the infiller's batched loop where it has one
+    (`infill_batch`); otherwise they run one after another."""
+    out: list[Outcome | None] = [None] * len(requests)
+
+    def done(k: int, outcome: Outcome) -> None:
+        item = requests[k]
+        item.finished = time.perf_counter()
+        out[k] = outcome
+        if item.on_outcome is not None:
+            item.on_outcome(outcome)
+
+    waiting = []
+    for k, item in enumerate(requests):
         if item.stop.is_set():  # its client disconnected while it waited
-            out.append(InfillCancelled())
+            done(k, InfillCancelled())
+        else:
+            waiting.append(k)
+    batched = getattr(infiller, "infill_batch", None)
+    if batched is not None and len(waiting) > 1:
+        now = time.perf_counter()
+        items = [requests[k] for k in waiting]
+        for item in items:
+            item.started = now
+        try:
+            batched(
+                [item.request for item in items],
+                [item.stop.is_set for item in items],
+                on_steps=[item.on_step for item in items],
+                on_done=lambda j, outcome: done(waiting[j], outcome),
+            )
+        except Exception as exc:  # noqa: BLE001 - the batch failed as a whole
+            for k in waiting:
+                if out[k] is None:
+                    done(k, exc)
+        return out  # type: ignore[return-value]
+    steps = live_steps(infiller)
+    for k in waiting:
+        item = requests[k]
+        if item.stop.is_set():  # its client went away while the one before it ran
+            done(k, InfillCancelled())
             continue
         item.started = time.perf_counter()
+        extra = {"on_step": item.on_step} if steps and item.on_step is not None else {}
         try:
-            out.append(infiller.infill(item.request, should_stop=item.stop.is_set))
+            outcome: Outcome = infiller.infill(item.request, should_stop=item.stop.is_set, **extra)
         except Exception as exc:  # noqa: BLE001 - one request's failure is its own
-            out.append(exc)
-        item.finished = time.perf_counter()
-    return out
+            outcome = exc
+        done(k, outcome)
+    return out  # type: ignore[return-value]
 
 
 RunBatch = Callable[[list[BatchItem]], Awaitable[list[Outcome]]]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -40,7 +41,16 @@ from lsp_helpers import (
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
-from model.interface import Hole, InfillRequest, StopRules, request_to_json
+from model.infill import MASK_GLYPH
+from model.interface import (
+    Hole,
+    InfillCancelled,
+    InfillRequest,
+    InfillResult,
+    StopRules,
+    never,
+    request_to_json,
+)
 
 TOKEN_ENV, TOKEN = "PARAFILL_TEST_TOKEN", "test-token-4f9a"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -203,6 +213,9 @@ class TestShippedModel:
             [x["fills"] for x in results] for results in one_by_one
         ]
         assert shipped_server.metric("parafill_batch_size_count") >= 1
+        # some of them went through the batched loop together (a batch of more than one)
+        batches = shipped_server.metric("parafill_batch_size_count")
+        assert shipped_server.metric("parafill_batch_size_sum") > batches
 
     def test_native_stream_sends_the_canvas_of_each_step(self, shipped_server):
         req = two_hole_request()
@@ -214,8 +227,74 @@ class TestShippedModel:
         assert [e["step"] for e in steps] == list(range(1, len(steps) + 1))
         assert len(steps) == final["results"][0]["steps_used"] >= 1
         assert all(len(e["canvas"][0]) == 2 for e in steps)  # both holes, each step
+        assert all(e["live"] for e in steps)  # sent as each step happened
         assert final["results"][0]["fills"] == plain["results"][0]["fills"]
         assert final["results"][0]["trajectory"] is None  # not asked for in the results
+
+
+# ---- live steps: each canvas is sent as its step happens --------------------------------------
+class SteppingFake:
+    """A backend that takes `on_step` (as the built-in model does): 4 steps of STEP_S each."""
+
+    name, device, steps = "stepping-fake", "cpu", 4
+
+    def count_tokens(self, text: str) -> int:
+        return 1
+
+    def infill(self, req, should_stop=never, late=None, on_step=None):
+        for k in range(1, self.steps + 1):
+            if should_stop():
+                raise InfillCancelled()
+            time.sleep(STEP_S)
+            if on_step is not None:
+                on_step(k, [["x" * k + MASK_GLYPH * (self.steps - k)]])
+        return [InfillResult(["x" * self.steps], -0.1, self.steps, None, self.steps, ["pad"])]
+
+
+@contextlib.contextmanager
+def in_process_server(infiller):
+    """The model server's app (model/serve/app.py, no Ray) on uvicorn in a thread."""
+    import uvicorn
+
+    from model.serve.app import local_app
+    from model.serve.options import ServeOptions
+
+    port = free_port()
+    app = local_app(ServeOptions(api_key_env=""), infiller)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                break
+        time.sleep(0.05)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_native_stream_sends_each_step_as_it_happens():
+    body = request_to_json(InfillRequest(["x = ", Hole(8), "\n"]))
+    arrived: list[tuple[float, dict]] = []
+    with in_process_server(SteppingFake()) as url:
+        t0 = time.perf_counter()
+        with httpx.stream("POST", url + "/v1/infill", json={**body, "stream": True}) as r:
+            assert r.status_code == 200
+            for line in r.iter_lines():
+                if line.startswith("data: ") and line != "data: [DONE]":
+                    arrived.append((time.perf_counter() - t0, json.loads(line[len("data: ") :])))
+    steps = [(t, e) for t, e in arrived if e["object"] == "infill.step"]
+    (t_end, answer) = arrived[-1]
+    assert [e["step"] for _, e in steps] == [1, 2, 3, 4] and all(e["live"] for _, e in steps)
+    assert steps[0][1]["canvas"] == [["x" + MASK_GLYPH * 3]]
+    assert answer["object"] == "infill" and answer["results"][0]["fills"] == ["xxxx"]
+    # each step arrived about when it was made, not all at the end: the first one 3 steps early
+    assert t_end - steps[0][0] >= 2.5 * STEP_S, arrived
+    assert all(b - a >= 0.5 * STEP_S for (a, _), (b, _) in itertools.pairwise(steps)), arrived
 
 
 # ---- the fake backend: the HTTP surface -----------------------------------------------------
