@@ -33,7 +33,8 @@ from model.interface import (
 )
 
 log = logging.getLogger("parafill.engine")
-Loader = Callable[[str | None, str | None], Infiller]
+# (model path, device, precision, threads) -> Infiller (builtin_loader, import_loader, remote_loader)
+Loader = Callable[[str | None, str | None, str, int], Infiller]
 LATENCY_WINDOW = 500  # recent completions kept for p50/p95
 TYPE_THROUGH_CONTEXT = 2000  # characters around the cursor compared for typing-through
 IDLE, LOADING, READY, ERROR = "idle", "loading", "ready", "error"
@@ -76,19 +77,30 @@ def trim_memory(collect: bool = False) -> None:
         LIBC.malloc_trim(0)
 
 
-def builtin_loader(path: str | None, device: str | None, precision: str = "auto") -> Infiller:
-    """The built-in diffusion backend: `model.infill.load_infiller` (imported lazily)."""
+def builtin_loader(
+    path: str | None, device: str | None, precision: str = "auto", threads: int = 0
+) -> Infiller:
+    """The built-in diffusion backend: `model.infill.load_infiller` (imported lazily), with
+    torch's threads set (0: automatic, widening onto idle cores for a full encode)."""
     from model.infill import load_infiller
 
-    return load_infiller(path, device, precision)
+    infiller = load_infiller(path, device, precision)
+    cpu_threads.apply(infiller, threads)
+    return infiller
 
 
 def import_loader(spec: str) -> Loader:
-    """A loader from "package.module:factory"; the factory takes (path, device)."""
+    """A loader from "package.module:factory"; the factory takes (path, device) and builds its
+    Infiller as it likes (precision and threads are the built-in model's)."""
     mod, _, attr = spec.partition(":")
     if not mod or not attr:
         raise ValueError(f"backend must look like package.module:factory, got {spec!r}")
-    return getattr(importlib.import_module(mod), attr)
+    factory = getattr(importlib.import_module(mod), attr)
+
+    def load(path: str | None, device: str | None, precision: str = "auto", threads: int = 0):
+        return factory(path, device)
+
+    return load
 
 
 def remote_loader(
@@ -103,7 +115,9 @@ def remote_loader(
     reached (and once when it is back). The API key is read from the environment variable that
     `remote_api_key_env` names; it is never logged."""
 
-    def load(path: str | None, device: str | None) -> Infiller:
+    def load(
+        path: str | None, device: str | None, precision: str = "auto", threads: int = 0
+    ) -> Infiller:
         try:
             from model.backends.remote import FallbackInfiller, RemoteInfiller
         except ImportError as exc:
@@ -130,12 +144,8 @@ def remote_loader(
         )
 
         def local() -> Infiller:
-            if fallback is builtin_loader:
-                infiller = builtin_loader(path, device, settings.precision)
-                cpu_threads.apply(infiller, settings.threads)
-                return infiller
             assert fallback is not None
-            return fallback(path, device)
+            return fallback(path, device, precision, threads)
 
         infiller = FallbackInfiller(remote, local if fallback is not None else None, notify)
         infiller.check()  # an unreachable server is said at once, and the fallback loaded
@@ -246,7 +256,9 @@ class Engine:
     """Runs InfillRequests on one worker thread; newer requests per document supersede older ones."""
 
     def __init__(self, loader: Loader = builtin_loader, cache_size: int = 256, threads: int = 0):
-        self._loader = loader
+        self.loader = (
+            loader  # (path, device, precision, threads) -> Infiller; the next load uses it
+        )
         self.threads = threads
         self._cache: OrderedDict[tuple, list[InfillResult]] = OrderedDict()
         self.cache_size = cache_size
@@ -264,7 +276,6 @@ class Engine:
         self.load_seconds: float | None = None
         self.model_path: str | None = None
         self.device: str | None = None
-        self.context_reuse = True  # let the backend reuse the last context encoding (if it can)
         self.stats = Stats()
         limit_malloc_arenas()
         self._worker = threading.Thread(target=self._run, name="parafill-engine", daemon=True)
@@ -331,9 +342,11 @@ class Engine:
             elif not kept:
                 self.infiller, self.state, self.error = None, ERROR, error
                 self.load_seconds = time.perf_counter() - t0
-            self._ready.set()
         del infiller
         trim_memory(collect=True)  # the replaced model (or the failed load's leftovers)
+        # ready only now: a caller that exits once ready (the CLI) must not find this thread
+        # still in torch's or the collector's code while the interpreter shuts down
+        self._ready.set()
         if error is not None:  # (info: the CLI says it once itself, the server shows it)
             log.info("loading model %s failed: %s", model_path or DEFAULT_MODEL, error)
         if on_done is not None:
@@ -341,11 +354,7 @@ class Engine:
 
     def _build(self, model_path: str | None, device: str | None, precision: str) -> Infiller:
         device = None if device in (None, "auto") else device
-        if self._loader is builtin_loader:
-            infiller = builtin_loader(model_path, device, precision)
-            cpu_threads.apply(infiller, self.threads)  # 0: auto, widening onto idle cores
-            return infiller
-        return self._loader(model_path, device)
+        return self.loader(model_path, device, precision, self.threads)
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until the load finished (ready or error); True when ready."""
@@ -439,8 +448,6 @@ class Engine:
             if self.state != READY or self.infiller is None:
                 raise ModelUnavailable(self.error or "model not loaded")
             t0 = time.perf_counter()
-            if hasattr(self.infiller, "reuse_context"):
-                self.infiller.reuse_context = self.context_reuse
             results = self.infiller.infill(job.request, should_stop=job.stop.is_set, late=job.late)
             elapsed = (time.perf_counter() - t0) * 1000
             timing = getattr(self.infiller, "last_timing", {})

@@ -60,6 +60,7 @@ def build_request(
         "threshold": settings.threshold,
         "end_rule": "frontier" if any(r.kind in MULTI_LINE for r in plan.regions) else None,
         "length_estimate": settings.length_estimate,
+        "reuse_context": settings.context_reuse,
         "deadline": time.time() + deadline_ms / 1000 if deadline_ms and multi_line else None,
     }
     fields.update({k: v for k, v in overrides.items() if v is not None})

@@ -56,6 +56,7 @@ class ParafillServer(LanguageServer):
         )
         self.settings = settings
         self.docs = DocumentStore()
+        self.base_loader = loader  # the built-in model, or `parafill serve --backend`'s
         self.engine = Engine(loader, settings.cache_size, settings.threads)
         self.completer = Completer(self.engine, settings, self.docs)
         self.reported_load_error = False
@@ -95,12 +96,11 @@ class ParafillServer(LanguageServer):
         self.completer.settings = new
         self.engine.cache_size = new.cache_size
         self.engine.threads = new.threads
-        self.engine.context_reuse = new.context_reuse
         if initial or new.log_file != old.log_file:
             _configure_log_file(handler)
         switched = initial or _backend_key(new) != _backend_key(old)
         if switched:  # backend: builtin | remote (the model server, falling back to the built-in)
-            self.engine._loader = self._loader_for(new)
+            self.engine.loader = self._loader_for(new)
         if switched or (new.model_path, new.device, new.precision, new.threads) != (
             old.model_path,
             old.device,
@@ -116,7 +116,7 @@ class ParafillServer(LanguageServer):
         """The engine's loader for `settings.backend`: the server's own (the built-in model, or
         `parafill serve --backend`), or remote_loader with the server's own as its fallback;
         the fallback and a server that cannot be reached are shown once."""
-        base = self.__dict__.setdefault("base_loader", self.engine._loader)
+        base = self.base_loader
         if settings.backend != "remote":
             return base
         try:

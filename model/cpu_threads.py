@@ -52,8 +52,7 @@ def apply(infiller, threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads or base_threads())
-    if hasattr(infiller, "adaptive_threads"):
-        infiller.adaptive_threads = not threads
+    infiller.adaptive_threads = not threads  # a BuiltinInfiller (model/infill.py)
 
 
 def idle_cores(loadavg: str = "/proc/loadavg") -> int:

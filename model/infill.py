@@ -367,7 +367,8 @@ class BuiltinInfiller:
         cpu = self.adaptive_threads and self.device.type == "cpu"
         with self.lock, torch.inference_mode(), Fitter(cpu) as fitter:
             t0 = time.perf_counter()
-            cache, reused = self.encode(layout, should_stop, fit=fitter.fit)
+            reuse = req.reuse_context and self.reuse_context
+            cache, reused = self.encode(layout, should_stop, fit=fitter.fit, reuse=reuse)
             fitter.fit(0)  # the span steps: back to the base threads
             t1 = time.perf_counter()
             done = self.denoise(

@@ -69,6 +69,9 @@ class InfillRequest:
     # read how long each line hole's fill will be from the first step (model/length.py) and end
     # it no sooner, where the backend has a length signal; False: the PAD budget alone decides
     length_estimate: bool = True
+    # the backend may reuse a kept context encoding, re-encoding only what changed (approximate:
+    # model/context_reuse.py); False: encode the context in full
+    reuse_context: bool = True
     # when the user is waiting (seconds since the epoch, time.time()): past it, a hole with stop
     # rules that may span lines ends at its first finished line that leaves nothing open, and its
     # result says so (ended_by "deadline"); None: no deadline. Not part of what is asked: two

@@ -81,7 +81,7 @@ class FakeInfiller:
         return results
 
 
-def load(path: str | None = None, device: str | None = None) -> FakeInfiller:
+def load(path: str | None = None, device: str | None = None, *_options) -> FakeInfiller:
     if path and path.startswith("missing"):
         raise CheckpointError(f"{path}/config.json: no such file")
     if path and path.startswith("loadslow:"):

@@ -20,7 +20,7 @@ def req(prefix: str = "# expect: 1\nx = ", **kw) -> InfillRequest:
 
 def ready_engine() -> Engine:
     """A loaded engine over a fake backend whose fills take 10 steps of 50 ms."""
-    engine = Engine(lambda p, d: FakeInfiller(step_delay=0.05, steps=10))
+    engine = Engine(lambda p, d, *_: FakeInfiller(step_delay=0.05, steps=10))
     engine.load()
     engine.wait_ready(5)
     return engine
@@ -29,7 +29,7 @@ def ready_engine() -> Engine:
 def test_loads_in_background_and_waits():
     gate = threading.Event()
 
-    def slow_loader(path, device):
+    def slow_loader(path, device, *_):
         gate.wait(5)
         return FakeInfiller()
 
@@ -55,7 +55,7 @@ def test_load_error_is_reported():
 
 
 def test_newer_request_supersedes_older():
-    engine = Engine(lambda p, d: FakeInfiller(step_delay=0.05, steps=10))
+    engine = Engine(lambda p, d, *_: FakeInfiller(step_delay=0.05, steps=10))
     engine.load()
     first = engine.submit("doc", req("# expect: a\n"))
     time.sleep(0.12)  # running now
@@ -118,7 +118,7 @@ def test_a_stopped_prefetch_is_not_taken_over():
 
 
 def test_a_finished_prefetch_answers_from_the_cache():
-    engine = Engine(lambda p, d: FakeInfiller())
+    engine = Engine(lambda p, d, *_: FakeInfiller())
     engine.load()
     engine.wait_ready(5)
     engine.submit("doc", req("# expect: ready\n"), speculative=True).future.result(5)
@@ -132,7 +132,7 @@ def test_a_finished_prefetch_answers_from_the_cache():
 
 
 def test_cancel_stops_within_a_step():
-    engine = Engine(lambda p, d: FakeInfiller(step_delay=0.1, steps=50))
+    engine = Engine(lambda p, d, *_: FakeInfiller(step_delay=0.1, steps=50))
     engine.load()
     job = engine.submit("doc", req())
     time.sleep(0.25)
@@ -145,7 +145,7 @@ def test_cancel_stops_within_a_step():
 
 def test_cache_hits_and_lru_eviction():
     fake = FakeInfiller()
-    engine = Engine(lambda p, d: fake, cache_size=2)
+    engine = Engine(lambda p, d, *_: fake, cache_size=2)
     engine.load()
     engine.run(req("# expect: 1\n"))
     engine.run(req("# expect: 1\n"))
@@ -164,7 +164,7 @@ def test_cache_hits_and_lru_eviction():
 
 
 def test_latency_stats():
-    engine = Engine(lambda p, d: FakeInfiller())
+    engine = Engine(lambda p, d, *_: FakeInfiller())
     engine.load()
     for i in range(5):
         engine.run(req(f"# expect: {i}\n"))
@@ -173,7 +173,7 @@ def test_latency_stats():
 
 
 def test_latency_by_kind_and_cancelled_runs_keep_no_frames():
-    engine = Engine(lambda p, d: FakeInfiller(step_delay=0.05, steps=10))
+    engine = Engine(lambda p, d, *_: FakeInfiller(step_delay=0.05, steps=10))
     engine.load()
     engine.submit("doc", req("# expect: a\n"), "line").future.result(5)
     engine.submit("doc", req("# expect: b\n"), "block").future.result(5)

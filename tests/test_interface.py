@@ -38,6 +38,7 @@ FULL = InfillRequest(
     want_trajectory=True,
     end_rule="frontier",
     length_estimate=False,
+    reuse_context=False,
     deadline=1_790_000_000.25,
 )
 

@@ -103,7 +103,7 @@ def test_a_request_taking_a_prefetch_over_gives_it_its_deadline():
     assert block.kind == "block"
     prefetch = build_request(block, text, Settings())  # a prefetch runs without a deadline
     asked = replace(prefetch, deadline=time.time() - 1)  # the user is waiting: past it
-    engine = Engine(lambda p, d: FakeInfiller(step_delay=0.05, steps=8))
+    engine = Engine(lambda p, d, *_: FakeInfiller(step_delay=0.05, steps=8))
     engine.load()
     assert engine.wait_ready(5)
     running = engine.submit("doc", prefetch, speculative=True)
