@@ -208,6 +208,7 @@ def request_key(req: InfillRequest) -> tuple:
         req.want_trajectory,
         req.end_rule,
         req.length_estimate,
+        req.reuse_context,
     )
 
 
