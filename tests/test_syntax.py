@@ -13,6 +13,7 @@ from lsp_server.syntax import (
     detect_language,
     get_language,
     parse,
+    utf16_len,
 )
 
 
@@ -102,3 +103,20 @@ def test_count_errors():
     assert count_errors(parse("def f(:\n", "python")) > 0
     assert count_errors(parse("def f():\n    pass\n", "python")) == 0
     assert count_errors(None) == 0
+
+
+def test_a_document_with_a_very_long_line_is_planned_without_a_tree():
+    """Minified code or a 1 MB data literal: re-parsing its line took 0.1-2.4 s a keystroke."""
+    from lsp_server.syntax import MAX_PARSE_LINE
+
+    long_line = "x = [" + ", ".join(["1"] * (MAX_PARSE_LINE // 3)) + "]\n"
+    doc = Document.open("file:///t/data.py", "import os\n" + long_line, "python")
+    assert doc.tree is None
+    doc.apply_change("y = 2\n", (0, 0, 0, 0))
+    assert doc.tree is None and doc.text.startswith("y = 2\nimport os\n")
+    doc.apply_change("", (2, 0, 3, 0))  # the long line removed: parsed again
+    assert doc.tree is not None and doc.text == "y = 2\nimport os\n"
+
+
+def test_utf16_len_counts_code_units():
+    assert utf16_len("abc") == 3 and utf16_len("é") == 1 and utf16_len("a\U0001f600b") == 4
