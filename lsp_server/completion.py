@@ -36,7 +36,7 @@ class Ask:
     """How a completion is asked for."""
 
     # the user asked (an Invoked trigger): holes of at least one token (an empty fill is a fine
-    # answer to typing, not to asking), no debounce, no deadline, no prefetch
+    # answer to typing, not to asking), no debounce, the explicit deadline, no prefetch
     invoked: bool = False
     candidates: int = 1
     # complete as if this suggest item were inserted: (start, end, text) in the document
