@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import os
 import random
 import sys
 import time
@@ -194,7 +195,8 @@ class Editor:
 
 
 @settings(
-    max_examples=15,
+    # a few examples in the suite; PARAFILL_FUZZ_EXAMPLES=10000 for the soak of sequences
+    max_examples=int(os.environ.get("PARAFILL_FUZZ_EXAMPLES", "15")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
