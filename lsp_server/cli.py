@@ -217,12 +217,12 @@ def serve(args) -> int:
         log_file=args.log_file,
         threads=args.threads,
     )
-    if args.tcp is not None:
-        server.start_tcp(LOCALHOST, args.tcp)
-    else:
-        from lsp_server.framing import start_io
+    from lsp_server.framing import start_io, start_tcp  # frames read by our reader, not pygls's
 
-        start_io(server)  # frames read by lsp_server/framing.py, not by pygls's reader
+    if args.tcp is not None:
+        start_tcp(server, LOCALHOST, args.tcp)
+    else:
+        start_io(server)
     # LSP: exit after shutdown is 0, without it 1 (pygls's own exit code is lost in its loop)
     return 0 if server.protocol.exit_code is None else server.protocol.exit_code
 

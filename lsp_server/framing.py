@@ -313,12 +313,60 @@ def _reporter(server):
     return report
 
 
+def start_tcp(server, host: str, port: int) -> None:
+    """Serve `server` on host:port with `FrameReader`, in place of pygls's `server.start_tcp()`
+    (the same reader as over stdio: malformed frames never deafen it). One client at a time, as
+    pygls does; the server shuts down when its client leaves."""
+    server._stop_event = stop = threading.Event()
+    report = _reporter(server)
+
+    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        server.protocol.set_writer(writer)
+        queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=16)
+
+        async def pump() -> None:
+            while True:
+                try:
+                    data = await reader.read(READ_CHUNK)
+                except (ConnectionError, OSError):
+                    data = b""
+                await queue.put(data)
+                if not data:
+                    return
+
+        task = asyncio.ensure_future(pump())
+        try:
+            await _dispatch(stop, queue, server.protocol, report)
+        finally:
+            task.cancel()
+            writer.close()
+            stop.set()
+
+    async def main() -> None:
+        listener = await asyncio.start_server(connection, host, port)
+        async with listener:
+            while not stop.is_set():
+                await asyncio.sleep(0.1)
+
+    try:
+        asyncio.run(main())
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        server.shutdown()
+
+
 async def _serve(stop: threading.Event, stdin: BinaryIO, protocol, report) -> None:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=16)  # at most 1 MiB read ahead
     threading.Thread(
         target=_pump, args=(stdin, loop, queue), name="parafill-stdin", daemon=True
     ).start()
+    await _dispatch(stop, queue, protocol, report)
+
+
+async def _dispatch(stop: threading.Event, queue: asyncio.Queue, protocol, report) -> None:
+    """Frames from the chunks in `queue` (b"": the end of input) to the protocol, in order."""
     reader = FrameReader()
     while not stop.is_set():
         try:

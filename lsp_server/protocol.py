@@ -29,7 +29,7 @@ the stdio reader of lsp_server/framing.py calls with each body):
 Only the message itself is structured into a pygls message: pygls's reader made every nested object
 with a "jsonrpc" key (in a command's arguments, say) a message of its own, and the request was
 lost. A position past a document's end is not an error (LSP clamps it; lsp_server/syntax.py).
-`parafill serve --tcp` still reads with pygls's reader, which has none of these answers.
+`parafill serve --tcp` reads its frames with the same reader (lsp_server/framing.py `start_tcp`).
 
 This overrides pygls 2's request and notification dispatch (`handle_message`, `_handle_request`,
 `_handle_notification`: tested by tests/e2e/test_lsp_raw.py against the installed pygls).

@@ -155,7 +155,8 @@ def test_status(runs):
 
 
 def test_serve_tcp_binds_localhost_only():
-    """`parafill serve --tcp PORT` answers initialize on 127.0.0.1 (fake backend: no model)."""
+    """`parafill serve --tcp PORT` answers initialize on 127.0.0.1 (fake backend: no model),
+    after a broken frame too."""
     import socket
     import time
 
@@ -178,6 +179,8 @@ def test_serve_tcp_binds_localhost_only():
             body = json.dumps(
                 {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}}}
             )
+            # a broken frame first: the same reader as over stdio skips it (pygls's went deaf)
+            conn.sendall(b"Content-Length: lots\r\n\r\n{}")
             conn.sendall(b"Content-Length: %d\r\n\r\n%s" % (len(body), body.encode()))
             data = b""
             while b"inlineCompletionProvider" not in data:
