@@ -173,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sa.add_argument("--json", action="store_true")
 
+    dr = sub.add_parser(
+        "doctor",
+        help="check Python, torch, the checkpoint, grammars and the server; say what to fix",
+    )
+    dr.add_argument("--model", default=None, help="checkpoint directory (default: the shipped one)")
+    dr.add_argument("--no-server", action="store_true", help="skip starting the language server")
+
     _serve_model_parser(sub)
     return ap
 
@@ -188,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         commands = {"serve": serve, "complete": complete, "fill": fill, "status": status}
         commands["serve-model"] = serve_model
         commands["stats"] = stats
+        commands["doctor"] = doctor
         return commands[args.cmd](args)
     except CliError as exc:
         print(f"parafill: error: {exc}", file=sys.stderr)
@@ -498,6 +506,14 @@ def stats(args) -> int:
 
 
 # ---- status --------------------------------------------------------------------------------
+
+
+def doctor(args) -> int:
+    from lsp_server import doctor as checks
+
+    found = checks.run(args.model, server=not args.no_server)
+    print(checks.report(found))
+    return 0 if all(c.ok for c in found) else 1
 
 
 def status(args) -> int:

@@ -195,3 +195,19 @@ def test_serve_tcp_binds_localhost_only():
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_doctor_checks_everything_and_says_what_to_fix(tmp_path):
+    """`parafill doctor`: every check passes with the shipped model (the server starts and
+    completes), and a broken checkpoint is named with a fix, exit status 1."""
+    proc = parafill("doctor")
+    assert proc.returncode == 0, out(proc) + err(proc)
+    text = out(proc)
+    for name in ("python", "torch", "checkpoint", "grammars", "server start", "first completion"):
+        assert f"ok  {name}" in text
+    assert text.rstrip().endswith("all good")
+    (tmp_path / "config.json").write_text("{}")
+    bad = parafill("doctor", "--model", str(tmp_path))
+    assert bad.returncode == 1
+    assert "BAD checkpoint" in out(bad) and "fix: check --model" in out(bad)
+    assert "server start" not in out(bad)  # no server started on a broken checkpoint
