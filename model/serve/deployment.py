@@ -25,7 +25,14 @@ from model.serve.options import ServeOptions, load_model
 
 APP_NAME = "parafill"
 log = logging.getLogger("parafill.serve")
-BATCH_DEFAULTS = {"max_batch_size": 8, "batch_wait_timeout_s": 0.005}
+# batches go on to ServerState.run_batch as Ray forms them (any number at once: the replica's
+# own queue of admitted requests is the limit); there, what waits while the model is busy joins
+# the next batch
+BATCH_DEFAULTS = {
+    "max_batch_size": 8,
+    "batch_wait_timeout_s": 0.005,
+    "max_concurrent_batches": 1024,
+}
 
 
 @serve.deployment(name="ParafillModel", graceful_shutdown_timeout_s=5)
