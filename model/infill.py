@@ -268,7 +268,7 @@ class BuiltinInfiller:
         set_spin_count()  # before torch loads libgomp (model/cpu_threads.py)
         import torch
 
-        from model.network import ParafillConfig, ParafillForMaskedDiffusion
+        from model.network import ParafillNet
         from model.sampler import Vocab
         from model.tokenizer import CodeTokenizer
 
@@ -282,8 +282,8 @@ class BuiltinInfiller:
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         try:
             self.tok = CodeTokenizer.from_file(self.path / "tokenizer.json")
-            config = ParafillConfig.from_pretrained(self.path)
-            self.net = ParafillForMaskedDiffusion.from_pretrained(self.path, dtype=self.dtype)
+            self.net = ParafillNet.load_checkpoint(self.path, dtype=self.dtype)
+            config = self.net.config
         except CheckpointError:
             raise
         except Exception as e:  # noqa: BLE001 - mismatched shapes, unreadable tensors, ...

@@ -1,6 +1,10 @@
-"""Bidirectional transformer for masked diffusion, as a transformers PreTrainedModel.
+"""Bidirectional transformer for masked diffusion, in plain torch (no transformers import: the
+server and the CLI start without it; model/hf.py wraps the same network as a transformers
+PreTrainedModel for training and `save_pretrained`, with the same weight names).
 
-Owns: the config class, the network, its attention layout and the exact context K/V cache.
+Owns: the network's config, the network and its loading from a checkpoint directory
+(`ParafillNet.load_checkpoint`: config.json and safetensors shards), its attention layout and the
+exact context K/V cache.
 
 Attention layout (what makes the cache exact): every token carries a group id. Group 0 is
 context; a token may attend to key j when j is context (group 0) or when both are in the same
@@ -13,70 +17,50 @@ request (`encode_context`) and each denoising step is a forward over the span to
 
 from __future__ import annotations
 
+import json
 import math
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForMaskedLM,
-    PretrainedConfig,
-    PreTrainedModel,
-)
 
-from model.interface import InfillCancelled
+from model.interface import CheckpointError, InfillCancelled
 from model.length import LengthHead
 
 
-class ParafillConfig(PretrainedConfig):
+@dataclass
+class NetConfig:
     """The network's shape and special tokens (config.json). The defaults are a starting point;
     the shipped checkpoint's own values are in model/weights/config.json (d 384, 8 layers, 6
-    heads, SwiGLU 1024, 10,240 tokens)."""
+    heads, SwiGLU 1024, 10,240 tokens). model/hf.py's ParafillConfig carries the same fields."""
 
-    model_type = "parafill_mdlm"
+    vocab_size: int = 10240  # tokens of the tokenizer (model/tokenizer.py), specials included
+    hidden_size: int = 512  # width of the residual stream (embedding dimension)
+    num_hidden_layers: int = 6  # transformer blocks
+    num_attention_heads: int = 8  # heads per block; head size is hidden_size / heads
+    intermediate_size: int = 1408  # hidden width of each block's SwiGLU feed-forward
+    # not read by the network (rotary positions need no table); kept as transformers expects
+    max_position_embeddings: int = 1024
+    rope_theta: float = 10000.0  # base of the rotary embedding's frequencies
+    rms_norm_eps: float = 1e-6  # added to the mean square in every RMSNorm
+    pad_token_id: int = 0  # PAD: the slots after a fill's end (a committed PAD ends it)
+    mask_token_id: int = 1  # MASK: a slot still to be filled (the absorbing state)
+    sep_token_id: int = 2  # SEP: between files in the training stream; never generated
+    train_seq_len: int = 512  # tokens per training sequence: the window at inference
+    tie_word_embeddings: bool = True  # the LM head shares the token embedding's weights
+    length_head_hidden: int = 0  # the length signal's hidden width (model/length.py); 0: none
+    # the denoising step whose end curve the length head reads (bench/length_signal.py fit)
+    length_head_step: int = 1
 
-    def __init__(
-        self,
-        vocab_size: int = 10240,  # tokens of the tokenizer (model/tokenizer.py), specials included
-        hidden_size: int = 512,  # width of the residual stream (embedding dimension)
-        num_hidden_layers: int = 6,  # transformer blocks
-        num_attention_heads: int = 8,  # heads per block; head size is hidden_size / heads
-        intermediate_size: int = 1408,  # hidden width of each block's SwiGLU feed-forward
-        # not read by the network (rotary positions need no table); kept as transformers expects
-        max_position_embeddings: int = 1024,
-        rope_theta: float = 10000.0,  # base of the rotary embedding's frequencies
-        rms_norm_eps: float = 1e-6,  # added to the mean square in every RMSNorm
-        pad_token_id: int = 0,  # PAD: the slots after a fill's end (a committed PAD ends it)
-        mask_token_id: int = 1,  # MASK: a slot still to be filled (the absorbing state)
-        sep_token_id: int = 2,  # SEP: between files in the training stream; never generated
-        train_seq_len: int = 512,  # tokens per training sequence: the window at inference
-        tie_word_embeddings: bool = True,  # the LM head shares the token embedding's weights
-        length_head_hidden: int = 0,  # the length signal's hidden width (model/length.py); 0: none
-        # the denoising step whose end curve the length head reads (bench/length_signal.py fit)
-        length_head_step: int = 1,
-        **kwargs,
-    ):
-        self.vocab_size = vocab_size
-        self.hidden_size = hidden_size
-        self.num_hidden_layers = num_hidden_layers
-        self.num_attention_heads = num_attention_heads
-        self.intermediate_size = intermediate_size
-        self.max_position_embeddings = max_position_embeddings
-        self.rope_theta = rope_theta
-        self.rms_norm_eps = rms_norm_eps
-        self.mask_token_id = mask_token_id
-        self.sep_token_id = sep_token_id
-        self.train_seq_len = train_seq_len
-        self.length_head_hidden = length_head_hidden
-        self.length_head_step = length_head_step
-        super().__init__(
-            pad_token_id=pad_token_id, tie_word_embeddings=tie_word_embeddings, **kwargs
-        )
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> NetConfig:
+        """The fields of a checkpoint's config.json (others, transformers' own, are ignored)."""
+        data = json.loads((Path(path) / "config.json").read_text())
+        return cls(**{f.name: data[f.name] for f in fields(cls) if data.get(f.name) is not None})
 
 
 @dataclass
@@ -157,7 +141,7 @@ class RMSNorm(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ParafillConfig):
+    def __init__(self, cfg: NetConfig):
         super().__init__()
         d, self.h = cfg.hidden_size, cfg.num_attention_heads
         self.norm1 = RMSNorm(d, cfg.rms_norm_eps)
@@ -180,31 +164,47 @@ class Block(nn.Module):
         return x + self.down(F.silu(g) * u)
 
 
-class ParafillPreTrainedModel(PreTrainedModel):
-    config_class = ParafillConfig
-    base_model_prefix = "parafill"
-    supports_gradient_checkpointing = False
-    _no_split_modules = ["Block"]  # noqa: RUF012 (transformers convention)
-
-    def _init_weights(self, module: nn.Module) -> None:
-        std = 0.02
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=std)
-            if getattr(module, "_is_residual_out", False):
-                module.weight.data.mul_(1.0 / (2 * self.config.num_hidden_layers) ** 0.5)
-        elif isinstance(module, nn.Embedding):
-            nn.init.normal_(module.weight, std=std)
-        elif isinstance(module, RMSNorm):
-            nn.init.ones_(module.weight)
-
-
-class ParafillForMaskedDiffusion(ParafillPreTrainedModel):
+class ParafillNet(nn.Module):
     """Embeddings -> blocks -> norm -> tied LM head. No time input (absorbing-state MDLM)."""
 
-    _tied_weights_keys = {"lm_head.weight": "embed.weight"}  # noqa: RUF012
+    def __init__(self, config: NetConfig):
+        nn.Module.__init__(self)
+        self.config = config
+        self.build(config)
+        self.lm_head.weight = self.embed.weight  # tied (model/hf.py's post_init ties it there)
 
-    def __init__(self, config: ParafillConfig):
-        super().__init__(config)
+    @classmethod
+    def load_checkpoint(
+        cls, path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu"
+    ) -> ParafillNet:
+        """The network of a checkpoint directory: config.json and its safetensors shards
+        (model.safetensors, or those model.safetensors.index.json names) put in its parameters;
+        CheckpointError when a weight is missing or unknown."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        config = NetConfig.from_pretrained(path)
+        index = path / "model.safetensors.index.json"
+        shards = ["model.safetensors"]
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        state: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            state.update(load_file(path / shard, device=device))
+        # built on the CPU (0.1 s): on the meta device torch's initialisers import torch._dynamo (1 s)
+        net = cls(config)
+        state = {k: v.to(dtype) for k, v in state.items()}
+        missing, unexpected = net.load_state_dict(state, strict=False, assign=True)
+        missing = [k for k in missing if k != "lm_head.weight"]  # tied to embed.weight
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{path}: weights missing {missing[:5]} / unexpected {unexpected[:5]}"
+            )
+        net.lm_head.weight = net.embed.weight
+        return net.eval()
+
+    def build(self, config) -> None:
+        """The layers (model/hf.py's PreTrainedModel builds the same ones)."""
         self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_hidden_layers))
         for b in self.blocks:
@@ -215,7 +215,6 @@ class ParafillForMaskedDiffusion(ParafillPreTrainedModel):
         # reads the first denoising step's end probabilities of a line hole (model/length.py)
         hidden = int(getattr(config, "length_head_hidden", 0) or 0)
         self.length_head = LengthHead(hidden) if hidden else None
-        self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
         return self.embed
@@ -649,8 +648,3 @@ def _qparams(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 
 _SMALL_SCALE_F = float(torch.tensor(_SMALL_SCALE, dtype=torch.float32))
-
-
-AutoConfig.register(ParafillConfig.model_type, ParafillConfig, exist_ok=True)
-AutoModel.register(ParafillConfig, ParafillForMaskedDiffusion, exist_ok=True)
-AutoModelForMaskedLM.register(ParafillConfig, ParafillForMaskedDiffusion, exist_ok=True)

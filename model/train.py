@@ -38,9 +38,9 @@ from model.data import (
     STREAM_FILE,
     TOKEN_DTYPE,
 )
+from model.hf import ParafillConfig, ParafillForMaskedDiffusion
 from model.length import LengthHead
 from model.length_train import head_loss
-from model.network import ParafillConfig, ParafillForMaskedDiffusion
 from model.tokenizer import CodeTokenizer
 
 

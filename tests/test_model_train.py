@@ -15,9 +15,9 @@ import torch
 from safetensors import safe_open
 
 from model import data
+from model.hf import ParafillForMaskedDiffusion
 from model.infill import WEIGHTS_DIR, BuiltinInfiller
 from model.interface import Hole, InfillRequest
-from model.network import ParafillForMaskedDiffusion
 
 # A few real HumanEval infilling tasks (tests/fixtures/humaneval-infilling/README.md)
 BENCH = Path(__file__).parent / "fixtures/humaneval-infilling"
