@@ -391,7 +391,8 @@ class Engine:
         """Queue a request; an older pending/running request for `doc` is superseded. A
         `speculative` one (a prefetch) is cancelled by any later real request, for any document,
         except the same request (request_key) for its document, which takes the running job
-        over, with the request's deadline. Results that a deadline cut are not cached."""
+        over, with the request's deadline; the same request as a running real one joins it.
+        Results that a deadline cut are not cached."""
         key = request_key(req)
         job = Job(doc, req, key, label=label, speculative=speculative, deadline=req.deadline)
         with self._lock:
@@ -407,6 +408,9 @@ class Engine:
                 if speculative and not old.speculative:
                     job.future.cancel()  # a prefetch never stops a fill someone asked for
                     return job
+                if not speculative and old.key == key and not old.stop.is_set():
+                    self.stats.requests += 1  # the same request again (an editor asking twice):
+                    return old  # it waits for the run under way, with that run's deadline
                 old.cancel()
                 self.stats.superseded += not old.speculative
             if not speculative:
@@ -567,11 +571,15 @@ class TypingThrough:
     def forget(self, doc: str) -> None:
         self._last.pop(doc, None)
 
-    def rest(self, doc: str, text: str, cursor: int) -> list[tuple[Any, str]]:
+    def rest(
+        self, doc: str, text: str, cursor: int, same_place: bool = False
+    ) -> list[tuple[Any, str]]:
         """[(candidate, remaining text)] when what was typed since is a prefix of a candidate;
-        the remaining text is empty where it was all typed (or taken)."""
+        the remaining text is empty where it was all typed (or taken). `same_place`: a request
+        at the very place of the suggestion, nothing typed, gets it whole (an editor asking
+        again, as Neovim does when part of a suggestion is accepted)."""
         last = self._last.get(doc)
-        if last is None or cursor <= last.cursor:
+        if last is None or cursor < last.cursor or (cursor == last.cursor and not same_place):
             return []
         c0 = last.cursor
         if text[max(0, c0 - TYPE_THROUGH_CONTEXT) : c0] != last.before:

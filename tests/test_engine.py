@@ -218,3 +218,18 @@ def test_typing_through():
     assert tt.rest("d", "x = compute(1))\ny = 2\n", 15) == []  # typed past it
     tt.forget("d")
     assert tt.rest("d", typed, 7) == []
+
+
+def test_the_same_request_twice_joins_the_running_one():
+    """An editor asking twice at one place (Neovim does): one model run answers both."""
+    fake = FakeInfiller(step_delay=0.05, steps=6)
+    engine = Engine(lambda p, d, *_: fake)
+    engine.load()
+    assert engine.wait_ready(5)
+    first = engine.submit("doc", req("# expect: twice\n"))
+    time.sleep(0.1)  # under way
+    second = engine.submit("doc", req("# expect: twice\n"))
+    assert second is first
+    assert first.future.result(5)[0].fills == ["twice"]
+    st = engine.status()
+    assert fake.calls == 1 and st["requests"] == 2 and st["superseded"] == 0

@@ -13,6 +13,7 @@ import ast
 import contextlib
 import json
 import os
+import time
 from pathlib import Path
 
 import pynvim
@@ -332,6 +333,21 @@ def _status(session) -> dict:
     return status
 
 
+def _settled_status(session, quiet_s: float = 0.4) -> dict:
+    """The server's status once its counters stop moving (the editor may have asked twice for
+    the first ghost text: the second answer can still be on its way when the ghost shows)."""
+    keys = ("requests", "completed", "cancelled", "superseded", "cacheHits", "typedThrough")
+    last = None
+    for _ in range(50):
+        status = _status(session)
+        now = tuple(status[k] for k in keys)
+        if now == last:
+            return status
+        last = now
+        time.sleep(quiet_s)
+    return status
+
+
 def _ghost_rest(session) -> str | None:
     ghost = session.exec_lua(GHOST_LUA, INLINE_NS)
     return ghost if isinstance(ghost, str) else None
@@ -366,7 +382,7 @@ def test_accept_word_then_line_in_neovim(nvim):
         lambda: _ghost_rest(session), COMPLETION_S, f"ghost text; log:\n{tail(server_log)}"
     )
     assert "\n" not in ghost, ghost
-    before = _status(session)
+    before = _settled_status(session)
     word = session.exec_lua("return require('parafill.partial').piece(...)", ghost, "word")
     print("ghost:", repr(ghost), "word:", repr(word))
     assert word and word != ghost, f"the suggestion {ghost!r} has more than one word"
@@ -385,9 +401,12 @@ def test_accept_word_then_line_in_neovim(nvim):
         30,
         f"the rest {rest!r} to show again; log:\n{tail(server_log)}",
     )
-    # the rest came from typing-through: no new model request, no model run
+    # the rest came from typing-through, without a model run. (Neovim's native inline completion
+    # asks once more at the old cursor as it accepts; depending on timing the server sees it
+    # with the old text, the same place: answered from typing-through too, or with the new
+    # text, where the next request cancels it before its run ends: never a completed run.)
     assert shown["typedThrough"] > before["typedThrough"], shown
-    assert (shown["requests"], shown["completed"]) == (before["requests"], before["completed"])
+    assert shown["completed"] == before["completed"], shown
     assert shown["acceptance"]["shown"] == before["acceptance"]["shown"]
 
     session.input("<M-C-Right>")  # accept-line: the rest of the line is the rest of it

@@ -210,15 +210,7 @@ function M.attach(bufnr, client, o)
       end
     end, { buffer = bufnr, expr = true, desc = 'Parafill: accept the ghost text' })
   end
-  for unit, key in pairs({ word = o.accept_word_key, line = o.accept_line_key }) do
-    if key then
-      vim.keymap.set('i', key, function()
-        if not M.accept_part(bufnr, unit) then
-          return key
-        end
-      end, { buffer = bufnr, expr = true, desc = 'Parafill: accept the next ' .. unit })
-    end
-  end
+  require('parafill.partial').map_keys(bufnr, o, M.accept_part)
 end
 
 return M

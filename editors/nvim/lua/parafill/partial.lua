@@ -96,4 +96,21 @@ function M.accept(bufnr, client, item, unit)
   return true
 end
 
+--- Insert-mode mappings of `o.accept_word_key` / `o.accept_line_key` in `bufnr` to
+--- `accept_part(bufnr, unit)`; a key with nothing to accept types itself.
+---@param bufnr integer
+---@param o table
+---@param accept_part fun(bufnr: integer, unit: 'word'|'line'): boolean
+function M.map_keys(bufnr, o, accept_part)
+  for unit, key in pairs({ word = o.accept_word_key, line = o.accept_line_key }) do
+    if key then
+      vim.keymap.set('i', key, function()
+        if not accept_part(bufnr, unit) then
+          return key
+        end
+      end, { buffer = bufnr, expr = true, desc = 'Parafill: accept the next ' .. unit })
+    end
+  end
+end
+
 return M
