@@ -342,7 +342,9 @@ async def test_superseding_burst(slow_client: LanguageClient):
     assert all(r == [] for r in results), "superseded requests must come back empty"
     assert final and final[0].insert_text == "done"
     st = await status(slow_client)
-    assert (st["superseded"] + st["cancelled"]) - (before["superseded"] + before["cancelled"]) >= 4
+    # the four identical requests share one run (the engine joins them), which the newer one stops
+    assert (st["superseded"] + st["cancelled"]) - (before["superseded"] + before["cancelled"]) >= 1
+    assert st["requests"] - before["requests"] == 5
     assert time.perf_counter() - t0 < 5
 
 
