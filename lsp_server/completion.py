@@ -162,8 +162,7 @@ class Completer:
         if doc.binary or not self.settings.language_enabled(doc.language):
             return out
         if ask.selected is None:
-            # an automatic request at the suggestion's own place, nothing typed: the same one
-            through = self.typing.rest(uri, text, cursor, same_place=not ask.invoked)
+            through = self.typing.rest(uri, text, cursor)
             if through:  # (a suggestion typed or taken in full leaves nothing more to suggest)
                 self.engine.count("typed_through")
                 self.acceptance.typed(uri, [(c.text, rest) for c, rest in through])

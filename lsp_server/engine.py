@@ -571,15 +571,11 @@ class TypingThrough:
     def forget(self, doc: str) -> None:
         self._last.pop(doc, None)
 
-    def rest(
-        self, doc: str, text: str, cursor: int, same_place: bool = False
-    ) -> list[tuple[Any, str]]:
+    def rest(self, doc: str, text: str, cursor: int) -> list[tuple[Any, str]]:
         """[(candidate, remaining text)] when what was typed since is a prefix of a candidate;
-        the remaining text is empty where it was all typed (or taken). `same_place`: a request
-        at the very place of the suggestion, nothing typed, gets it whole (an editor asking
-        again, as Neovim does when part of a suggestion is accepted)."""
+        the remaining text is empty where it was all typed (or taken)."""
         last = self._last.get(doc)
-        if last is None or cursor < last.cursor or (cursor == last.cursor and not same_place):
+        if last is None or cursor <= last.cursor:
             return []
         c0 = last.cursor
         if text[max(0, c0 - TYPE_THROUGH_CONTEXT) : c0] != last.before:

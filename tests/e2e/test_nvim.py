@@ -403,8 +403,8 @@ def test_accept_word_then_line_in_neovim(nvim):
     )
     # the rest came from typing-through, without a model run. (Neovim's native inline completion
     # asks once more at the old cursor as it accepts; depending on timing the server sees it
-    # with the old text, the same place: answered from typing-through too, or with the new
-    # text, where the next request cancels it before its run ends: never a completed run.)
+    # with the old text, the same request as before: a cache hit, or with the new text, which
+    # the next request cancels before its run ends: never a completed run.)
     assert shown["typedThrough"] > before["typedThrough"], shown
     assert shown["completed"] == before["completed"], shown
     assert shown["acceptance"]["shown"] == before["acceptance"]["shown"]
