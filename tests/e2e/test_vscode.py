@@ -8,7 +8,9 @@ next word with VS Code's own accept-next-word (Ctrl+Right: the rest stays sugges
 model run, as the server's counters show), then the rest with Tab (the item's command counts it
 accepted), saves, and checks the file; shows the suggestion's denoising steps ("Parafill: Show
 Denoising"); then fills the `<|fill|>` hole of a second file with the command "Parafill: Fill
-Every Hole in File". A second test checks the error shown when the server command is missing.
+Every Hole in File". Another takes the suggestion with VS Code's accept-next-line
+(`editor.action.inlineSuggest.acceptNextLine`, bound to a key in the test's keybindings: it has
+no default one). The error tests check the message shown when the server command is missing.
 Every process it starts listens on loopback only and is stopped at the end.
 """
 
@@ -56,6 +58,7 @@ DRIVER = VSCODE_EXT / "e2e" / "drive.cjs"
 KEYBINDINGS = [
     {"key": "ctrl+alt+shift+s", "command": "parafill.showStatus"},
     {"key": "ctrl+alt+shift+c", "command": "notifications.clearAll"},
+    {"key": "ctrl+alt+shift+l", "command": "editor.action.inlineSuggest.acceptNextLine"},
 ]
 # No extension gallery: nothing leaves the machine.
 GALLERY = {"serviceUrl": f"http://{LOOPBACK}:9/gallery", "itemUrl": f"http://{LOOPBACK}:9/items"}
@@ -92,6 +95,7 @@ def _drive_vscode(
     settings: dict | None = None,
     expect: str | None = None,
     clean_python_env: bool = False,
+    partial: str = "word",
 ):
     """Installs the .vsix into a fresh code-server on loopback, opens the sample workspace and
     runs the playwright driver's `scenario`. Returns (what the driver saw, the sample file)."""
@@ -173,7 +177,8 @@ def _drive_vscode(
             "playwright": str(playwright_core()),
             "url": f"http://{LOOPBACK}:{port}/?folder={workspace}",
             "file": source.name,
-            "holesFile": holes.name if scenario == "ghost" else None,
+            "holesFile": holes.name if scenario == "ghost" and partial == "word" else None,
+            "partial": partial,
             "line": MISSING_LINE,
             "column": len(MISSING_INDENT) + 1,
             "typed": TYPED,
@@ -274,14 +279,49 @@ def test_vscode_says_clearly_when_python_lacks_parafill(tmp_path):
     assert str(bare) in seen["message"] and "pip install parafill" in seen["message"], seen
 
 
+def test_vscode_accept_next_line_takes_the_line(tmp_path):
+    """VS Code's accept-next-line on Parafill's item. The suggestion at the sample's missing line
+    is one line (a line region stops at the line's end), so the next line is all of it: VS Code
+    accepts it in full, which runs the item's command. No model request or run for it, and no
+    new suggestion."""
+    seen, source = _drive_vscode(
+        tmp_path, "ghost", ARTIFACTS / "vscode-accept-next-line.png", partial="line"
+    )
+    prefix = MISSING_INDENT + TYPED
+    ghost, line, rest = seen["ghost"], seen["lineAfterPart"], seen["ghostAfterPart"]
+    shown, part, accepted = (
+        seen["countersShown"],
+        seen["countersAfterPart"],
+        seen["countersAccepted"],
+    )
+    print("ghost:", repr(ghost), "after accept-next-line:", repr(line), "+", repr(rest))
+    print("counters:", shown, part, accepted, sep="\n  ")
+    assert ghost.strip(), "the ghost text was empty"
+    assert line == prefix + ghost, "accept-next-line took the whole (single-line) suggestion"
+    assert rest == "", "nothing is left suggested"
+    before, after = SAMPLE.splitlines(), source.read_text().splitlines()
+    assert after[: MISSING_LINE - 1] == before[: MISSING_LINE - 1], "lines above the cursor kept"
+    assert after[MISSING_LINE - 1] == prefix + ghost, "the saved line is the suggestion"
+    assert after[MISSING_LINE:] == before[MISSING_LINE:], "lines below the cursor kept"
+    ast.parse(source.read_text())
+    for counters in (part, accepted):
+        assert (counters["requests"], counters["completed"]) == (
+            shown["requests"],
+            shown["completed"],
+        ), "no model request or run for the line taken"
+        assert counters["shown"] == shown["shown"], "no new suggestion"
+    assert accepted["accepted"] == shown["accepted"] + 1, "the full accept was counted"
+    assert accepted["partial"] == shown["partial"], "not counted as a partial accept"
+
+
 def _check_partial_accept_and_counters(seen: dict, inserted: str) -> None:
     """Accept-next-word inserted the start of the ghost text and left the rest suggested; no
     model request ran for the part taken; Tab took the rest, and its command counted it."""
     prefix = MISSING_INDENT + TYPED
-    ghost, line = seen["ghost"], seen["lineAfterWord"]
+    ghost, line = seen["ghost"], seen["lineAfterPart"]
     shown, word, accepted = (
         seen["countersShown"],
-        seen["countersAfterWord"],
+        seen["countersAfterPart"],
         seen["countersAccepted"],
     )
     print(
@@ -290,13 +330,13 @@ def _check_partial_accept_and_counters(seen: dict, inserted: str) -> None:
         "after accept-next-word:",
         repr(line),
         "+",
-        repr(seen["ghostAfterWord"]),
+        repr(seen["ghostAfterPart"]),
     )
     print("counters:", shown, word, accepted, sep="\n  ")
     taken = line[len(prefix) :]
     assert line.startswith(prefix) and taken and ghost.startswith(taken), (line, ghost)
     assert len(taken) < len(ghost), "accept-next-word took a part, not all of it"
-    assert seen["ghostAfterWord"] == ghost[len(taken) :], "the rest is still suggested"
+    assert seen["ghostAfterPart"] == ghost[len(taken) :], "the rest is still suggested"
     assert (word["requests"], word["completed"]) == (shown["requests"], shown["completed"]), (
         "the rest came without a model request or run"
     )

@@ -1,11 +1,13 @@
 // Drives VS Code (code-server) in Debian's Chromium with playwright-core for
 // tests/e2e/test_vscode.py: open a file, wait for the Parafill server, type at a cursor, wait for
-// the ghost text, screenshot it, accept its next word (VS Code's Ctrl+Right), then the rest with
-// Tab, and save, reading the server's counters ("Parafill: Show Status", on STATUS_KEY so the
+// the ghost text, screenshot it, accept its next word (VS Code's Ctrl+Right) or, with
+// "partial": "line", its next line (VS Code's acceptNextLine, on LINE_KEY), then the rest with
+// Tab (if any is left), and save, reading the server's counters ("Parafill: Show Status", on STATUS_KEY so the
 // editor keeps the focus and the suggestion) before and after each; then "Parafill: Show
 // Denoising". Prints one JSON line with what it saw.
 // Usage: node drive.cjs '{"scenario": "ghost"|"error", "playwright": DIR, "url": URL, "file": NAME, "line": N, "column": N,
-//                         "typed": TEXT, "screenshot": PNG, "readyMs": N, "ghostMs": N}'
+//                         "typed": TEXT, "screenshot": PNG, "readyMs": N, "ghostMs": N,
+//                         "partial": "word"|"line"}'
 'use strict';
 const opts = JSON.parse(process.argv[2]);
 const { chromium } = require(opts.playwright);
@@ -28,6 +30,7 @@ function log(msg) {
 // palette would take the focus from the editor and hide the suggestion.
 const STATUS_KEY = 'Control+Alt+Shift+S'; // parafill.showStatus
 const CLEAR_KEY = 'Control+Alt+Shift+C'; // notifications.clearAll
+const LINE_KEY = 'Control+Alt+Shift+L'; // editor.action.inlineSuggest.acceptNextLine (no default key)
 
 /** The server's counters, read from the "Parafill: Show Status" notification. */
 async function serverCounters(page) {
@@ -228,11 +231,12 @@ async function ghostScenario(page, result) {
   log(`ghost text: ${JSON.stringify(result.ghost)}`);
   await page.screenshot({ path: opts.screenshot });
 
-  // Accept the next word with VS Code's own command (Ctrl+Right): the rest stays suggested,
-  // without a model run (the server's counters).
+  // Accept the next word (Ctrl+Right) or line (LINE_KEY) with VS Code's own command: the rest
+  // stays suggested, without a model run (the server's counters).
   const prefix = ' '.repeat(opts.column - 1) + opts.typed;
+  const partial = opts.partial || 'word';
   result.countersShown = await serverCounters(page);
-  await page.keyboard.press('Control+ArrowRight');
+  await page.keyboard.press(partial === 'line' ? LINE_KEY : 'Control+ArrowRight');
   await page.waitForFunction(
     (prefix) => {
       for (const el of document.querySelectorAll('.part.editor .monaco-editor .view-line')) {
@@ -247,19 +251,21 @@ async function ghostScenario(page, result) {
     { timeout: 10000 },
   );
   await page.waitForTimeout(1000); // VS Code may ask again: the server answers from typing-through
-  result.lineAfterWord = await lineText(page, prefix);
-  result.ghostAfterWord = (await ghost.allTextContents()).join('');
-  log(`after accept-next-word: ${JSON.stringify(result.lineAfterWord)} + ghost ${JSON.stringify(result.ghostAfterWord)}`);
-  result.countersAfterWord = await serverCounters(page);
+  result.lineAfterPart = await lineText(page, prefix);
+  result.ghostAfterPart = (await ghost.allTextContents()).join('');
+  log(`after accept-next-${partial}: ${JSON.stringify(result.lineAfterPart)} + ghost ${JSON.stringify(result.ghostAfterPart)}`);
+  result.countersAfterPart = await serverCounters(page);
 
-  await page.keyboard.press('Tab');
-  await page.waitForTimeout(300);
+  if (result.ghostAfterPart) {
+    await page.keyboard.press('Tab');
+    await page.waitForTimeout(300);
+  }
   result.lineAccepted = await lineText(page, prefix);
   const until = Date.now() + 15000;
   do {
     result.countersAccepted = await serverCounters(page);
   } while (result.countersAccepted.accepted <= result.countersShown.accepted && Date.now() < until);
-  log(`counters: ${JSON.stringify([result.countersShown, result.countersAfterWord, result.countersAccepted])}`);
+  log(`counters: ${JSON.stringify([result.countersShown, result.countersAfterPart, result.countersAccepted])}`);
   await save(page);
   result.status = await statusText(page);
 
