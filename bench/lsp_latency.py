@@ -24,6 +24,7 @@ accept command, so the server infers them from what is typed next).
     python bench/lsp_latency.py                       # defaults: ~2-3 minutes on 2 cores
     python bench/lsp_latency.py --files 4 --lines 4   # quicker
     python bench/lsp_latency.py --lines 1 --consecutive 5   # writing 5 lines in a row per file
+    python bench/lsp_latency.py --remote http://127.0.0.1:8000  # answered by `parafill serve-model`
 Results: bench/results/lsp_latency.json
 """
 
@@ -475,6 +476,9 @@ def settings_for(args) -> dict:
         settings["prefetch"] = False
     if args.no_length_estimate:
         settings["lengthEstimate"] = False
+    if args.remote:  # the model server (`parafill serve-model`) answers, over HTTP
+        settings["backend"] = "remote"
+        settings["remote.url"] = args.remote
     return settings
 
 
@@ -588,6 +592,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--precision", choices=["auto", "int8", "fp32"], default=None)
     ap.add_argument("--no-context-reuse", action="store_true", help="encode every context in full")
     ap.add_argument("--no-prefetch", action="store_true", help="no next-line prefetch (server)")
+    ap.add_argument(
+        "--remote", default=None, metavar="URL", help="backend remote: the model server at URL"
+    )
     ap.add_argument(
         "--no-length-estimate",
         action="store_true",
