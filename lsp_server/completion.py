@@ -90,8 +90,12 @@ class Completer:
         self.acceptance = Tracker(_log_outcome)  # what became of each suggestion shown
         self.denoising: dict[str, Denoising] = {}  # uri -> how its last suggestion was made
 
+    def is_open(self, doc: Document) -> bool:
+        return self.docs is None or self.docs.get(doc.uri) is doc
+
     def forget(self, uri: str) -> None:
-        """A document closed."""
+        """A document closed: its jobs stop and nothing of it is kept."""
+        self.engine.forget(uri)
         self.typing.forget(uri)
         self.acceptance.closed(uri)
         self.denoising.pop(uri, None)
@@ -111,10 +115,10 @@ class Completer:
     async def run(self, uri: str, req, label: str | None) -> list[InfillResult]:
         """The engine's results for `req`; a cancelled task cancels the job between steps."""
         job = self.engine.submit(uri, req, label)
-        try:
-            return await asyncio.wrap_future(job.future)
+        try:  # shielded: the job may be shared (a request joined it); release says who left
+            return await asyncio.shield(asyncio.wrap_future(job.future))
         except asyncio.CancelledError:
-            job.cancel()
+            self.engine.release(job)
             raise
 
     def plan(self, snapshot: Snapshot, cursor: int, ask: Ask) -> InfillPlan:
@@ -190,7 +194,7 @@ class Completer:
             except Exception as exc:  # noqa: BLE001 - the caller reports it; the server stays up
                 out.error = exc
                 return out
-            if doc.version != version:  # stale
+            if doc.version != version or not self.is_open(doc):  # stale, or closed meanwhile
                 return out
             out.results = out.results or results
             cands = pipeline.merge_candidates(
@@ -243,7 +247,7 @@ class Completer:
         def start() -> None:
             if self.pending.get(doc.uri) != ticket:
                 return  # another request came
-            if self.docs is not None and self.docs.get(doc.uri) is not doc:
+            if not self.is_open(doc):
                 return  # the document was closed
             if doc.version != version:
                 return  # the text changed

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -116,6 +117,9 @@ def check_server(model: str | None, timeout: float = SERVER_TIMEOUT_S) -> list[C
                 if msg.get("id") == msg_id:
                     pending.remove(frame)
                     return msg
+            left = timeout - (time.perf_counter() - t0)
+            if not select.select([proc.stdout], [], [], max(0.0, left))[0]:
+                break  # nothing came in time
             chunk = os.read(proc.stdout.fileno(), 65536)
             if not chunk:
                 raise RuntimeError("the server exited: " + proc.stderr.read().decode()[-500:])

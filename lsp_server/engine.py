@@ -180,6 +180,7 @@ class Job:
     # unless it is this very request, which then takes the job over (it stops being speculative)
     speculative: bool = False
     adopted: float | None = None  # when a real request took the prefetch over (perf_counter)
+    waiters: int = 1  # requests waiting for it (Engine.release cancels it when the last goes)
 
     def cancel(self) -> None:
         self.stop.set()
@@ -209,6 +210,7 @@ def request_key(req: InfillRequest) -> tuple:
         req.end_rule,
         req.length_estimate,
         req.reuse_context,
+        req.language,  # the stop rules read it
     )
 
 
@@ -262,7 +264,7 @@ class Engine:
         )
         self.threads = threads
         self._cache: OrderedDict[tuple, list[InfillResult]] = OrderedDict()
-        self.cache_size = cache_size
+        self._cache_size = cache_size
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._latest: dict[str, Job] = {}
         self._prefetched: set[tuple] = set()  # cached keys a speculative job filled, not yet used
@@ -395,6 +397,7 @@ class Engine:
         Results that a deadline cut are not cached."""
         key = request_key(req)
         job = Job(doc, req, key, label=label, speculative=speculative, deadline=req.deadline)
+        job.waiters = 0 if speculative else 1
         with self._lock:
             old = self._latest.get(doc)
             if old is not None and not old.future.done():
@@ -402,6 +405,7 @@ class Engine:
                     old.speculative = False
                     old.adopted = time.perf_counter()
                     old.deadline = req.deadline
+                    old.waiters += 1
                     self.stats.requests += 1
                     self.stats.prefetch_used += 1
                     return old
@@ -410,7 +414,8 @@ class Engine:
                     return job
                 if not speculative and old.key == key and not old.stop.is_set():
                     self.stats.requests += 1  # the same request again (an editor asking twice):
-                    return old  # it waits for the run under way, with that run's deadline
+                    old.waiters += 1  # it waits for the run under way, with that run's deadline
+                    return old
                 old.cancel()
                 self.stats.superseded += not old.speculative
             if not speculative:
@@ -418,7 +423,7 @@ class Engine:
                 for other in self._latest.values():
                     if other.speculative and not other.future.done():
                         other.cancel()
-            cached = self._cache.get(key)
+            cached = self._cache.get(key) if self.cache_size > 0 else None
             if cached is not None:
                 self._cache.move_to_end(key)
                 job.future.set_result(cached)
@@ -432,6 +437,34 @@ class Engine:
             self._latest[doc] = job
         self._queue.put(job)
         return job
+
+    def release(self, job: Job) -> None:
+        """A request stopped waiting for `job` (its client cancelled it): the job is cancelled
+        once no request waits for it any more (another may have joined it)."""
+        with self._lock:
+            job.waiters -= 1
+            if job.waiters <= 0:
+                job.cancel()
+
+    def forget(self, doc: str) -> None:
+        """A document closed: its running or queued jobs stop, and nothing of it is kept."""
+        with self._lock:
+            for key in (doc, doc + "#fill"):
+                job = self._latest.pop(key, None)
+                if job is not None and not job.future.done():
+                    job.cancel()
+
+    @property
+    def cache_size(self) -> int:
+        return self._cache_size
+
+    @cache_size.setter
+    def cache_size(self, n: int) -> None:
+        """Entries kept (0: no cache); lowering it evicts at once."""
+        with self._lock:
+            self._cache_size = n
+            while len(self._cache) > max(0, n):
+                self._prefetched.discard(self._cache.popitem(last=False)[0])
 
     def _run(self) -> None:
         while True:
@@ -453,9 +486,10 @@ class Engine:
             if self.state != READY or self.infiller is None:
                 raise ModelUnavailable(self.error or "model not loaded")
             t0 = time.perf_counter()
-            results = self.infiller.infill(job.request, should_stop=job.stop.is_set, late=job.late)
+            infiller = self.infiller  # (a model switch while it runs: its answer is not cached)
+            results = infiller.infill(job.request, should_stop=job.stop.is_set, late=job.late)
             elapsed = (time.perf_counter() - t0) * 1000
-            timing = getattr(self.infiller, "last_timing", {})
+            timing = getattr(infiller, "last_timing", {})
             if timing.get("context_reused"):
                 with self._lock:
                     self.stats.context_reused += 1
@@ -486,11 +520,11 @@ class Engine:
                 self.stats.completed += 1
                 self.stats.add_latency(elapsed, job.label)
             cut = any(DEADLINE in r.ended_by for r in results)  # depends on timing
-            if self.cache_size > 0 and not cut:
+            if self._cache_size > 0 and not cut and infiller is self.infiller:
                 self._cache[job.key] = results
                 if job.speculative:
                     self._prefetched.add(job.key)
-                while len(self._cache) > self.cache_size:
+                while len(self._cache) > self._cache_size:
                     self._prefetched.discard(self._cache.popitem(last=False)[0])
             job.future.set_result(results)
 

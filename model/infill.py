@@ -619,7 +619,7 @@ class BuiltinInfiller:
         for i, req in enumerate(reqs):
             try:
                 layouts[i] = self.layout(req)
-            except ValueError as exc:
+            except Exception as exc:  # noqa: BLE001 - a request's failure stays its own
                 finish(i, exc)
         cpu = self.adaptive_threads and self.device.type == "cpu"
         t0 = time.perf_counter()
@@ -679,7 +679,7 @@ class BuiltinInfiller:
                             self.device,
                         )
                     )
-                except ValueError as exc:
+                except Exception as exc:  # noqa: BLE001 - a request's failure stays its own
                     finish(i, exc)
                     continue
                 idx.append(i)

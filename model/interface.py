@@ -152,7 +152,51 @@ def request_from_json(data: dict[str, Any]) -> InfillRequest:
     unknown = set(data) - known - {"segments"}
     if unknown:
         raise ValueError(f"unknown request fields: {sorted(unknown)}")
+    for k in known & set(data):
+        _check_type(k, data[k], _FIELD_TYPES[k])
+    for h in segments:
+        if isinstance(h, Hole):
+            for f in fields(Hole):
+                if f.name != "stop":
+                    _check_type(f"hole.{f.name}", getattr(h, f.name), _FIELD_TYPES[f.name])
+            for f in fields(StopRules) if h.stop is not None else ():
+                _check_type(f"stop.{f.name}", getattr(h.stop, f.name), _FIELD_TYPES[f.name])
     return InfillRequest(segments=segments, **{k: data[k] for k in known if k in data})
+
+
+# JSON types of the request's fields: (types, whether null is allowed)
+_INT, _NUM, _STR, _BOOL = (int,), (int, float), (str,), (bool,)
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
+    "steps": (_INT, True),
+    "candidates": (_INT, False),
+    "temperature": (_NUM, False),
+    "language": (_STR, True),
+    "schedule": (_STR, True),
+    "threshold": (_NUM, True),
+    "seed": (_INT, True),
+    "want_trajectory": (_BOOL, False),
+    "end_rule": (_STR, True),
+    "length_estimate": (_BOOL, False),
+    "reuse_context": (_BOOL, False),
+    "deadline": (_NUM, True),
+    "max_tokens": (_INT, False),
+    "min_tokens": (_INT, False),
+    "single_line": (_BOOL, False),
+    "max_lines": (_INT, True),
+    "dedent_below": (_INT, True),
+    "open_brackets": (_INT, False),
+    "inside_bracket": (_BOOL, False),
+}
+
+
+def _check_type(name: str, value: Any, spec: tuple[tuple[type, ...], bool]) -> None:
+    types, nullable = spec
+    if value is None and nullable:
+        return
+    is_bool = isinstance(value, bool)
+    if value is None or (is_bool and bool not in types) or not isinstance(value, types):
+        want = " or ".join(t.__name__ for t in types) + (" or null" if nullable else "")
+        raise ValueError(f"{name} must be {want}, not {value!r}")
 
 
 def result_to_json(result: InfillResult) -> dict[str, Any]:

@@ -171,7 +171,8 @@ class ParafillNet(nn.Module):
         nn.Module.__init__(self)
         self.config = config
         self.build(config)
-        self.lm_head.weight = self.embed.weight  # tied (model/hf.py's post_init ties it there)
+        if getattr(config, "tie_word_embeddings", True):  # (model/hf.py's post_init ties it there)
+            self.lm_head.weight = self.embed.weight
 
     @classmethod
     def load_checkpoint(
@@ -194,13 +195,25 @@ class ParafillNet(nn.Module):
         # built on the CPU (0.1 s): on the meta device torch's initialisers import torch._dynamo (1 s)
         net = cls(config)
         state = {k: v.to(dtype) for k, v in state.items()}
+        tied = bool(config.tie_word_embeddings)
         missing, unexpected = net.load_state_dict(state, strict=False, assign=True)
-        missing = [k for k in missing if k != "lm_head.weight"]  # tied to embed.weight
+        head = [k for k in missing if k.startswith("length_head.")]
+        if (
+            head
+            and net.length_head is not None
+            and len(head) == len(list(net.length_head.state_dict()))
+        ):  # the length head's shard is gone: the signal is off, as without one
+            net.length_head = None
+        missing = [k for k in missing if not k.startswith("length_head.") or net.length_head]
+        missing = [k for k in missing if not (tied and k == "lm_head.weight")]
+        # a head the config does not declare is not read (the signal stays off)
+        unexpected = [k for k in unexpected if not k.startswith("length_head.")]
         if missing or unexpected:
             raise CheckpointError(
                 f"{path}: weights missing {missing[:5]} / unexpected {unexpected[:5]}"
             )
-        net.lm_head.weight = net.embed.weight
+        if tied:
+            net.lm_head.weight = net.embed.weight
         return net.eval()
 
     def build(self, config) -> None:

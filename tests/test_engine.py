@@ -233,3 +233,67 @@ def test_the_same_request_twice_joins_the_running_one():
     assert first.future.result(5)[0].fills == ["twice"]
     st = engine.status()
     assert fake.calls == 1 and st["requests"] == 2 and st["superseded"] == 0
+
+
+def test_a_joined_job_runs_on_while_one_of_its_requests_waits():
+    """Two requests share a run: the first leaving (its client cancelled) does not stop it."""
+    fake = FakeInfiller(step_delay=0.05, steps=6)
+    engine = Engine(lambda p, d, *_: fake)
+    engine.load()
+    assert engine.wait_ready(5)
+    first = engine.submit("doc", req("# expect: shared\n"))
+    time.sleep(0.05)
+    second = engine.submit("doc", req("# expect: shared\n"))
+    engine.release(first)  # the first request's client cancelled it
+    assert second.future.result(5)[0].fills == ["shared"]
+    engine.release(second)  # the last one leaving a finished job changes nothing
+    assert engine.status()["cancelled"] == 0
+
+
+def test_a_model_switch_during_a_run_does_not_cache_the_old_models_answer():
+    models = iter([FakeInfiller(step_delay=0.1, steps=5), FakeInfiller()])
+    engine = Engine(lambda p, d, *_: next(models))
+    engine.load("a")
+    assert engine.wait_ready(5)
+    running = engine.submit("doc", req("# expect: old\n"))
+    time.sleep(0.1)
+    engine.load("b")  # loads aside; takes over while the old model still runs
+    running.future.result(5)
+    for _ in range(50):
+        if engine.status()["modelPath"] == "b" and engine.status()["loading"] is None:
+            break
+        time.sleep(0.05)
+    engine.run(req("# expect: old\n"))
+    assert engine.status()["cacheHits"] == 0  # answered by the new model, not the old cache
+
+
+def test_lowering_the_cache_size_evicts_and_zero_turns_the_cache_off():
+    fake = FakeInfiller()
+    engine = Engine(lambda p, d, *_: fake, cache_size=4)
+    engine.load()
+    for i in range(4):
+        engine.run(req(f"# expect: {i}\n"))
+    assert engine.status()["cacheEntries"] == 4
+    engine.cache_size = 1
+    assert engine.status()["cacheEntries"] == 1
+    engine.cache_size = 0
+    engine.run(req("# expect: 3\n"))
+    assert engine.status()["cacheEntries"] == 0 and engine.status()["cacheHits"] == 0
+
+
+def test_the_language_is_part_of_what_is_asked():
+    from lsp_server.engine import request_key
+
+    assert request_key(req(language="python")) != request_key(req(language="rust"))
+
+
+def test_forgetting_a_document_stops_its_job_and_keeps_nothing():
+    engine = Engine(lambda p, d, *_: FakeInfiller(step_delay=0.05, steps=20))
+    engine.load()
+    assert engine.wait_ready(5)
+    job = engine.submit("doc", req())
+    time.sleep(0.1)
+    engine.forget("doc")
+    with pytest.raises(InfillCancelled):
+        job.future.result(5)
+    assert engine.status()["cancelled"] == 1

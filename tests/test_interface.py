@@ -68,6 +68,11 @@ def test_results_round_trip_through_json():
         {"segments": [{"hole": {"max_tokens": 4, "colour": 1}}]},
         {"segments": [{"hole": {"max_tokens": 4, "stop": {"single": 1}}}]},
         {"segments": ["x"], "temperatur": 0.5},
+        {"segments": ["x"], "temperature": None},  # reached the model as a TypeError (500)
+        {"segments": ["x"], "seed": [1]},
+        {"segments": ["x"], "candidates": True},
+        {"segments": [{"hole": {"max_tokens": "8"}}]},
+        {"segments": [{"hole": {"max_tokens": 8, "stop": {"single_line": 1}}}]},
     ],
 )
 def test_a_malformed_request_is_a_clear_error(bad):

@@ -161,3 +161,31 @@ def test_end_curve_is_a_probability_and_hole_slots_find_each_hole():
     idx, valid = hole_slots(pos, grp, slots=4)
     assert idx.shape == (2, 4)
     assert idx[0][valid[0]].tolist() == [3, 4, 5] and idx[1][valid[1]].tolist() == [6, 7]
+
+
+@pytest.mark.parametrize("drop", ["weights", "config"])
+def test_a_checkpoint_with_half_a_length_head_loads_with_the_signal_off(tmp_path, drop):
+    """The head's shard gone but config.json still naming it, or the shard there but the config
+    without it: the model loads, without the signal (a broken head is no reason to refuse)."""
+    import json
+    import shutil
+
+    from model.infill import WEIGHTS_DIR, BuiltinInfiller
+
+    ck = tmp_path / "w"
+    shutil.copytree(WEIGHTS_DIR, ck)
+    if drop == "config":
+        cfg = json.loads((ck / "config.json").read_text())
+        cfg.pop("length_head_hidden")
+        (ck / "config.json").write_text(json.dumps(cfg))
+    else:
+        index = json.loads((ck / "model.safetensors.index.json").read_text())
+        index["weight_map"] = {
+            k: v for k, v in index["weight_map"].items() if not k.startswith("length_head.")
+        }
+        (ck / "model.safetensors.index.json").write_text(json.dumps(index))
+        (ck / "length_head.safetensors").unlink()
+    m = BuiltinInfiller(ck, "cpu", "fp32")
+    assert not m.has_length_signal
+    line = m.infill(InfillRequest(["x = ", Hole(8, single_line=True), "\n"]))[0]
+    assert line.fills[0].strip()

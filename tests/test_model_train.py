@@ -165,3 +165,27 @@ def test_train_resume_and_load_tiny_model(corpus_root, tmp_path):
     assert (WEIGHTS_DIR / "tokenizer.json").read_bytes() == (
         ck / "r" / "tokenizer.json"
     ).read_bytes()
+
+
+def test_an_untied_checkpoint_keeps_its_own_lm_head(tmp_path):
+    """A checkpoint saved with tie_word_embeddings false loads its own LM head (not the
+    embedding table), and gives the logits the saved model gives."""
+    from model.hf import ParafillConfig
+    from model.network import ParafillNet
+
+    cfg = ParafillConfig(
+        vocab_size=64,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    saved = ParafillForMaskedDiffusion(cfg).eval()
+    saved.save_pretrained(tmp_path / "untied")
+    loaded = ParafillNet.load_checkpoint(tmp_path / "untied")
+    ids = torch.randint(3, 64, (1, 10))
+    with torch.no_grad():
+        assert torch.allclose(saved(ids), loaded(ids), atol=1e-6)
+    assert loaded.lm_head.weight.data_ptr() != loaded.embed.weight.data_ptr()

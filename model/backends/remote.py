@@ -233,6 +233,8 @@ class RemoteInfiller:
         }
         if self.model:
             body["model"] = self.model
+        if req.seed is not None:
+            body["seed"] = req.seed
         single = hole.single_line or (hole.stop is not None and hole.stop.single_line)
         if single or (hole.stop is not None and hole.stop.max_lines == 1):
             body["stop"] = ["\n"]

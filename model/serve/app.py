@@ -159,9 +159,24 @@ def _error(status: int, message: str, kind: str, headers=None) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+class _EndingStream(StreamingResponse):
+    """A stream whose queue slot is given back when the response ends, even when its body never
+    started (a client gone before the first byte): the body's own end may never run."""
+
+    def __init__(self, content, end: Callable[[], None], **kwargs):
+        super().__init__(content, **kwargs)
+        self._end = end
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._end()
+
+
 def create_app(state: ServerState) -> FastAPI:
     opts = state.options
-    app = FastAPI(title="parafill model server", docs_url=None, redoc_url=None)
+    app = FastAPI(title="parafill model server", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.parafill = state
     api_key = opts.api_key()
 
@@ -286,8 +301,18 @@ def create_app(state: ServerState) -> FastAPI:
         return response
 
     def sse(events: AsyncIterator[dict[str, Any]], endpoint: str, t0: float, item: BatchItem):
+        status = 200
+        ended = False
+
+        def end() -> None:  # once: from the body's end, or the response's if the body never ran
+            nonlocal ended
+            if not ended:
+                ended = True
+                release()
+                observe(endpoint, status, t0)
+
         async def body():
-            status = 200
+            nonlocal status
             try:
                 async for event in events:
                     yield f"data: {json.dumps(event)}\n\n"
@@ -301,10 +326,9 @@ def create_app(state: ServerState) -> FastAPI:
                 status = 499
                 raise
             finally:
-                release()
-                observe(endpoint, status, t0)
+                end()
 
-        return StreamingResponse(body(), media_type="text/event-stream")
+        return _EndingStream(body(), end, media_type="text/event-stream")
 
     @app.get("/health")
     async def health():

@@ -594,3 +594,57 @@ async def test_lsp_server_down_says_so_once_and_falls_back(down_client: Language
     backend = (await status(down_client))["backend"]
     assert backend["kind"] == "remote" and backend["api"] == "fim"
     assert backend["fallback"] is True and "cannot reach" in backend["error"]
+
+
+def test_a_stream_whose_client_left_before_the_first_byte_gives_its_queue_slot_back():
+    """ASGI 2.4 servers raise from `send` once the client has gone: the streamed body never
+    starts, and its queue slot used to stay taken (two such requests: 429 for everyone)."""
+    from fastapi.testclient import TestClient
+
+    from model.interface import InfillResult, never
+    from model.serve.app import local_app
+    from model.serve.options import ServeOptions
+
+    class Instant:
+        name = "instant"
+
+        def infill(self, req, should_stop=never, late=None):
+            return [InfillResult(["x"], -0.1, 1, None, 1, ["pad"])]
+
+    app = local_app(ServeOptions(api_key_env="", max_queue=2), Instant())
+    req = request_to_json(InfillRequest(["x = ", Hole(8), "\n"]))
+    payload = json.dumps({**req, "stream": True}).encode()
+
+    async def gone_client() -> None:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": "1.1",
+            "method": "POST",
+            "path": "/v1/infill",
+            "raw_path": b"/v1/infill",
+            "query_string": b"",
+            "root_path": "",
+            "scheme": "http",
+            "server": ("test", 80),
+            "client": ("client", 1),
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+        messages = [{"type": "http.request", "body": payload, "more_body": False}]
+
+        async def receive():
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message):
+            raise OSError("the client has gone")
+
+        with contextlib.suppress(Exception):
+            await app(scope, receive, send)
+
+    for _ in range(3):
+        asyncio.run(gone_client())
+    assert app.state.parafill.inflight == 0
+    assert TestClient(app).post("/v1/infill", json=req).status_code == 200
