@@ -30,6 +30,7 @@ from model.interface import (
     Infiller,
     InfillRequest,
     InfillResult,
+    past,
 )
 
 log = logging.getLogger("parafill.engine")
@@ -187,8 +188,7 @@ class Job:
 
     def late(self) -> bool:
         """The backend's deadline test (a single attribute read: safe while it runs)."""
-        deadline = self.deadline
-        return deadline is not None and time.time() >= deadline
+        return past(self.deadline)
 
 
 def request_key(req: InfillRequest) -> tuple:

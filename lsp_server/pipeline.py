@@ -28,7 +28,7 @@ from lsp_server.planner import (
 from lsp_server.postprocess import Candidate
 from lsp_server.syntax import Snapshot
 from model.codetext import DEADLINE, cut_to_scope, drop_repetition, finished_fill, strip_special
-from model.interface import InfillRequest, InfillResult
+from model.interface import InfillRequest, InfillResult, past
 
 MULTI_LINE = (BLOCK, STATEMENT)  # region kinds decoded with the frontier end rule
 MARKER_RE = re.compile(r"<\|fill(?::(\d+))?\|>")
@@ -74,7 +74,7 @@ def deadline_cut(results: list[InfillResult]) -> bool:
 
 def late(req: InfillRequest) -> bool:
     """Whether the request's deadline has passed (the user is waiting)."""
-    return req.deadline is not None and time.time() >= req.deadline
+    return past(req.deadline)
 
 
 def region_candidates(

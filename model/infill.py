@@ -32,6 +32,7 @@ from model.interface import (
     InfillRequest,
     InfillResult,
     never,
+    past,
 )
 from model.layout import place, span_slots, trim_context
 
@@ -170,13 +171,6 @@ def denoise_config(
         temperature=temperature,
         **options,
     )
-
-
-def deadline_test(deadline: float | None) -> Callable[[], bool]:
-    """`late()` for a request's deadline (seconds since the epoch; None: never late)."""
-    if deadline is None:
-        return never
-    return lambda: time.time() >= deadline
 
 
 def mid_line_holes(segments: list) -> list[bool]:
@@ -558,7 +552,7 @@ class BuiltinInfiller:
             gen = torch.Generator(device=self.device)
             gen.manual_seed(0 if req.seed is None else int(req.seed))
         ended_by: dict[tuple[int, int], str] = {}  # (row, hole) -> why the stop rules ended it
-        ended = self.ended_fn(req, rel, late or deadline_test(req.deadline), ended_by)
+        ended = self.ended_fn(req, rel, late or (lambda: past(req.deadline)), ended_by)
         view = None
         if on_step is not None:
 

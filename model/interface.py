@@ -9,6 +9,7 @@ server can type against it cheaply.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
@@ -94,6 +95,12 @@ class InfillResult:
     # model ended it), "scope" / "repeat" (its stop rules: it ran past its region or into
     # repetition), "deadline" (the request's deadline: keep its finished lines only)
     ended_by: list[str] = field(default_factory=list)
+
+
+def past(deadline: float | None) -> bool:
+    """Whether a deadline (InfillRequest.deadline's clock: seconds since the epoch) has passed;
+    None: never."""
+    return deadline is not None and time.time() >= deadline
 
 
 def never() -> bool:
@@ -221,6 +228,7 @@ __all__ = [
     "Segment",
     "StopRules",
     "never",
+    "past",
     "request_from_json",
     "request_to_json",
     "result_from_json",

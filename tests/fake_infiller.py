@@ -22,6 +22,7 @@ from model.interface import (
     InfillRequest,
     InfillResult,
     never,
+    past,
 )
 
 FALLBACK = "pass"
@@ -58,9 +59,9 @@ class FakeInfiller:
             trajectory.append([f[: len(f) * step // self.steps] for f in fills])
         if should_stop():
             raise InfillCancelled()
-        if late is None:
-            late = lambda: req.deadline is not None and time.time() >= req.deadline
-        is_late = late()  # as the built-in backend: holes with stop rules that may span lines
+        is_late = (
+            past(req.deadline) if late is None else late()
+        )  # as the built-in backend: holes with stop rules that may span lines
         ended_by = [
             "deadline" if is_late and h.stop is not None and not h.single_line else "pad"
             for h in holes
