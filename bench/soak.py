@@ -42,28 +42,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from lsp_latency import pct, peak_rss_mb
+
 FAKE = ["--backend", "fake_infiller:load"]
 PHASES = ("storm", "completions", "changes", "bigfiles")
 TARGET_KB_PER_MESSAGE = 1.0
 TARGET_ONE_LINE_MS = 300.0
 ANSWER_S = 120.0  # a request not answered by then counts as unanswered
-
-
-def rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def pct(data: list[float], q: float) -> float | None:
-    if not data:
-        return None
-    s = sorted(data)
-    return round(s[min(len(s) - 1, int(q * len(s)))], 1)
 
 
 def summary(ms: list[float]) -> dict:
@@ -129,7 +115,7 @@ class Server:
         return self.proc.pid
 
     def rss(self) -> float | None:
-        return rss_mb(self.pid)
+        return peak_rss_mb(self.pid, "VmRSS")
 
     async def _sample(self, period: float = 0.5) -> None:
         while True:
