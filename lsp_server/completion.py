@@ -14,7 +14,6 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from lsp_server import pipeline
 from lsp_server.acceptance import Tracker, log_line
@@ -283,7 +282,12 @@ class Completer:
                 ),
             )
         req = pipeline.build_request(
-            plan, text, self.settings, max(1, ask.candidates), **_sampling(ask)
+            plan,
+            text,
+            self.settings,
+            max(1, ask.candidates),
+            temperature=ask.temperature,
+            seed=ask.seed,
         )
         try:
             results = await self.run(doc.uri + "#fill", req, None)
@@ -292,10 +296,6 @@ class Completer:
         fills = pipeline.hole_fills(plan, text, results)
         edits = [(r.start, r.end, f) for r, f in zip(plan.regions, fills)]
         return Filled(edits, stale=doc.version != version)
-
-
-def _sampling(ask: Ask) -> dict[str, Any]:
-    return {"temperature": ask.temperature, "seed": ask.seed}
 
 
 ANCHOR_CHARS = 2000  # text either side of the cursor that makes a suggestion's place
