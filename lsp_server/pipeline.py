@@ -159,14 +159,3 @@ def hole_fills(plan: InfillPlan, text: str, results: list[InfillResult]) -> list
         fill = cut_to_scope(strip_special(best), region.stop, plan.language)
         out.append(region.lead + drop_repetition(fill) + region.trail)
     return out
-
-
-def apply_fills(text: str, plan: InfillPlan, fills: list[str]) -> str:
-    """`text` with every region replaced by its fill."""
-    out, pos = [], 0
-    for region, fill in zip(plan.regions, fills):
-        out.append(text[pos : region.start])
-        out.append(fill)
-        pos = region.end
-    out.append(text[pos:])
-    return "".join(out)
