@@ -106,3 +106,16 @@ def as_dict(obj):
     if isinstance(obj, (list, tuple)):
         return [as_dict(v) for v in obj]
     return obj
+
+
+async def start_session(client, options: dict | None = None, editor: str = "visual-studio-code"):
+    """initialize + initialized as `editor` would send them, with no debounce (unless `options`
+    say otherwise): the InitializeResult."""
+    from pytest_lsp import client_capabilities
+
+    return await client.initialize_session(
+        types.InitializeParams(
+            capabilities=client_capabilities(editor),
+            initialization_options={"debounceMs": 0, **(options or {})},
+        )
+    )

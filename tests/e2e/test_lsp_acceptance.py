@@ -25,9 +25,10 @@ from lsp_helpers import (
     inline_params,
     open_doc,
     server_env,
+    start_session,
 )
 from lsprotocol import types
-from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+from pytest_lsp import ClientServerConfig, LanguageClient
 
 from lsp_server import cli
 
@@ -39,12 +40,7 @@ ACCEPTED = "parafill.accepted"
 
 @pytest_lsp.fixture(config=CONFIG, scope="module")
 async def client(lsp_client: LanguageClient):
-    lsp_client.init_result = await lsp_client.initialize_session(
-        types.InitializeParams(
-            capabilities=client_capabilities("visual-studio-code"),
-            initialization_options={"debounceMs": 0, "logFile": str(LOG)},
-        )
-    )
+    lsp_client.init_result = await start_session(lsp_client, {"logFile": str(LOG)})
     yield
     await lsp_client.shutdown_session()
 

@@ -15,9 +15,17 @@ import sys
 
 import pytest
 import pytest_lsp
-from lsp_helpers import TESTS, as_dict, cursor_of, fake_server_command, inline_params, server_env
+from lsp_helpers import (
+    TESTS,
+    as_dict,
+    cursor_of,
+    fake_server_command,
+    inline_params,
+    server_env,
+    start_session,
+)
 from lsprotocol import types
-from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+from pytest_lsp import ClientServerConfig, LanguageClient
 
 sys.path.insert(0, str(TESTS))
 from test_documents import STYLES, LspReference, random_change, random_text
@@ -29,12 +37,7 @@ SEEDS = range(10)
 
 @pytest_lsp.fixture(config=CONFIG, scope="module")
 async def client(lsp_client: LanguageClient):
-    await lsp_client.initialize_session(
-        types.InitializeParams(
-            capabilities=client_capabilities("visual-studio-code"),
-            initialization_options={"debounceMs": 0},
-        )
-    )
+    await start_session(lsp_client)
     yield
     await lsp_client.shutdown_session()
 

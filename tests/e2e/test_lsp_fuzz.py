@@ -23,10 +23,17 @@ import pytest
 import pytest_lsp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from lsp_helpers import TESTS, as_dict, fake_server_command, inline_params, server_env
+from lsp_helpers import (
+    TESTS,
+    as_dict,
+    fake_server_command,
+    inline_params,
+    server_env,
+    start_session,
+)
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
-from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+from pytest_lsp import ClientServerConfig, LanguageClient
 
 sys.path.insert(0, str(TESTS))
 from test_documents import STYLES, LspReference, random_change, random_text
@@ -52,12 +59,7 @@ PROGRAMS = st.lists(st.lists(OPS, min_size=1, max_size=14), min_size=1, max_size
 
 @pytest_lsp.fixture(config=CONFIG, scope="module")
 async def client(lsp_client: LanguageClient):
-    await lsp_client.initialize_session(
-        types.InitializeParams(
-            capabilities=client_capabilities("visual-studio-code"),
-            initialization_options={"debounceMs": 0},
-        )
-    )
+    await start_session(lsp_client)
     yield
     await lsp_client.shutdown_session()
 

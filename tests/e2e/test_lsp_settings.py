@@ -23,9 +23,10 @@ from lsp_helpers import (
     open_doc,
     real_server_command,
     server_env,
+    start_session,
 )
 from lsprotocol import types
-from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
+from pytest_lsp import ClientServerConfig, LanguageClient
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 FAKE = ClientServerConfig(server_command=fake_server_command(), server_env=server_env())
@@ -34,12 +35,7 @@ WAIT_S = 60  # a load on a busy 2-core machine
 
 
 async def _init(client: LanguageClient, options: dict) -> None:
-    await client.initialize_session(
-        types.InitializeParams(
-            capabilities=client_capabilities("visual-studio-code"),
-            initialization_options={"debounceMs": 0, **options},
-        )
-    )
+    await start_session(client, options)
 
 
 @pytest_lsp.fixture(config=FAKE, scope="module")
