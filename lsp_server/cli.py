@@ -8,6 +8,7 @@ fills every `<|fill|>` / `<|fill:N|>` marker at once. Errors print one line on s
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -17,6 +18,7 @@ from lsp_server.config import DEVICES, PRECISIONS
 from model.interface import SCHEDULES
 
 EXIT_USAGE = 2
+ONE_SHOT = ("complete", "fill")  # commands that answer once and exit (no cycle collector)
 LOCALHOST = "127.0.0.1"
 
 
@@ -192,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
         args = build_parser().parse_args(argv)
+        if args.cmd in ONE_SHOT:
+            gc.disable()  # one fill, then exit: nothing the collector frees is worth its scans
         commands = {"serve": serve, "complete": complete, "fill": fill, "status": status}
         commands["serve-model"] = serve_model
         commands["stats"] = stats
@@ -541,5 +545,18 @@ def status(args) -> int:
     return 0
 
 
+def run() -> None:
+    """The `parafill` command: `main`, then for a one-shot command an exit that skips tearing
+    down torch's modules and tensors (0.2 s of a 1.4 s `parafill complete`; the output is
+    flushed first, and nothing of these commands waits for an atexit handler)."""
+    argv = sys.argv[1:]
+    code = main(argv)
+    if argv and argv[0] in ONE_SHOT:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

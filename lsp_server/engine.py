@@ -82,10 +82,18 @@ def builtin_loader(
     path: str | None, device: str | None, precision: str = "auto", threads: int = 0
 ) -> Infiller:
     """The built-in diffusion backend: `model.infill.load_infiller` (imported lazily), with
-    torch's threads set (0: automatic, widening onto idle cores for a full encode)."""
-    from model.infill import load_infiller
+    torch's threads set (0: automatic, widening onto idle cores for a full encode). The cycle
+    collector waits meanwhile: torch's import and the load make few cycles but hundreds of
+    thousands of objects it would scan again and again (0.1 s); `Engine._load` collects after."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        from model.infill import load_infiller
 
-    infiller = load_infiller(path, device, precision)
+        infiller = load_infiller(path, device, precision)
+    finally:
+        if enabled:
+            gc.enable()
     cpu_threads.apply(infiller, threads)
     return infiller
 
@@ -346,7 +354,9 @@ class Engine:
                 self.infiller, self.state, self.error = None, ERROR, error
                 self.load_seconds = time.perf_counter() - t0
         del infiller
-        trim_memory(collect=True)  # the replaced model (or the failed load's leftovers)
+        # the replaced model (or the failed load's leftovers); not where the process has turned
+        # the collector off (the one-shot CLI: 0.05 s, and it exits soon)
+        trim_memory(collect=gc.isenabled())
         # ready only now: a caller that exits once ready (the CLI) must not find this thread
         # still in torch's or the collector's code while the interpreter shuts down
         self._ready.set()

@@ -185,8 +185,10 @@ def mid_line_holes(segments: list) -> list[bool]:
     return out
 
 
-def validate_checkpoint(path: Path) -> dict:
-    """Check the files of a checkpoint directory; return its config dict or raise CheckpointError."""
+def validate_checkpoint(path: Path, tokenizer: bool = True) -> dict:
+    """Check the files of a checkpoint directory; return its config dict or raise CheckpointError.
+    `tokenizer`: parse tokenizer.json too (False: only its presence; a loader that parses it
+    next says itself when it is corrupt)."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint directory not found: {path}")
@@ -212,10 +214,11 @@ def validate_checkpoint(path: Path) -> dict:
         shards = ["model.safetensors"]
     for s in shards:
         _check_safetensors(path / s)
-    try:
-        json.loads(tok_file.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"tokenizer file is corrupt: {tok_file} ({e})") from None
+    if tokenizer:
+        try:
+            json.loads(tok_file.read_text())
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"tokenizer file is corrupt: {tok_file} ({e})") from None
     return cfg
 
 
@@ -267,15 +270,19 @@ class BuiltinInfiller:
         from model.tokenizer import CodeTokenizer
 
         self.path = Path(path) if path else WEIGHTS_DIR
-        validate_checkpoint(self.path)
+        validate_checkpoint(self.path, tokenizer=False)
         if device in (None, "", "auto"):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise CheckpointError("device 'cuda' requested but no CUDA device is available")
         self.device = torch.device(device)
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        tok_file = self.path / "tokenizer.json"
         try:
-            self.tok = CodeTokenizer.from_file(self.path / "tokenizer.json")
+            self.tok = CodeTokenizer.from_file(tok_file)
+        except Exception as e:  # noqa: BLE001 - the tokenizers library's parse errors
+            raise CheckpointError(f"tokenizer file is corrupt: {tok_file} ({e})") from None
+        try:
             self.net = ParafillNet.load_checkpoint(self.path, dtype=self.dtype)
             config = self.net.config
         except CheckpointError:

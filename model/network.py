@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -164,6 +166,26 @@ class Block(nn.Module):
         return x + self.down(F.silu(g) * u)
 
 
+_INIT_LOCK = threading.Lock()
+
+
+@contextmanager
+def uninitialised_layers() -> Iterator[None]:
+    """Linear and embedding layers built inside skip their random initialisation (for layers
+    whose weights are loaded next; other threads' layers too, while it lasts)."""
+    with _INIT_LOCK:
+        saved = nn.Linear.reset_parameters, nn.Embedding.reset_parameters
+        nn.Linear.reset_parameters = nn.Embedding.reset_parameters = _skip_init
+        try:
+            yield
+        finally:
+            nn.Linear.reset_parameters, nn.Embedding.reset_parameters = saved
+
+
+def _skip_init(module: nn.Module) -> None:
+    """(`uninitialised_layers`: the weights keep torch.empty's contents.)"""
+
+
 class ParafillNet(nn.Module):
     """Embeddings -> blocks -> norm -> tied LM head. No time input (absorbing-state MDLM)."""
 
@@ -192,8 +214,10 @@ class ParafillNet(nn.Module):
         state: dict[str, torch.Tensor] = {}
         for shard in shards:
             state.update(load_file(path / shard, device=device))
-        # built on the CPU (0.1 s): on the meta device torch's initialisers import torch._dynamo (1 s)
-        net = cls(config)
+        # built on the CPU without the random initialisation the weights replace (0.09 s; on the
+        # meta device torch's initialisers import torch._dynamo, 1 s)
+        with uninitialised_layers():
+            net = cls(config)
         state = {k: v.to(dtype) for k, v in state.items()}
         tied = bool(config.tie_word_embeddings)
         missing, unexpected = net.load_state_dict(state, strict=False, assign=True)
@@ -542,11 +566,11 @@ _INT8: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # layer -> its w
 def _linear(mod: nn.Module, x: torch.Tensor, segs: list[tuple[int, int]]) -> torch.Tensor:
     """`mod(x)` for packed tokens (1, N, K) of several requests (`segs`: each one's tokens),
     each request's rows as they would come out of a call of their own."""
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    from model.quantize import Int8Linear
 
     if len(segs) <= 1:
         return mod(x)
-    if not isinstance(mod, DynamicLinear):
+    if not isinstance(mod, Int8Linear):
         if x.device.type != "cpu":
             return mod(x)
         # fp32 on a CPU: a product of fewer than _SMALL_M rows takes another kernel (its rows
@@ -592,7 +616,7 @@ def _int8_weights(mod: nn.Module, probe: torch.Tensor) -> tuple | None:
     """The layer's int8 weights (K, O), per-channel scales and bias, if `_int8_rows`
     reproduces the layer exactly on `probe` (one request's tokens); None otherwise."""
     try:
-        w, bias = mod._packed_params._weight_bias()
+        w, bias = mod.int8_weights()
         if w.qscheme() not in (torch.per_channel_affine, torch.per_channel_symmetric):
             return None
         if bool((w.q_per_channel_zero_points() != 0).any()):
