@@ -4,6 +4,7 @@ decode with it, all on code the model never saw (bench/length_tasks.py), never o
     python bench/length_signal.py fit    --n 3000             # calib split -> model/weights
     python bench/length_signal.py report --n 1500             # dev split: estimate accuracy
     python bench/length_signal.py decode --n 400 --quantiles 0.2,0.3,0.5   # dev split: fills
+    python bench/length_signal.py ends   --n 300              # calib split: where ends go wrong
 
 `fit` runs the shipped network once per line (the first denoising step of a 24-slot line hole,
 all slots masked), fits `LengthHead` to the end-probability curves against the true lengths, and
@@ -12,7 +13,10 @@ writes it into the checkpoint as its own safetensors shard (config.json: length_
 first slot where P(end) beats every other token) and the head's quantiles. `decode` fills the
 dev lines with the PAD budget alone, with the head's estimate at several quantiles, and with the
 true length (as a minimum, and exact) as the ceiling: exact match, edit similarity, passes,
-tokens per pass, time. Results: bench/results/length_signal_{report,decode}.json.
+tokens per pass, time. `ends` decodes lines with the PAD budget (as the server does at a line
+start) and checks every end it commits against the truth, by its P(end) when committed and the
+step: whether the model's end probabilities are calibrated, and which commits cut fills short.
+Results: bench/results/length_signal_{report,decode,ends}.json.
 """
 
 from __future__ import annotations
@@ -266,6 +270,66 @@ def cmd_decode(a, m) -> None:
     )
 
 
+def cmd_ends(a, m) -> None:
+    """Each end (PAD or line break) the PAD-budget decoding commits: its P(end) in the step that
+    committed it, that step, and whether it is right (at or past the true length)."""
+    tasks = line_tasks(a.n, "calib", a.seed if a.seed is not None else SEEDS["calib"])
+    pad, newlines = m.tok.pad_id, set(m.tok.newline_ids)
+    nl = torch.tensor(sorted(newlines))
+    commits, lines = [], []
+    for pre, body, suf in tasks:
+        true = len(m.tok.encode(body))
+        p = R.prepare(m, [pre, Hole(SLOTS, single_line=True), suf])
+        cache, _ = R.encode(m, p)
+        cfg = denoise_config("threshold", None, a.threshold, 0.0, SLOTS)
+        step = m.span_step(cache, p.layout.span_pos, p.layout.span.holes, cfg)
+        seen: dict[str, torch.Tensor] = {}
+
+        def step_fn(x, step=step, seen=seen):
+            logits = step(x)
+            probs = torch.softmax(logits.float(), -1)[0]
+            seen["p_end"], seen["x"] = probs[:, pad] + probs[:, nl].sum(-1), x[0].clone()
+            return logits
+
+        first_wrong: list[int] = []
+
+        def on_step(k, x, seen=seen, true=true, first_wrong=first_wrong):
+            was, now = seen["x"], x[0]
+            for slot in range(SLOTS):
+                tok = int(now[slot])
+                if int(was[slot]) == m.tok.mask_id and (tok == pad or tok in newlines):
+                    right = slot >= true
+                    commits.append((k, float(seen["p_end"][slot]), right))
+                    if not right and not first_wrong:
+                        first_wrong.append(k)
+
+        with torch.inference_mode():
+            denoise(step_fn, p.layout.span, m.vocab, cfg, hooks=Hooks(on_step=on_step))
+        lines.append((bool(pre.split("\n")[-1].strip()), first_wrong[0] if first_wrong else 0))
+    thr = cfg.threshold
+    table = []
+    for lo, hi in ((0.0, 0.5), (0.5, thr), (thr, 0.95), (0.95, 0.99), (0.99, 1.01)):
+        for name, first in (("step 1", True), ("later steps", False)):
+            sel = [r for k, pe, r in commits if lo <= pe < hi and (k == 1) == first]
+            pes = [pe for k, pe, _ in commits if lo <= pe < hi and (k == 1) == first]
+            if sel:
+                row = {"p_end": f"[{lo}, {min(hi, 1.0)}{']' if hi > 1 else ')'}", "when": name}
+                row |= {"ends": len(sel), "mean_p_end": round(statistics.mean(pes), 3)}
+                row["right"] = round(sum(sel) / len(sel), 3)
+                table.append(row)
+                print(row, flush=True)
+    summary = {}
+    for kind, mid in (("line start", False), ("mid-line", True)):
+        ws = [w for md, w in lines if md == mid]
+        summary[kind] = {
+            "lines": len(ws),
+            "an end before the true length": sum(1 for w in ws if w),
+            "of them at step 1": sum(1 for w in ws if w == 1),
+        }
+    print(summary)
+    write(a, "ends", {"n": len(tasks), "threshold": thr, "ends": table, "lines": summary})
+
+
 def option(config: str, letter: str) -> float | None:
     """The number after `letter` in a decode config's words ("head soft q0.3 p0.7": q -> 0.3)."""
     for w in config.split():
@@ -286,7 +350,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("command", choices=("fit", "report", "decode"))
+    ap.add_argument("command", choices=("fit", "report", "decode", "ends"))
     ap.add_argument("--n", type=int, default=400, help="lines")
     ap.add_argument("--quantiles", default="0.2,0.3,0.4,0.5", help="report: head quantiles")
     ap.add_argument(
@@ -297,6 +361,7 @@ def main() -> None:
     )
     ap.add_argument("--seed", type=int, default=None, help="decode: task sample (default: dev's)")
     ap.add_argument("--steps", type=int, default=None, help="decode: a bound on passes")
+    ap.add_argument("--threshold", type=float, default=0.9, help="ends: the line threshold")
     ap.add_argument(
         "--length-step", type=int, default=1, help="the step whose curves the head reads"
     )
@@ -307,7 +372,8 @@ def main() -> None:
     a.quantiles = [float(q) for q in a.quantiles.split(",") if q]
     m = load_infiller(a.weights)
     cpu_threads.apply(m, a.threads)
-    {"fit": cmd_fit, "report": cmd_report, "decode": cmd_decode}[a.command](a, m)
+    commands = {"fit": cmd_fit, "report": cmd_report, "decode": cmd_decode, "ends": cmd_ends}
+    commands[a.command](a, m)
 
 
 if __name__ == "__main__":
