@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import math
 import statistics
 import sys
 from dataclasses import replace
@@ -276,7 +277,7 @@ def cmd_ends(a, m) -> None:
     tasks = line_tasks(a.n, "calib", a.seed if a.seed is not None else SEEDS["calib"])
     pad, newlines = m.tok.pad_id, set(m.tok.newline_ids)
     nl = torch.tensor(sorted(newlines))
-    commits, lines = [], []
+    commits, lines, curve = [], [], []
     for pre, body, suf in tasks:
         true = len(m.tok.encode(body))
         p = R.prepare(m, [pre, Hole(SLOTS, single_line=True), suf])
@@ -287,8 +288,12 @@ def cmd_ends(a, m) -> None:
 
         def step_fn(x, step=step, seen=seen):
             logits = step(x)
-            probs = torch.softmax(logits.float(), -1)[0]
+            folded = logits.float().clone()  # as the sampler reads them: banned ids never drawn
+            folded[..., list(m.vocab.banned_ids)] = -math.inf
+            probs = torch.softmax(folded, -1)[0]
             seen["p_end"], seen["x"] = probs[:, pad] + probs[:, nl].sum(-1), x[0].clone()
+            if "first" not in seen:  # the first step, every slot: the model's whole end curve
+                seen["first"] = seen["p_end"]
             return logits
 
         first_wrong: list[int] = []
@@ -306,6 +311,7 @@ def cmd_ends(a, m) -> None:
         with torch.inference_mode():
             denoise(step_fn, p.layout.span, m.vocab, cfg, hooks=Hooks(on_step=on_step))
         lines.append((bool(pre.split("\n")[-1].strip()), first_wrong[0] if first_wrong else 0))
+        curve += [(float(pe), slot >= true) for slot, pe in enumerate(seen["first"])]
     thr = cfg.threshold
     table = []
     for lo, hi in ((0.0, 0.5), (0.5, thr), (thr, 0.95), (0.95, 0.99), (0.99, 1.01)):
@@ -318,6 +324,19 @@ def cmd_ends(a, m) -> None:
                 row["right"] = round(sum(sel) / len(sel), 3)
                 table.append(row)
                 print(row, flush=True)
+    calibration = []  # the first step's curve, every slot: P(end) against "past the true end"
+    for lo, hi in ((0.0, 0.1), (0.1, 0.3), (0.3, 0.5), (0.5, 0.7), (0.7, 0.9), (0.9, 1.01)):
+        sel = [(pe, r) for pe, r in curve if lo <= pe < hi]
+        if sel:
+            calibration.append(
+                {
+                    "p_end": f"[{lo}, {min(hi, 1.0)}{']' if hi > 1 else ')'}",
+                    "slots": len(sel),
+                    "mean_p_end": round(statistics.mean(pe for pe, _ in sel), 3),
+                    "past_true_end": round(statistics.mean(r for _, r in sel), 3),
+                }
+            )
+            print(calibration[-1], flush=True)
     summary = {}
     for kind, mid in (("line start", False), ("mid-line", True)):
         ws = [w for md, w in lines if md == mid]
@@ -327,7 +346,8 @@ def cmd_ends(a, m) -> None:
             "of them at step 1": sum(1 for w in ws if w == 1),
         }
     print(summary)
-    write(a, "ends", {"n": len(tasks), "threshold": thr, "ends": table, "lines": summary})
+    body = {"n": len(tasks), "threshold": thr, "ends": table, "first_step_curve": calibration}
+    write(a, "ends", body | {"lines": summary})
 
 
 def option(config: str, letter: str) -> float | None:
