@@ -93,18 +93,26 @@ def free_port() -> int:
 
 
 class Server:
-    """`parafill serve-model` in its own process group, stopped with SIGINT."""
+    """`parafill serve-model` in its own process group, stopped with SIGINT; `root` is the
+    checkout whose code it runs (this one by default), `env` what its environment adds."""
 
-    def __init__(self, args: list[str], ray: bool, timeout: float = 300):
+    def __init__(
+        self,
+        args: list[str],
+        ray: bool,
+        timeout: float = 300,
+        root: Path = ROOT,
+        env: dict[str, str] | None = None,
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile("w+", prefix="serve-throughput-", suffix=".log")  # noqa: SIM115
         cmd = [sys.executable, "-m", "lsp_server.cli", "serve-model", "--port", str(self.port)]
         cmd += ["--num-cpus", str(os.cpu_count() or 2)] if ray else ["--no-ray"]
         self.cmd = cmd + args
-        env = {**os.environ, "PARAFILL_API_KEY": "", "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "PARAFILL_API_KEY": "", "PYTHONPATH": str(root), **(env or {})}
         self.proc = subprocess.Popen(
-            self.cmd, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            self.cmd, cwd=root, env=env, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
         deadline = time.monotonic() + timeout

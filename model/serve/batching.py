@@ -126,11 +126,19 @@ def infill_batch(infiller: Infiller, requests: Sequence[BatchItem]) -> list[Outc
 RunBatch = Callable[[list[BatchItem]], Awaitable[list[Outcome]]]
 
 
-class LocalBatcher:
-    """Groups requests by bucket without Ray: a batch starts `wait_s` after its first request or
-    once it has `max_batch_size` requests, and `run_batch` runs it."""
+def no_wait() -> float:
+    """LocalBatcher's default wait: a batch starts with what has come."""
+    return 0.0
 
-    def __init__(self, run_batch: RunBatch, max_batch_size: int = 8, wait_s: float = 0.005):
+
+class LocalBatcher:
+    """Groups requests by bucket without Ray: a batch starts `wait_s()` after its first request
+    (asked when the batch forms: `ServerState.batch_wait_s`, none for a request alone) or once it
+    has `max_batch_size` requests, and `run_batch` runs it."""
+
+    def __init__(
+        self, run_batch: RunBatch, max_batch_size: int = 8, wait_s: Callable[[], float] = no_wait
+    ):
         self.run_batch = run_batch
         self.max_batch_size = max(1, max_batch_size)
         self.wait_s = wait_s
@@ -149,8 +157,9 @@ class LocalBatcher:
     async def _drain(self, bucket: str) -> None:
         queue = self._pending[bucket]
         while queue:
-            if len(queue) < self.max_batch_size:
-                await asyncio.sleep(self.wait_s)  # let a batch gather
+            wait = self.wait_s() if len(queue) < self.max_batch_size else 0.0
+            if wait > 0:
+                await asyncio.sleep(wait)  # let a batch gather
             batch = queue[: self.max_batch_size]
             del queue[: self.max_batch_size]
             try:

@@ -55,7 +55,12 @@ class ParafillModel:
         return create_app(self.state)
 
     async def submit(self, item: BatchItem) -> Outcome:
-        return await self.queues[bucket_of(item.request)](item)
+        """Hand `item` to its bucket's queue; the batch it starts waits `batch_wait_s()` for
+        more (none for a request alone). Ray reads the wait when the batch's first request is
+        taken, which is after this put, on this same event loop."""
+        queue = self.queues[bucket_of(item.request)]
+        queue.set_batch_wait_timeout_s(self.state.batch_wait_s())
+        return await queue(item)
 
     # one @serve.batch queue per bucket (model/serve/batching.py BUCKETS): holes of similar
     # length go to the same batch

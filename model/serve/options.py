@@ -29,7 +29,7 @@ class ServeOptions:
     api_key_env: str = DEFAULT_API_KEY_ENV
     max_queue: int = 32  # requests admitted per replica (running or waiting); past it: 429
     max_batch_size: int = 8
-    batch_wait_ms: float = 5.0  # how long a batch waits for more requests
+    batch_wait_ms: float = 5.0  # how long a batch waits for more, while others are in flight
     max_body_bytes: int = 1 << 20
     max_holes: int = 16
     max_hole_tokens: int = 512
