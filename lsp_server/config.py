@@ -19,7 +19,7 @@ from model.interface import SCHEDULES
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "int8", "fp32")  # model.infill.PRECISIONS (not imported: it loads torch)
 BACKENDS = ("builtin", "remote")
-REMOTE_APIS = ("parafill", "fim")  # model.backends.remote.APIS (not imported: it needs httpx)
+REMOTE_APIS = ("parafill", "fim")  # model.backends.remote.APIS (not imported: settings stay light)
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 UNSHOWN = {"remote.apiKeyEnv"}  # a wrong value may be the key itself: never echoed
 # what the built-in model can hold (the shipped checkpoint's config.json train_seq_len): its

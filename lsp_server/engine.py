@@ -127,13 +127,8 @@ def remote_loader(
     def load(
         path: str | None, device: str | None, precision: str = "auto", threads: int = 0
     ) -> Infiller:
-        try:
-            from model.backends.remote import FallbackInfiller, RemoteInfiller
-        except ImportError as exc:
-            raise ModelUnavailable(
-                f"backend remote needs the serve extra ({exc.name} is missing): "
-                "pip install 'parafill[serve]'"
-            ) from None
+        from model.backends.remote import FallbackInfiller, RemoteInfiller  # (the stdlib only)
+
         key = None
         if settings.remote_api_key_env:
             import os

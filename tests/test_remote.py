@@ -193,3 +193,18 @@ def test_plain_http_goes_through_the_proxy_of_the_environment(monkeypatch):
         finally:
             proxy.shutdown()
     assert Forwarder.seen == ["POST http://model.test:9/v1/infill HTTP/1.1"]
+
+
+def test_the_remote_backend_needs_only_the_standard_library():
+    """An editor's language server with `backend: remote` needs no extra: loading the remote
+    backend (and the language server's engine) imports none of the serve extra's packages."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import lsp_server.engine, model.backends.remote; "
+        "extra = [m for m in ('httpx', 'fastapi', 'ray', 'uvicorn', 'starlette') if m in sys.modules]; "
+        "print(extra); sys.exit(1 if extra else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
