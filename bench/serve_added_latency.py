@@ -148,7 +148,7 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(ROOT))
-    from serve_throughput import Server, line_requests
+    from serve_throughput import Server, line_requests, run_header
 
     from model.interface import request_to_json
 
@@ -162,20 +162,8 @@ def main() -> None:
     requests_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)  # noqa: SIM115
     json.dump(reqs, requests_file)
     requests_file.close()
-    result: dict = {
-        "command": "python bench/serve_added_latency.py " + shlex.join(sys.argv[1:]),
-        "machine": {"cpus": os.cpu_count(), "loadavg_start": Path("/proc/loadavg").read_text()},
-        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "commit": subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip(),
-        "pause_ms": args.pause_ms,
-        "modes": {},
-    }
+    result = run_header("python bench/serve_added_latency.py " + shlex.join(sys.argv[1:]))
+    result |= {"pause_ms": args.pause_ms, "modes": {}}
     if base is not None:
         result["base"] = str(base)
     try:

@@ -293,6 +293,22 @@ def model_section(args, sizes: list[int]) -> dict:
     return {"precision": inf.precision, "threads": args.threads, "rows": rows}
 
 
+def run_header(command: str) -> dict:
+    """What a result file starts with: the command, the machine and its load, when, the commit."""
+    return {
+        "command": command,
+        "machine": {"cpus": os.cpu_count(), "loadavg_start": Path("/proc/loadavg").read_text()},
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "commit": subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip(),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clients", default="1,4,8", help="concurrent clients, comma-separated")
@@ -309,18 +325,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench/results/serve_throughput.json"))
     args = ap.parse_args()
     levels = [int(x) for x in args.clients.split(",")]
-    result: dict = {
-        "command": "python bench/serve_throughput.py " + " ".join(sys.argv[1:]),
-        "machine": {"cpus": os.cpu_count(), "loadavg_start": Path("/proc/loadavg").read_text()},
-        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "commit": subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip(),
-    }
+    result = run_header("python bench/serve_throughput.py " + " ".join(sys.argv[1:]))
     if not args.skip_serve:
         modes = {"batched": args.max_batch_size, "one_by_one": 1}
         result["serve"] = {"ray": not args.no_ray, **serve_section(args, levels, modes)}

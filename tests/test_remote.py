@@ -7,17 +7,15 @@ work), and the errors: unreachable, too slow, refused; and a proxy from the envi
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import http.server
-import socket
 import threading
 import time
 from typing import ClassVar
 
-import httpx
 import pytest
 from fake_infiller import FakeInfiller
+from http_serving import free_port, serving
 
 from model.backends.remote import Connections, RemoteError, RemoteInfiller, RemoteUnavailable
 from model.interface import Hole, InfillCancelled, InfillRequest
@@ -25,37 +23,6 @@ from model.serve.app import local_app
 from model.serve.options import ServeOptions
 
 TOKEN_ENV = "PARAFILL_TEST_REMOTE_TOKEN"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serving(app, keep_alive_s: float = 5):
-    """`app` on uvicorn in a thread: its URL."""
-    import uvicorn
-
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", timeout_keep_alive=keep_alive_s
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
-        time.sleep(0.05)
-    try:
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def request(expect: str) -> InfillRequest:

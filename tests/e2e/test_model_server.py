@@ -31,6 +31,7 @@ import pytest
 import pytest_lsp
 from lsp_helpers import (
     ROOT,
+    TESTS,
     as_dict,
     cursor_of,
     fake_server_command,
@@ -51,6 +52,9 @@ from model.interface import (
     never,
     request_to_json,
 )
+
+sys.path.insert(0, str(TESTS))
+from http_serving import serving
 
 TOKEN_ENV, TOKEN = "PARAFILL_TEST_TOKEN", "test-token-4f9a"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -251,30 +255,12 @@ class SteppingFake:
         return [InfillResult(["x" * self.steps], -0.1, self.steps, None, self.steps, ["pad"])]
 
 
-@contextlib.contextmanager
 def in_process_server(infiller):
     """The model server's app (model/serve/app.py, no Ray) on uvicorn in a thread."""
-    import uvicorn
-
     from model.serve.app import local_app
     from model.serve.options import ServeOptions
 
-    port = free_port()
-    app = local_app(ServeOptions(api_key_env=""), infiller)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
-        time.sleep(0.05)
-    try:
-        yield url
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    return serving(local_app(ServeOptions(api_key_env=""), infiller))
 
 
 def test_native_stream_sends_each_step_as_it_happens():
