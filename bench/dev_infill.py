@@ -37,6 +37,9 @@ CONFIGS = {  # threshold configs for single lines take the infiller's default ("
     "threshold-0.7-frontier": {"schedule": "threshold", "threshold": 0.7, "pad_at_frontier": True},
     "threshold-0.5-frontier": {"schedule": "threshold", "threshold": 0.5, "pad_at_frontier": True},
     "threshold-0.7": {"schedule": "threshold", "threshold": 0.7},
+    # the first step commits no predicted-PAD run with an end / no end at all
+    "threshold-0.9-run2": {"schedule": "threshold", "threshold": 0.9, "pad_run_from": 2},
+    "threshold-0.9-pad2": {"schedule": "threshold", "threshold": 0.9, "pad_from": 2},
     # threshold 0.9 within at most K passes (each pass commits at least a share of what is left)
     "threshold-0.9-s4": {"schedule": "threshold", "threshold": 0.9, "steps": 4},
     "threshold-0.9-s6": {"schedule": "threshold", "threshold": 0.9, "steps": 6},
@@ -64,7 +67,7 @@ CONFIGS = {  # threshold configs for single lines take the infiller's default ("
 
 # a config's fields that are the infiller's DecodeOptions, not the request's (pad_at_frontier
 # is the request's end_rule)
-DECODE_OPTIONS = ("pad_run", "pad_min_prob", "pad_tail_only", "window")
+DECODE_OPTIONS = ("pad_run", "pad_run_from", "pad_from", "pad_min_prob", "pad_tail_only", "window")
 
 
 def unseen_files() -> list[Path]:

@@ -82,6 +82,8 @@ class DecodeOptions:
     # is the shipped rule (window: LONG_HOLE_WINDOW for long holes, none for short ones)
     window: int | None = None
     pad_run: bool = True
+    pad_run_from: int = 1
+    pad_from: int = 1
     pad_min_prob: float = 0.0
     pad_tail_only: bool = False
 
@@ -759,6 +761,8 @@ class BuiltinInfiller:
         extra: dict = {
             "window": options.window,
             "pad_run": options.pad_run,
+            "pad_run_from": options.pad_run_from,
+            "pad_from": options.pad_from,
             "pad_min_prob": options.pad_min_prob,
             "pad_tail_only": options.pad_tail_only,
         }

@@ -39,6 +39,11 @@ class DenoiseConfig:
     threshold: float | None = 0.9  # None only in bench configs the infiller resolves first
     temperature: float = 0.0
     pad_run: bool = True  # a committed PAD also commits the PADs predicted just before it
+    # experiments (bench/dev_infill.py), 1 in every default: the first step whose committed end
+    # extends over that run (`pad_run_from`), and the first step that may commit an end at all
+    # (`pad_from`; before it a step commits content only)
+    pad_run_from: int = 1
+    pad_from: int = 1
     # pad_min_prob and pad_tail_only: experiments (bench/dev_infill.py), off in every default.
     # "the fill ends here" is a yes/no event: predict PAD only when P(PAD) beats all content
     # tokens together (> pad_min_prob), not merely the single most likely content token
@@ -262,6 +267,8 @@ class Denoiser:
         no_pad = self.forced_no_pad.clone()
         if min_length is not None and steps < cfg.length_step:
             no_pad[:] = True  # the end waits for the step that estimates the length
+        if steps < cfg.pad_from:
+            no_pad[:] = True
         if cfg.length_rule == "soft" and bool(before_estimate.any()):
             # before the estimate an end is a candidate only where it is likely by itself
             floor = cfg.length_end_prob if cfg.length_end_prob is not None else cfg.threshold
@@ -297,7 +304,7 @@ class Denoiser:
             eligible = eligible & ((cand != pad_id) | _window(masked, holes, 1))
         conf = cand_logp.exp().masked_fill(~eligible, -1.0)
         commit = _choose(conf, eligible, cfg, steps)
-        if cfg.pad_run and cfg.schedule != "ltr":
+        if cfg.pad_run and cfg.schedule != "ltr" and steps >= cfg.pad_run_from:
             commit = _extend_pad_runs(commit, cand, masked, holes, pad_id)
         x = torch.where(commit, cand, x)
         self.logp_sum += (cand_logp * commit).sum(1)
