@@ -40,6 +40,23 @@ CONFIGS = {  # threshold configs for single lines take the infiller's default ("
     # the first step commits no predicted-PAD run with an end / no end at all
     "threshold-0.9-run2": {"schedule": "threshold", "threshold": 0.9, "pad_run_from": 2},
     "threshold-0.9-pad2": {"schedule": "threshold", "threshold": 0.9, "pad_from": 2},
+    # the first tokens one a step, then in parallel, with the length signal read after them
+    "ltr2-0.9": {"schedule": "threshold", "threshold": 0.9, "ltr_first": 2},
+    "ltr2-len-0.7": {
+        "schedule": "threshold",
+        "threshold": 0.7,
+        "ltr_first": 2,
+        "length_every_line": True,
+        "length_step": 3,
+    },
+    "ltr1-len-0.7": {
+        "schedule": "threshold",
+        "threshold": 0.7,
+        "ltr_first": 1,
+        "length_every_line": True,
+        "length_step": 2,
+    },
+    "len-0.7": {"schedule": "threshold", "threshold": 0.7, "length_every_line": True},
     # threshold 0.9 within at most K passes (each pass commits at least a share of what is left)
     "threshold-0.9-s4": {"schedule": "threshold", "threshold": 0.9, "steps": 4},
     "threshold-0.9-s6": {"schedule": "threshold", "threshold": 0.9, "steps": 6},
@@ -67,7 +84,17 @@ CONFIGS = {  # threshold configs for single lines take the infiller's default ("
 
 # a config's fields that are the infiller's DecodeOptions, not the request's (pad_at_frontier
 # is the request's end_rule)
-DECODE_OPTIONS = ("pad_run", "pad_run_from", "pad_from", "pad_min_prob", "pad_tail_only", "window")
+DECODE_OPTIONS = (
+    "pad_run",
+    "pad_run_from",
+    "pad_from",
+    "ltr_first",
+    "pad_min_prob",
+    "pad_tail_only",
+    "window",
+    "length_every_line",
+    "length_step",
+)
 
 
 def unseen_files() -> list[Path]:

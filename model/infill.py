@@ -84,6 +84,7 @@ class DecodeOptions:
     pad_run: bool = True
     pad_run_from: int = 1
     pad_from: int = 1
+    ltr_first: int = 0
     pad_min_prob: float = 0.0
     pad_tail_only: bool = False
 
@@ -763,6 +764,7 @@ class BuiltinInfiller:
             "pad_run": options.pad_run,
             "pad_run_from": options.pad_run_from,
             "pad_from": options.pad_from,
+            "ltr_first": options.ltr_first,
             "pad_min_prob": options.pad_min_prob,
             "pad_tail_only": options.pad_tail_only,
         }

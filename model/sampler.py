@@ -44,6 +44,9 @@ class DenoiseConfig:
     # (`pad_from`; before it a step commits content only)
     pad_run_from: int = 1
     pad_from: int = 1
+    # experiment: the first `ltr_first` steps commit one token each, the leftmost masked slot
+    # (as "ltr"), then the schedule takes over (0: from the first step)
+    ltr_first: int = 0
     # pad_min_prob and pad_tail_only: experiments (bench/dev_infill.py), off in every default.
     # "the fill ends here" is a yes/no event: predict PAD only when P(PAD) beats all content
     # tokens together (> pad_min_prob), not merely the single most likely content token
@@ -304,7 +307,11 @@ class Denoiser:
             eligible = eligible & ((cand != pad_id) | _window(masked, holes, 1))
         conf = cand_logp.exp().masked_fill(~eligible, -1.0)
         commit = _choose(conf, eligible, cfg, steps)
-        if cfg.pad_run and cfg.schedule != "ltr" and steps >= cfg.pad_run_from:
+        if (
+            cfg.pad_run
+            and cfg.schedule != "ltr"
+            and steps >= max(cfg.pad_run_from, cfg.ltr_first + 1)
+        ):
             commit = _extend_pad_runs(commit, cand, masked, holes, pad_id)
         x = torch.where(commit, cand, x)
         self.logp_sum += (cand_logp * commit).sum(1)
@@ -375,7 +382,7 @@ def _choose(
     """Which masked positions to commit this step, per row: (B, S) bool."""
     B, S = conf.shape
     n_masked = masked.sum(1)
-    if cfg.schedule == "ltr":
+    if cfg.schedule == "ltr" or step <= cfg.ltr_first:
         first = first_masked(masked)
         return (torch.arange(S, device=conf.device)[None, :] == first[:, None]) & masked
     # an even share of the masked slots over the steps left (all of them at the last step)
