@@ -183,6 +183,12 @@ class _EndingStream(StreamingResponse):
             self._end()
 
 
+def step_event(step: int, canvas: list, live: bool) -> dict:
+    """A streamed `/v1/infill` event: each row's holes after denoising step `step` (`live`:
+    sent as the step happened, not replayed from the trajectory after the answer)."""
+    return {"object": "infill.step", "step": step, "live": live, "canvas": canvas}
+
+
 def create_app(state: ServerState) -> FastAPI:
     opts = state.options
     app = FastAPI(title="parafill model server", docs_url=None, redoc_url=None, openapi_url=None)
@@ -460,20 +466,10 @@ def create_app(state: ServerState) -> FastAPI:
                                 get.cancel()
                                 break
                             k, canvas = get.result()
-                            yield {
-                                "object": "infill.step",
-                                "step": k,
-                                "live": True,
-                                "canvas": canvas,
-                            }
+                            yield step_event(k, canvas, live=True)
                         while not steps.empty():  # every step comes before the answer
                             k, canvas = steps.get_nowait()
-                            yield {
-                                "object": "infill.step",
-                                "step": k,
-                                "live": True,
-                                "canvas": canvas,
-                            }
+                            yield step_event(k, canvas, live=True)
                         yield answer(await task)
                     finally:
                         task.cancel()
@@ -490,12 +486,7 @@ def create_app(state: ServerState) -> FastAPI:
                             for r in results
                             if r.trajectory and i < len(r.trajectory)
                         ]
-                        yield {
-                            "object": "infill.step",
-                            "step": i + 1,
-                            "live": False,
-                            "canvas": canvas,
-                        }
+                        yield step_event(i + 1, canvas, live=False)
                     yield answer(results)
 
                 return sse(events(), "infill", t0, item)
