@@ -1,7 +1,7 @@
 """Development set for sampler defaults: single-line infilling on code the model never saw.
 
 Lines are drawn (deterministically) from installed packages that the corpus builder excludes by
-name (model.data.EVAL_EXCLUDE_PACKAGES: pygls, lsprotocol, ...), so choices made here are not tuned
+name (training.data.EVAL_EXCLUDE_PACKAGES: pygls, lsprotocol, ...), so choices made here are not tuned
 on HumanEval. Each task hides the rest of one line after its indentation; the context is the file
 around it. Reports exact match, forward passes and tokens per pass for each sampler setting.
 
@@ -23,10 +23,10 @@ import numpy as np
 
 from model import cpu_threads
 from model.codetext import cut_to_scope
-from model.data import EVAL_EXCLUDE_PACKAGES
 from model.infill import PRECISIONS, load_infiller
 from model.interface import Hole, InfillRequest, StopRules
 from model.layout import trim_context
+from training.data import EVAL_EXCLUDE_PACKAGES
 
 CONFIGS = {  # threshold configs for single lines take the infiller's default ("confident" end)
     "ltr": {"schedule": "ltr"},

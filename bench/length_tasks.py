@@ -2,7 +2,7 @@
 development half, for the length signal (model/length.py) and its decoding choices.
 
 Owns: the unseen files (installed packages the corpus builder excludes by name,
-model.data.EVAL_EXCLUDE_PACKAGES), their split (by a hash of the file's path relative to its
+training.data.EVAL_EXCLUDE_PACKAGES), their split (by a hash of the file's path relative to its
 package, so it is the same on every machine), and the tasks: the rest of one line from its
 indentation (a line start) or from a random column inside it (typing mid-line), with the file
 around it as context. What `bench/dev_infill.py` asks, in both cursor kinds the editor has.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.data import EVAL_EXCLUDE_PACKAGES
+from training.data import EVAL_EXCLUDE_PACKAGES
 
 SPLITS = ("calib", "dev")
 

@@ -1,7 +1,7 @@
 """LSP latency and suggestion quality: a real LSP client replays typing through real source files.
 
 The files are read at run time from installed packages that the corpus builder excludes by name
-(model/data.py's EVAL_EXCLUDE_PACKAGES; fallback: pygls, lsprotocol), so the model never trained
+(training/data.py's EVAL_EXCLUDE_PACKAGES; fallback: pygls, lsprotocol), so the model never trained
 on them and nothing third-party is copied into the repo. For each sampled line the line is blanked
 (its indentation kept), then typed one character at a time as an editor would: a didChange and an
 automatic textDocument/inlineCompletion per keystroke, `$/cancelRequest` for the request still
@@ -56,8 +56,8 @@ MIN_FILE_CHARS, MAX_FILE_CHARS = 2_000, 60_000
 
 
 def excluded_packages() -> tuple[str, ...]:
-    """EVAL_EXCLUDE_PACKAGES from model/data.py, read without importing it."""
-    path = ROOT / "model" / "data.py"
+    """EVAL_EXCLUDE_PACKAGES from training/data.py, read without importing it."""
+    path = ROOT / "training" / "data.py"
     try:
         tree = ast.parse(path.read_text())
         for node in tree.body:

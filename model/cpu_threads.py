@@ -2,7 +2,7 @@
 
 Owns: the OpenMP spin default (`set_spin_count`: GOMP_SPINCOUNT, which libgomp reads once, when
 torch loads it, so it is set before the process's first `import torch`: at the top of
-`BuiltinInfiller.__init__` in the server, and by model/train.py before its torch import),
+`BuiltinInfiller.__init__` in the server, and by training/train.py before its torch import),
 finding the cores that are idle at this moment (/proc/loadavg's count of runnable threads), and
 `Fitter`, which sets torch's intra-op threads for each forward of a request (the base count plus
 the idle cores for a forward of WIDE_MIN_TOKENS or more, the base count otherwise) and restores

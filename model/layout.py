@@ -2,8 +2,8 @@
 
 Owns: how much prefix and suffix context is kept around the holes, where each hole's slots sit
 among the context positions, and the span-relative view of those slots. The training examples
-(`model/data.py`) and the infiller (`model/infill.py`) both use these, so the model is trained on
-exactly the layout it meets at inference.
+(`training/data.py`) and the infiller (`model/infill.py`) both use these, so the model is trained
+on exactly the layout it meets at inference.
 """
 
 from __future__ import annotations

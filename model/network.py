@@ -1,5 +1,5 @@
 """Bidirectional transformer for masked diffusion, in plain torch (no transformers import: the
-server and the CLI start without it; model/hf.py wraps the same network as a transformers
+server and the CLI start without it; training/hf.py wraps the same network as a transformers
 PreTrainedModel for training and `save_pretrained`, with the same weight names).
 
 Owns: the network's config, the network and its loading from a checkpoint directory
@@ -38,7 +38,7 @@ from model.length import LengthHead
 class NetConfig:
     """The network's shape and special tokens (config.json). The defaults are a starting point;
     the shipped checkpoint's own values are in model/weights/config.json (d 384, 8 layers, 6
-    heads, SwiGLU 1024, 10,240 tokens). model/hf.py's ParafillConfig carries the same fields."""
+    heads, SwiGLU 1024, 10,240 tokens). training/hf.py's ParafillConfig carries the same fields."""
 
     vocab_size: int = 10240  # tokens of the tokenizer (model/tokenizer.py), specials included
     hidden_size: int = 512  # width of the residual stream (embedding dimension)
@@ -193,7 +193,7 @@ class ParafillNet(nn.Module):
         nn.Module.__init__(self)
         self.config = config
         self.build(config)
-        if getattr(config, "tie_word_embeddings", True):  # (model/hf.py's post_init ties it there)
+        if getattr(config, "tie_word_embeddings", True):  # (training/hf.py's post_init ties it)
             self.lm_head.weight = self.embed.weight
 
     @classmethod
@@ -241,7 +241,7 @@ class ParafillNet(nn.Module):
         return net.eval()
 
     def build(self, config) -> None:
-        """The layers (model/hf.py's PreTrainedModel builds the same ones)."""
+        """The layers (training/hf.py's PreTrainedModel builds the same ones)."""
         self.embed = nn.Embedding(config.vocab_size, config.hidden_size)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_hidden_layers))
         for b in self.blocks:

@@ -67,7 +67,7 @@ def test_loading_the_builtin_model_sets_the_spin_count_before_torch():
         "    pass"
     )
     assert _env_after(code) == cpu_threads.SPIN_COUNT
-    assert _env_after("from model import train") == cpu_threads.SPIN_COUNT
+    assert _env_after("from training import train") == cpu_threads.SPIN_COUNT
 
 
 def test_fitter_widens_then_restores(monkeypatch):

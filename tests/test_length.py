@@ -20,8 +20,8 @@ from model.length import (
     own_signal_length,
     quantile_length,
 )
-from model.length_train import hole_slots
 from model.sampler import DenoiseConfig, Hooks, Span, Vocab, denoise
+from training.length_train import hole_slots
 
 
 @pytest.fixture(scope="module")

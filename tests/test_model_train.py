@@ -14,10 +14,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from model import data
-from model.hf import ParafillForMaskedDiffusion
 from model.infill import WEIGHTS_DIR, BuiltinInfiller
 from model.interface import Hole, InfillRequest
+from training import data
+from training.hf import ParafillForMaskedDiffusion
 
 # A few real HumanEval infilling tasks (tests/fixtures/humaneval-infilling/README.md)
 BENCH = Path(__file__).parent / "fixtures/humaneval-infilling"
@@ -54,7 +54,7 @@ def test_corpus_filters_dedups_and_decontaminates(corpus_root, bench):
 
 
 def test_contamination_marks_match_signatures_not_bare_names():
-    marks = data.load_marks()  # the shipped marks (model/decontam_marks.json)
+    marks = data.load_marks()  # the shipped marks (training/decontam_marks.json)
     assert data.is_contaminated(
         "def has_close_elements(numbers: List[float], threshold: float) -> bool:\n", marks
     )
@@ -109,7 +109,7 @@ def test_train_resume_and_load_tiny_model(corpus_root, tmp_path):
     assert z["tokens"].shape[1] == data.SEQ_LEN
     assert set(np.unique(z["group"])) <= {0, 1, 2, 3, 4, 255}
 
-    from model import train
+    from training import train
 
     ck = tmp_path / "ck"
     tiny = [
@@ -170,8 +170,8 @@ def test_train_resume_and_load_tiny_model(corpus_root, tmp_path):
 def test_an_untied_checkpoint_keeps_its_own_lm_head(tmp_path):
     """A checkpoint saved with tie_word_embeddings false loads its own LM head (not the
     embedding table), and gives the logits the saved model gives."""
-    from model.hf import ParafillConfig
     from model.network import ParafillNet
+    from training.hf import ParafillConfig
 
     cfg = ParafillConfig(
         vocab_size=64,

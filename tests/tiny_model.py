@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from model.hf import ParafillConfig, ParafillForMaskedDiffusion
+from training.hf import ParafillConfig, ParafillForMaskedDiffusion
 
 
 def tiny_model(seed: int = 0) -> ParafillForMaskedDiffusion:

@@ -11,14 +11,14 @@ train/validation split, and the two kinds of training shards written to disk:
   fall on token boundaries exactly as at inference. Each hole is padded with PAD to a budget and
   may appear as several noisy copies (groups) over one shared context.
 
-Decontamination compares every line of a file with the benchmark's marks (model/decontam_marks.json,
-shipped: hashes of each task's function signatures and long lines; `--bench DIR` reads the raw
+Decontamination compares every line of a file with the benchmark's marks
+(training/decontam_marks.json, shipped: hashes of each task's function signatures and long lines; `--bench DIR` reads the raw
 benchmark instead). The marks file is regenerated from the benchmark's task files by
-``python -m model.data decontam-marks --bench DIR`` (docs/model.md).
+``python -m training.data decontam-marks --bench DIR`` (docs/model.md).
 
-Usage:  python -m model.data --out data/ [--roots DIR ...] [--tokenizer model/weights/tokenizer.json]
-                             [--bench DIR]
-        python -m model.data decontam-marks --bench DIR [--out model/decontam_marks.json]
+Usage:  python -m training.data --out data/ [--roots DIR ...]
+                                [--tokenizer model/weights/tokenizer.json] [--bench DIR]
+        python -m training.data decontam-marks --bench DIR [--out training/decontam_marks.json]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from model.layout import place, trim_context
 
 # Installed packages kept out of the corpus so that benchmarks can replay "unseen" code.
 EVAL_EXCLUDE_PACKAGES = ("pygls", "lsprotocol", "pytest_lsp", "tree_sitter")
-DEFAULT_TOKENIZER = Path(__file__).resolve().parent / "weights/tokenizer.json"
+DEFAULT_TOKENIZER = Path(__file__).resolve().parents[1] / "model/weights/tokenizer.json"
 # The decontamination marks of the HumanEval infilling benchmark (see `write_marks`).
 MARKS_FILE = Path(__file__).resolve().parent / "decontam_marks.json"
 MARK_MIN_LEN = 40  # a benchmark line of at least this many characters is a mark (about 8+ words)
@@ -55,7 +55,7 @@ BENCH_SOURCE = (
     "its data/*.jsonl.gz task files"
 )
 
-# The training shards' format, which model/train.py reads (this module is its one source).
+# The training shards' format, which training/train.py reads (this module is its one source).
 SEQ_LEN = 512  # tokens in an infill example, and the default training window
 TOKEN_DTYPE = np.uint16  # token ids in stream.bin and infill.npz (a vocabulary under 65536)
 STREAM_FILE = "stream.bin"
@@ -193,11 +193,11 @@ def marks_document(bench_dir: Path) -> dict:
     if not tasks:
         raise SystemExit(f"no benchmark tasks (*.jsonl.gz) found in {bench_dir}")
     return {
-        "about": "Decontamination marks of model/data.py: blake2b digests of every function "
+        "about": "Decontamination marks of training/data.py: blake2b digests of every function "
         "signature and every line of at least min_len characters in the benchmark's prompts, "
         "solutions and suffixes, each line normalized (whitespace runs one space, ends stripped)",
         "source": BENCH_SOURCE,
-        "command": f"python -m model.data decontam-marks --bench {bench_dir}",
+        "command": f"python -m training.data decontam-marks --bench {bench_dir}",
         "files": {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files},
         "tasks": len(tasks),
         "min_len": MARK_MIN_LEN,
@@ -222,7 +222,7 @@ def read_marks(path: Path = MARKS_FILE) -> frozenset[str]:
         raise SystemExit(
             f"{path} was made with other rules (min_len {doc.get('min_len')}, digest_bytes "
             f"{doc.get('digest_bytes')}): regenerate it with "
-            "`python -m model.data decontam-marks --bench DIR`"
+            "`python -m training.data decontam-marks --bench DIR`"
         )
     return frozenset(doc["marks"])
 
@@ -478,9 +478,9 @@ def build_shards(
 
 
 def marks_main(argv: list[str]) -> None:
-    """`python -m model.data decontam-marks`: (re)write the shipped marks file."""
+    """`python -m training.data decontam-marks`: (re)write the shipped marks file."""
     ap = argparse.ArgumentParser(
-        prog="python -m model.data decontam-marks",
+        prog="python -m training.data decontam-marks",
         description="Write the decontamination marks of the HumanEval infilling task files. "
         f"Tasks: {BENCH_SOURCE}.",
     )

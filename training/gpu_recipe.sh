@@ -2,11 +2,12 @@
 # The prepared GPU recipe: one command on one lent H100/H200 (16 cores, Python 3.12, torch,
 # tokenizers, safetensors, numpy, no network). Builds the corpus from that machine's own installed
 # packages with the shipped tokenizer (decontaminated against HumanEval infilling by the shipped
-# marks, model/decontam_marks.json; BENCH=DIR reads raw task files instead), trains or continues training model/weights within a wall-clock
-# budget, and writes the weights to $OUT/weights in bf16 shards under 16 MiB each.
+# marks, training/decontam_marks.json; BENCH=DIR reads raw task files instead), trains or
+# continues training model/weights within a wall-clock budget, and writes the weights to
+# $OUT/weights in bf16 shards under 16 MiB each.
 #
-#   BUDGET_S=540 bash model/gpu_recipe.sh          # the whole recipe's wall clock, data included
-#   SMOKE=1 bash model/gpu_recipe.sh               # small corpus, eager vs compiled throughput
+#   BUDGET_S=540 bash training/gpu_recipe.sh          # the whole recipe's wall clock, data included
+#   SMOKE=1 bash training/gpu_recipe.sh               # small corpus, eager vs compiled throughput
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -21,22 +22,22 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 python3 -c "import torch, transformers, tokenizers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'tokenizers', tokenizers.__version__)"
 mkdir -p "$OUT"
 if [ "${SMOKE:-0}" = 1 ]; then
-  python3 -m model.data --out "$DATA" --workers "$NPROC" "${BENCH_ARGS[@]}" --max-bytes 20000000 --infill-per-kb 0.4
+  python3 -m training.data --out "$DATA" --workers "$NPROC" "${BENCH_ARGS[@]}" --max-bytes 20000000 --infill-per-kb 0.4
   echo "[recipe] data built at +$(( $(date +%s) - T0 ))s"
-  python3 -m model.train --data "$DATA" --out "$OUT/smoke_eager" --minutes 0.4 --batch 256 --log-every 10 --eval-every 15
+  python3 -m training.train --data "$DATA" --out "$OUT/smoke_eager" --minutes 0.4 --batch 256 --log-every 10 --eval-every 15
   echo "[recipe] eager done at +$(( $(date +%s) - T0 ))s"
-  python3 -m model.train --data "$DATA" --out "$OUT/smoke_compiled" --minutes 0.9 --batch 256 --log-every 10 --eval-every 30 --compile
+  python3 -m training.train --data "$DATA" --out "$OUT/smoke_compiled" --minutes 0.9 --batch 256 --log-every 10 --eval-every 30 --compile
   echo "[recipe] compiled done at +$(( $(date +%s) - T0 ))s"
   rm -rf "$OUT"/smoke_*/*.safetensors
   exit 0
 fi
 RESUME=()
 [ -f model/weights/config.json ] && RESUME=(--resume model/weights)
-python3 -m model.data --out "$DATA" --workers "$NPROC" "${BENCH_ARGS[@]}" \
+python3 -m training.data --out "$DATA" --workers "$NPROC" "${BENCH_ARGS[@]}" \
   --max-bytes "${MAX_BYTES:-350000000}" --infill-per-kb "${INFILL_PER_KB:-0.4}"
 cp "$DATA/stats.json" "$OUT/corpus_stats.json"
 echo "[recipe] data built at +$(( $(date +%s) - T0 ))s"
-python3 -m model.train --data "$DATA" --out "$OUT/weights" "${RESUME[@]}" \
+python3 -m training.train --data "$DATA" --out "$OUT/weights" "${RESUME[@]}" \
   --deadline $(( T0 + BUDGET - 20 )) --minutes 600 --batch "${BATCH:-256}" --lr "${LR:-2e-3}" \
   --full-frac "${FULL_FRAC:-0.5}" --save-every 90 --eval-every 45 --log-every 50 ${TRAIN_ARGS:-}
 echo "[recipe] finished at +$(( $(date +%s) - T0 ))s"

@@ -7,8 +7,8 @@ wall-clock warmup-stable-decay schedule, validation, checkpoints (save_pretraine
 under 16 MiB, optimizer state as safetensors), resume, and several GPUs via torchrun.
 
 Usage:
-  python -m model.train --data data/ --out runs/x --minutes 30 [--resume model/weights]
-  torchrun --nproc-per-node 8 -m model.train ...
+  python -m training.train --data data/ --out runs/x --minutes 30 [--resume model/weights]
+  torchrun --nproc-per-node 8 -m training.train ...
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.data import (
+from model.length import LengthHead
+from model.tokenizer import CodeTokenizer
+from training.data import (
     CONTEXT_GROUP,
     DEFAULT_TOKENIZER,
     INFILL_FILE,
@@ -38,15 +40,13 @@ from model.data import (
     STREAM_FILE,
     TOKEN_DTYPE,
 )
-from model.hf import ParafillConfig, ParafillForMaskedDiffusion
-from model.length import LengthHead
-from model.length_train import head_loss
-from model.tokenizer import CodeTokenizer
+from training.hf import ParafillConfig, ParafillForMaskedDiffusion
+from training.length_train import head_loss
 
 
 # ----------------------------------------------------------------------------- data on device
 class Batches:
-    """Holds one split's shards (model/data.py's format) on the training device and draws
+    """Holds one split's shards (training/data.py's format) on the training device and draws
     masked batches from them."""
 
     def __init__(
@@ -63,7 +63,7 @@ class Batches:
             if z["tokens"].shape[1] != seq_len:
                 raise SystemExit(
                     f"{f} holds examples of {z['tokens'].shape[1]} tokens, the model trains on "
-                    f"{seq_len}: build the data with the same length (model/data.py's SEQ_LEN)"
+                    f"{seq_len}: build the data with the same length (training/data.py's SEQ_LEN)"
                 )
             self.inf_tok = torch.from_numpy(z["tokens"].astype(np.int32)).to(device)
             self.inf_pos = torch.from_numpy(z["pos"].astype(np.int32)).to(device)
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     decay, no_decay = [], []
     for n, p in model.named_parameters():
         if n.startswith("length_head."):
-            continue  # its own optimizer, its own loss (model/length_train.py)
+            continue  # its own optimizer, its own loss (training/length_train.py)
         (decay if p.dim() >= 2 and "embed" not in n else no_decay).append(p)
     head_opt = None
     if a.length_head and model.length_head is not None:

@@ -1,4 +1,4 @@
-"""Training side of the length head (model/length.py), used by model/train.py's recipe.
+"""Training side of the length head (model/length.py), used by training/train.py's recipe.
 
 Owns: turning a batch of infill-shaped training examples into the head's examples (each hole's
 first slots with every span slot masked, as the first denoising step sees a line hole; the true
