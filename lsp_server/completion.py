@@ -18,8 +18,9 @@ from dataclasses import dataclass, field, replace
 from lsp_server import pipeline
 from lsp_server.acceptance import Tracker, log_line
 from lsp_server.config import Settings
+from lsp_server.context import EMPTY, Packed, RepoContext
 from lsp_server.engine import Engine, TypingThrough
-from lsp_server.planner import InfillPlan, plan_completion
+from lsp_server.planner import InfillPlan, plan_completion, with_budget
 from lsp_server.postprocess import Candidate
 from lsp_server.prefetch import after_enter
 from lsp_server.steps import Denoising
@@ -55,6 +56,7 @@ class Completion:
     results: list[InfillResult] = field(default_factory=list)  # the first decode's
     error: Exception | None = None  # the model could not answer (unavailable, or it failed)
     suggestion: int | None = None  # the candidates' suggestion id (lsp_server/acceptance.py)
+    context: Packed = EMPTY  # the repository context read ahead of the prefix
 
 
 @dataclass
@@ -79,10 +81,18 @@ class Completer:
     """The completion path's state: the engine, the last suggestion per document (typing-through),
     the newest request per document (debounce, supersede) and the next-line prefetch."""
 
-    def __init__(self, engine: Engine, settings: Settings, docs: DocumentStore | None = None):
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        docs: DocumentStore | None = None,
+        context: RepoContext | None = None,
+    ):
         self.engine = engine
         self.settings = settings  # the server replaces it when the client's settings change
         self.docs = docs
+        self.context = context  # the repository context (None: the current file only)
+        self.running = 0  # completions in progress (the context index waits meanwhile)
         self.typing = TypingThrough()
         self.pending: dict[str, int] = {}  # uri -> newest request ticket (debounce/supersede)
         self.last_automatic: dict[str, float] = {}  # uri -> when its last automatic request came
@@ -114,28 +124,56 @@ class Completer:
     async def run(self, uri: str, req, label: str | None) -> list[InfillResult]:
         """The engine's results for `req`; a cancelled task cancels the job between steps."""
         job = self.engine.submit(uri, req, label)
+        self._hold(1)
         try:  # shielded: the job may be shared (a request joined it); release says who left
             return await asyncio.shield(asyncio.wrap_future(job.future))
         except asyncio.CancelledError:
             self.engine.release(job)
             raise
+        finally:
+            self._hold(-1)
 
-    def plan(self, snapshot: Snapshot, cursor: int, ask: Ask) -> InfillPlan:
-        plan = plan_completion(
-            snapshot.text, cursor, snapshot.language, snapshot, self.settings.budgets()
-        )
-        if ask.budget:
-            plan = replace(plan, regions=tuple(replace(r, budget=ask.budget) for r in plan.regions))
-        return plan
+    def _hold(self, n: int) -> None:
+        """The context index waits while a completion runs (it never delays one)."""
+        self.running += n
+        if self.context is not None:
+            idle = self.context.index.idle
+            idle.clear() if self.running else idle.set()
 
-    def request(self, plan: InfillPlan, text: str, ask: Ask):
+    def repo_context(self, doc: Document | None, text: str, cursor: int) -> Packed:
+        """What of the workspace goes ahead of the prefix (lsp_server/context/): at most the
+        repoContextShare of the context budget; EMPTY when it is off or has nothing to add."""
+        s = self.settings
+        if self.context is None or doc is None or not s.repo_context:
+            return EMPTY
+        budget = int(s.context_tokens * s.repo_context_share)
+        return self.context.pack_for(doc, text, cursor, budget, s.budgets().chars_per_token)
+
+    def plan(
+        self, snapshot: Snapshot, cursor: int, ask: Ask, doc: Document | None = None
+    ) -> tuple[InfillPlan, Packed]:
+        """The plan at `cursor`, with the repository context of `doc` ahead of its prefix and
+        the file's own window smaller by as much (the same plan as without when there is none)."""
+        packed = self.repo_context(doc, snapshot.text, cursor)
+        budgets = self.settings.budgets()
+        if packed.text:
+            budgets = replace(budgets, context_tokens=budgets.context_tokens - packed.tokens)
+        plan = plan_completion(snapshot.text, cursor, snapshot.language, snapshot, budgets)
+        if packed.text:
+            plan = replace(plan, header=packed.text)
+        return with_budget(plan, ask.budget), packed
+
+    def request(self, plan: InfillPlan, text: str, ask: Ask, prefetch: bool = False):
         """The model request for a plan: one path for requests and prefetches, so that a
         prefetch asks exactly what the request it anticipates will ask (the engine's key). An
         explicit request has a deadline too, a generous one (explicitDeadlineMs): past it, its
         fills that may span lines end at a finished line, and the answer is the lines finished
-        so far (the results say so: ended_by "deadline"; the engine counts deadlineCuts)."""
+        so far (the results say so: ended_by "deadline"; the engine counts deadlineCuts). A
+        `prefetch` has none: a request that takes it over gives it its own."""
         s = self.settings
         deadline = s.explicit_deadline_ms if ask.invoked else s.multiline_deadline_ms
+        if prefetch:
+            deadline = 0
         return pipeline.build_request(
             plan,
             text,
@@ -180,7 +218,7 @@ class Completer:
                 self.engine.count("superseded")
                 return out
         tree = doc.tree if ask.selected is None else None
-        plan = self.plan(Snapshot(text, tree, doc.language), cursor, ask)
+        plan, out.context = self.plan(Snapshot(text, tree, doc.language), cursor, ask, doc)
         out.kind = plan.kind
         req = self.request(plan, text, ask)
         t0 = time.perf_counter()
@@ -251,10 +289,9 @@ class Completer:
             if doc.version != version:
                 return  # the text changed
             snap = doc.snapshot_with(cursor, inserted)
-            plan = self.plan(snap, cursor + len(inserted), Ask())
-            req = pipeline.build_request(
-                plan, snap.text, self.settings, want_trajectory=want_trajectory or None
-            )
+            ask = Ask(want_trajectory=want_trajectory)
+            plan, _ = self.plan(snap, cursor + len(inserted), ask, doc)
+            req = self.request(plan, snap.text, ask, prefetch=True)
             self.engine.submit(doc.uri, req, plan.kind, speculative=True)
 
         asyncio.get_running_loop().call_later(PREFETCH_IDLE_S, start)
@@ -273,14 +310,7 @@ class Completer:
             plan = plan_completion(text, e, doc.language, snapshot, budgets, selection=(s, e))
         else:
             plan = pipeline.plan_markers(text, doc.language, self.settings, snapshot)
-        if ask.budget:
-            plan = replace(
-                plan,
-                regions=tuple(
-                    replace(r, budget=ask.budget) if r.budget == budgets.hole else r
-                    for r in plan.regions
-                ),
-            )
+        plan = with_budget(plan, ask.budget, replacing=budgets.hole)
         req = pipeline.build_request(
             plan,
             text,

@@ -59,6 +59,10 @@ class Settings:
     cache_size: int = 256  # LRU entries
     threads: int = 0  # CPU threads for inference; 0: auto (1 on a 2-core machine)
     context_reuse: bool = True  # reuse the context encoding across keystrokes (approximate)
+    # context beyond the file (lsp_server/context/): definitions of imported names from other
+    # workspace files, the other open documents, recent edits, ahead of the prefix
+    repo_context: bool = False
+    repo_context_share: float = 0.25  # of contextTokens, at most, taken from the file's own window
     log_file: str | None = None
     enabled: bool = True
     # where the model runs: "builtin" (in this process) or "remote" (a model server over HTTP,
@@ -172,6 +176,8 @@ FIELDS = {
     "cacheSize": ("cache_size", _int(0, 100_000)),
     "threads": ("threads", _int(0, 256)),
     "contextReuse": ("context_reuse", _bool),
+    "repoContext": ("repo_context", _bool),
+    "repoContextShare": ("repo_context_share", _float(0.0, 0.75)),
     "logFile": ("log_file", _opt(_str)),
     "enabled": ("enabled", _bool),
     "backend": ("backend", _choice(BACKENDS)),

@@ -27,7 +27,7 @@ from lsp_server.planner import (
 )
 from lsp_server.postprocess import Candidate
 from lsp_server.syntax import Snapshot
-from model.codetext import DEADLINE, cut_to_scope, drop_repetition, finished_fill, strip_special
+from model.codetext import DEADLINE, finished_fill
 from model.interface import InfillRequest, InfillResult, past
 
 MULTI_LINE = (BLOCK, STATEMENT)  # region kinds decoded with the frontier end rule
@@ -156,6 +156,5 @@ def hole_fills(plan: InfillPlan, text: str, results: list[InfillResult]) -> list
     out = []
     for i, region in enumerate(plan.regions):
         best = results[0].fills[i] if results and i < len(results[0].fills) else ""
-        fill = cut_to_scope(strip_special(best), region.stop, plan.language)
-        out.append(region.lead + drop_repetition(fill) + region.trail)
+        out.append(region.lead + postprocess.clean(best, region.stop, plan.language) + region.trail)
     return out

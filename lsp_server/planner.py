@@ -75,6 +75,8 @@ class InfillPlan:
     regions: tuple[Region, ...]
     context_start: int
     context_end: int
+    # text read ahead of the prefix (the repository context: lsp_server/context/), not the file's
+    header: str = ""
 
     @property
     def kind(self) -> str:
@@ -85,7 +87,7 @@ class InfillPlan:
         at least `min_tokens` tokens (an explicit request wants something, not an empty fill)."""
         segs: list[Segment] = []
         pos = self.context_start
-        trail = ""
+        trail = self.header
         for r in self.regions:
             segs.append(trail + text[pos : r.start] + r.lead)
             segs.append(Hole(r.budget, min(min_tokens, r.budget), r.stop.single_line, r.stop))
@@ -457,6 +459,18 @@ def _minus(budgets: Budgets, regions: list[Region]) -> Budgets:
     """The context budget left once the holes' mask tokens are placed in the window."""
     left = max(MIN_CONTEXT_TOKENS, budgets.context_tokens - sum(r.budget for r in regions))
     return replace(budgets, context_tokens=left)
+
+
+def with_budget(plan: InfillPlan, budget: int | None, replacing: int | None = None) -> InfillPlan:
+    """`plan` with `budget` mask tokens per hole (None: unchanged); with `replacing`, only the
+    holes whose budget is that (the default: holes that name their own keep it)."""
+    if not budget:
+        return plan
+    regions = tuple(
+        replace(r, budget=budget) if replacing is None or r.budget == replacing else r
+        for r in plan.regions
+    )
+    return replace(plan, regions=regions)
 
 
 def plan_completion(

@@ -78,6 +78,12 @@ def syntax_errors(
     return max(0, syntax.count_errors(syntax.parse(prefix + fill + suffix, language)) - baseline)
 
 
+def clean(text: str, stop: StopRules, language: str) -> str:
+    """A fill's residue stripped, cut at its scope end, its degenerate repetition dropped: the
+    text rules every fill passes (a candidate's and a `<|fill|>` hole's alike)."""
+    return drop_repetition(cut_to_scope(strip_special(text), stop, language))
+
+
 def process(
     fills: list[tuple[str, float]],
     stop: StopRules,
@@ -96,9 +102,7 @@ def process(
     out: dict[str, Candidate] = {}
     baseline: int | None = None
     for text, score in fills:
-        fill = strip_special(text)
-        fill = cut_to_scope(fill, stop, language)
-        fill = drop_repetition(fill)
+        fill = clean(text, stop, language)
         fill = drop_suffix_repeat(fill, line_after, suffix)
         fill, extend = absorb_autoclosed(fill, line_after)
         if not fill.strip() or fill in out:

@@ -1,0 +1,239 @@
+"""What of a file can feed a prompt: its definitions as short chunks (pure, tree-sitter).
+
+Owns `Chunk` (a piece of a workspace file: path, line range, text, the names it defines) and the
+extraction of a file's definitions: for Python, functions (signature and the docstring's first
+lines), classes (header, docstring, class fields and constants, method signatures) and module
+constants; for JavaScript/TypeScript, functions, classes (method signatures), interfaces, type
+aliases and top-level constants, exported or not. Signatures, not whole files: a definition is
+what a call into it needs. Also the windows of a file's lines (other open documents and recent
+edits are ranked in those).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from lsp_server import syntax
+
+DOC_LINES = 3  # docstring lines kept
+MAX_CHUNK_CHARS = 600  # a definition's text is cut here
+MAX_MEMBERS = 12  # class fields and method signatures kept
+IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    path: str  # relative to its workspace folder, '/'-separated
+    start: int  # first line (0-based)
+    end: int  # last line (0-based, inclusive)
+    text: str
+    names: tuple[str, ...] = ()  # the names it defines (a class: its name, then its members')
+    kind: str = "def"  # "def" (a definition) | "open" (an open document's lines) | "edit"
+
+    @property
+    def key(self) -> tuple:
+        return (self.path, self.start, self.end, self.kind)
+
+
+def _text(src: bytes, node) -> str:
+    return src[node.start_byte : node.end_byte].decode("utf-8", "replace")
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_CHUNK_CHARS else text[:MAX_CHUNK_CHARS].rstrip() + " ..."
+
+
+def _doc_lines(src: bytes, body, indent: str) -> list[str]:
+    """The first lines of a Python body's docstring, re-indented."""
+    if body is None or not body.named_children:
+        return []
+    first = body.named_children[0]
+    if first.type != "expression_statement" or not first.named_children:
+        return []
+    s = first.named_children[0]
+    if s.type != "string":
+        return []
+    lines = _text(src, s).split("\n")
+    head = [ln.strip() for ln in lines[:DOC_LINES]]
+    if len(lines) > DOC_LINES:
+        quote = '"""' if lines[0].strip().startswith('"""') else "'''"
+        head.append(quote)
+    return [indent + ln for ln in head if ln]
+
+
+def _py_header(src: bytes, node) -> str:
+    body = node.child_by_field_name("body")
+    end = body.start_byte if body is not None else node.end_byte
+    return src[node.start_byte : end].decode("utf-8", "replace").rstrip()
+
+
+def _py_function(src: bytes, node, indent: str, start_node=None) -> str:
+    start_node = start_node or node
+    head = src[start_node.start_byte : node.start_byte].decode("utf-8", "replace")  # decorators
+    out = [head + _py_header(src, node)]
+    doc = _doc_lines(src, node.child_by_field_name("body"), indent + "    ")
+    return "\n".join(out + doc + [indent + "    ..."])
+
+
+def _unwrap(node):
+    """(definition, decorated wrapper or None)."""
+    if node.type == "decorated_definition":
+        d = node.child_by_field_name("definition")
+        return d, node
+    return node, None
+
+
+def _py_assign_name(node) -> str | None:
+    if node.type != "expression_statement" or not node.named_children:
+        return None
+    a = node.named_children[0]
+    if a.type != "assignment":
+        return None
+    left = a.child_by_field_name("left")
+    return left.text.decode() if left is not None and left.type == "identifier" else None
+
+
+def _py_class(src: bytes, node, wrapper) -> tuple[str, tuple[str, ...]]:
+    start = wrapper or node
+    head = src[start.start_byte : node.start_byte].decode("utf-8", "replace")
+    body = node.child_by_field_name("body")
+    out = [head + _py_header(src, node)]
+    out += _doc_lines(src, body, "    ")
+    names = [node.child_by_field_name("name").text.decode()]
+    members = 0
+    for child in body.named_children if body is not None else []:
+        if members >= MAX_MEMBERS:
+            out.append("    ...")
+            break
+        d, w = _unwrap(child)
+        if d.type == "function_definition":
+            text = _py_function(src, d, "    ", w)
+            out += ["    " + ln.lstrip() if i == 0 else ln for i, ln in enumerate(text.split("\n"))]
+            names.append(d.child_by_field_name("name").text.decode())
+            members += 1
+        elif child.type == "expression_statement":
+            line = _text(src, child).split("\n")[0]
+            if child.named_children and child.named_children[0].type == "assignment":
+                out.append("    " + line[:160])
+                members += 1
+    return "\n".join(out), tuple(names)
+
+
+def _python_defs(path: str, src: bytes, root) -> list[Chunk]:
+    out = []
+    for node in root.named_children:
+        d, w = _unwrap(node)
+        start = (w or d).start_point[0]
+        if d.type == "function_definition":
+            name = d.child_by_field_name("name").text.decode()
+            text = _py_function(src, d, "", w)
+            out.append(Chunk(path, start, d.end_point[0], _cut(text), (name,)))
+        elif d.type == "class_definition":
+            text, names = _py_class(src, d, w)
+            out.append(Chunk(path, start, d.end_point[0], _cut(text), names))
+        elif (name := _py_assign_name(node)) is not None:
+            text = _text(src, node)
+            if len(text) > 200 or text.count("\n") > 3:
+                text = text.split("\n")[0][:200]
+            out.append(Chunk(path, start, node.end_point[0], text, (name,)))
+    return out
+
+
+JS_FUNCS = ("function_declaration", "generator_function_declaration")
+JS_TYPES = ("interface_declaration", "type_alias_declaration", "enum_declaration")
+
+
+def _js_body_cut(src: bytes, node, body_field: str = "body") -> str:
+    body = node.child_by_field_name(body_field)
+    end = body.start_byte if body is not None else node.end_byte
+    return src[node.start_byte : end].decode("utf-8", "replace").rstrip()
+
+
+def _js_class(src: bytes, node) -> tuple[str, tuple[str, ...]]:
+    name = node.child_by_field_name("name")
+    names = [name.text.decode()] if name is not None else []
+    out = [_js_body_cut(src, node) + " {"]
+    body = node.child_by_field_name("body")
+    for member in (body.named_children if body is not None else [])[:MAX_MEMBERS]:
+        if member.type in ("method_definition", "method_signature", "abstract_method_signature"):
+            out.append("  " + _js_body_cut(src, member) + ";")
+            n = member.child_by_field_name("name")
+            if n is not None:
+                names.append(n.text.decode())
+        elif member.type in ("public_field_definition", "field_definition"):
+            out.append("  " + _text(src, member).split("\n")[0][:160].rstrip(";") + ";")
+    out.append("}")
+    return "\n".join(out), tuple(names)
+
+
+def _js_defs(path: str, src: bytes, root) -> list[Chunk]:
+    out = []
+    for top in root.named_children:
+        node = top
+        if node.type == "export_statement":
+            node = node.child_by_field_name("declaration") or node
+        lead = src[top.start_byte : node.start_byte].decode("utf-8", "replace")
+        start, end = top.start_point[0], top.end_point[0]
+        if node.type in JS_FUNCS:
+            name = node.child_by_field_name("name").text.decode()
+            text = lead + _js_body_cut(src, node) + " { ... }"
+            out.append(Chunk(path, start, end, _cut(text), (name,)))
+        elif node.type in ("class_declaration", "abstract_class_declaration"):
+            text, names = _js_class(src, node)
+            out.append(Chunk(path, start, end, _cut(lead + text), names))
+        elif node.type in JS_TYPES:
+            name = node.child_by_field_name("name")
+            text = lead + _text(src, node)
+            if text.count("\n") > 12:
+                text = "\n".join(text.split("\n")[:12]) + "\n  ...\n}"
+            out.append(Chunk(path, start, end, _cut(text), (name.text.decode(),) if name else ()))
+        elif node.type in ("lexical_declaration", "variable_declaration"):
+            for decl in node.named_children:
+                if decl.type != "variable_declarator":
+                    continue
+                n = decl.child_by_field_name("name")
+                value = decl.child_by_field_name("value")
+                if n is None or n.type != "identifier":
+                    continue
+                if value is not None and value.type in ("arrow_function", "function_expression"):
+                    text = lead + src[node.start_byte : value.start_byte].decode("utf-8", "replace")
+                    text += _js_body_cut(src, value) + " { ... }"
+                else:
+                    text = lead + _text(src, node).split("\n")[0][:200]
+                out.append(Chunk(path, start, end, _cut(text), (n.text.decode(),)))
+    return out
+
+
+def definitions(path: str, text: str, language: str, tree=None) -> list[Chunk]:
+    """The definitions of a file, in file order ([] without a grammar or a tree)."""
+    if tree is None:
+        tree = syntax.parse(text, language)
+    if tree is None:
+        return []
+    src = text.encode("utf-8", "surrogatepass")
+    if language == "python":
+        return _python_defs(path, src, tree.root_node)
+    if language in ("javascript", "typescript", "tsx"):
+        return _js_defs(path, src, tree.root_node)
+    return []
+
+
+WINDOW_LINES = 20  # an open document's lines are ranked in windows of this many
+
+
+def windows(path: str, text: str, kind: str = "open", size: int = WINDOW_LINES) -> list[Chunk]:
+    """`text` as windows of `size` lines, half overlapping (Copilot's neighbouring tabs)."""
+    lines = text.split("\n")
+    out = []
+    step = max(1, size // 2)
+    for s in range(0, max(1, len(lines) - step), step):
+        e = min(len(lines), s + size) - 1
+        body = "\n".join(lines[s : e + 1])
+        if body.strip():
+            out.append(Chunk(path, s, e, body, (), kind))
+    return out
+
+
+def identifiers(text: str) -> list[str]:
+    return IDENT_RE.findall(text)

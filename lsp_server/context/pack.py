@@ -1,0 +1,108 @@
+"""Packing ranked chunks into the window by a token budget (pure).
+
+Owns the text the model reads ahead of the current file's prefix: each chunk under a path comment
+line (`# path/to/file.py` for Python, `// path/to/file.ts` for the brace languages: the shipped
+network reads a path comment best: docs/benchmarks.md), chunks in rank order with the best one
+last, nearest the prefix; a chunk that does not fit whole is skipped for smaller ones after it,
+except the best, which is cut at a line end to fit. The budget is in tokens, estimated with the
+planner's characters-per-token. `stable` keeps the previous packing while the chosen chunks are
+the same set, so that the text ahead of the prefix does not change between keystrokes and the
+model's context reuse (model/context_reuse.py) keeps its encoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lsp_server.context.rank import Ranked
+
+MIN_CHUNK_TOKENS = 12  # a chunk cut shorter than this is not worth its path line
+
+
+@dataclass(frozen=True)
+class Packed:
+    """What goes ahead of the prefix, and what it is made of."""
+
+    text: str = ""
+    chunks: tuple[Ranked, ...] = field(default_factory=tuple)  # in the text's order
+    tokens: int = 0  # the estimate the budget was held to
+
+    @property
+    def keys(self) -> frozenset:
+        return frozenset(r.chunk.key for r in self.chunks)
+
+    def describe(self) -> str:
+        """'context: 3 chunks from core.py, grouping.py' (or '' for none)."""
+        if not self.chunks:
+            return ""
+        names = list(dict.fromkeys(r.chunk.path.rsplit("/", 1)[-1] for r in self.chunks))
+        n = len(self.chunks)
+        return f"context: {n} chunk{'s' if n != 1 else ''} from {', '.join(names)}"
+
+    def as_json(self) -> list[dict]:
+        """The chunks as `parafill/status` reports them (lines 1-based, inclusive)."""
+        return [
+            {
+                "path": r.chunk.path,
+                "lines": [r.chunk.start + 1, r.chunk.end + 1],
+                "kind": r.chunk.kind,
+                "why": r.why,
+                "text": r.chunk.text,
+            }
+            for r in self.chunks
+        ]
+
+
+EMPTY = Packed()
+
+
+def comment(language: str) -> str:
+    return "#" if language == "python" else "//"
+
+
+def render(r: Ranked, language: str) -> str:
+    return f"{comment(language)} {r.chunk.path}\n{r.chunk.text.rstrip()}\n"
+
+
+def _cut_to(text: str, chars: int) -> str:
+    """`text` cut at the last line end within `chars` characters ('' if none)."""
+    if len(text) <= chars:
+        return text
+    nl = text.rfind("\n", 0, chars)
+    return text[: nl + 1] if nl > 0 else ""
+
+
+def pack(
+    ranked: list[Ranked], budget_tokens: int, language: str, chars_per_token: float = 3.0
+) -> Packed:
+    """The best chunks within `budget_tokens` (estimated at `chars_per_token`)."""
+    room = int(budget_tokens * chars_per_token)
+    chosen: list[tuple[Ranked, str]] = []
+    used = 0
+    for k, r in enumerate(ranked):
+        piece = render(r, language)
+        if used + len(piece) > room:
+            if k > 0:
+                continue
+            piece = _cut_to(piece, room - used)  # the best chunk, cut at a line end
+            if len(piece) < MIN_CHUNK_TOKENS * chars_per_token or "\n" not in piece.strip("\n"):
+                continue
+        chosen.append((r, piece))
+        used += len(piece)
+        if room - used < MIN_CHUNK_TOKENS * chars_per_token:
+            break
+    if not chosen:
+        return EMPTY
+    chosen.reverse()  # the best nearest the prefix
+    text = "".join(p for _, p in chosen) + "\n"
+    return Packed(text, tuple(r for r, _ in chosen), int(len(text) / chars_per_token) + 1)
+
+
+def stable(previous: Packed | None, new: Packed) -> Packed:
+    """`previous` when it holds the same chunks as `new` (the text ahead of the prefix stays
+    the same while the ranking only reorders them), else `new`."""
+    if previous is not None and previous.keys == new.keys and previous.text:
+        same = {r.chunk.key: r.chunk.text for r in previous.chunks}
+        if all(same[r.chunk.key] == r.chunk.text for r in new.chunks):
+            return previous
+    return new

@@ -1,0 +1,196 @@
+"""Ranking context chunks for a cursor (pure: no I/O, no state).
+
+Owns the order in which chunks compete for the window:
+
+1. the definitions of names the file imports from other workspace files, by where those names
+   are used: on the cursor's line first, then by distance from the cursor (lines above and a few
+   below), then imported but used further away (the more uses, the higher); a module bound as a
+   whole (`import pkg.mod as m`, `from . import core`) lends its definitions through `m.name`;
+2. the windows of the other open documents and the recently edited regions, by identifier
+   overlap with the cursor's neighbourhood (Jaccard over distinct identifiers, Copilot's
+   neighbouring-tab rule), an edit counting a little more than an open window.
+
+Definitions always rank above overlap chunks; chunks from the file being completed are never
+ranked (its own text is in the window already).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from lsp_server.context.chunks import IDENT_RE, Chunk
+from lsp_server.context.imports import Binding
+
+NEAR_ABOVE = 40  # lines above the cursor that count as its neighbourhood
+NEAR_BELOW = 8
+CURSOR_LINE = 1000.0  # a name on the cursor's line
+NEAR = 100.0  # a name in the neighbourhood, divided by (1 + distance)
+FAR = 0.1  # per use elsewhere in the file (imported but not used near the cursor), at most
+FAR_MAX = 1.0  # this in all: below any use in the neighbourhood (NEAR / 49)
+EDIT_BONUS = 1.2  # a recently edited region's overlap counts this much more
+MIN_OVERLAP = 0.05  # overlap chunks under this are not worth a token
+ATTR_RE = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
+KEYWORDS = frozenset(
+    [
+        "self",
+        "cls",
+        "None",
+        "True",
+        "False",
+        "return",
+        "def",
+        "class",
+        "if",
+        "else",
+        "elif",
+        "for",
+        "while",
+        "in",
+        "not",
+        "and",
+        "or",
+        "is",
+        "import",
+        "from",
+        "as",
+        "with",
+        "try",
+        "except",
+        "finally",
+        "raise",
+        "pass",
+        "break",
+        "continue",
+        "lambda",
+        "yield",
+        "await",
+        "async",
+        "const",
+        "let",
+        "var",
+        "function",
+        "this",
+        "new",
+        "null",
+        "undefined",
+        "export",
+        "default",
+        "typeof",
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Ranked:
+    chunk: Chunk
+    score: float
+    why: str  # "def:NAME" | "overlap"
+
+
+def name_weights(text: str, cursor: int) -> dict[str, float]:
+    """Each identifier of `text` weighted by where it is used relative to the cursor; also
+    `m.name` pairs as 'm.name'."""
+    line_start = text.rfind("\n", 0, cursor) + 1
+    line_end = text.find("\n", cursor)
+    line_end = len(text) if line_end < 0 else line_end
+    cur_line = text.count("\n", 0, line_start)
+    out: dict[str, float] = {}
+    for i, line in enumerate(text.split("\n")):
+        d = abs(i - cur_line)
+        if i == cur_line:
+            w = CURSOR_LINE
+        elif cur_line - NEAR_ABOVE <= i <= cur_line + NEAR_BELOW:
+            w = NEAR / (1 + d)
+        else:
+            w = FAR
+        names = set(IDENT_RE.findall(line))
+        names |= {f"{a}.{b}" for a, b in ATTR_RE.findall(line)}
+        for n in names:
+            if n in KEYWORDS:
+                continue
+            if w == FAR:
+                out[n] = out.get(n, 0.0) + (FAR if out.get(n, 0.0) < FAR_MAX else 0.0)
+            else:
+                out[n] = max(out.get(n, 0.0), w)
+    return out
+
+
+def rank_definitions(
+    weights: dict[str, float],
+    binds: list[Binding],
+    defs_of: dict[str, list[Chunk]],
+) -> list[Ranked]:
+    """Definitions of imported names, best first (`defs_of`: path -> that file's definitions)."""
+    best: dict[tuple, Ranked] = {}
+
+    def offer(chunk: Chunk, score: float, why: str) -> None:
+        old = best.get(chunk.key)
+        if old is None or score > old.score:
+            best[chunk.key] = Ranked(chunk, score, why)
+
+    for b in binds:
+        defs = defs_of.get(b.path, [])
+        if b.symbol is not None:
+            w = weights.get(b.name, 0.0)
+            for c in defs:
+                if c.names and c.names[0] == b.symbol:
+                    offer(c, w or 0.01, f"def:{b.name}")
+            continue
+        # a module: its definitions through `name.attr` (or everything, for `import *`)
+        for c in defs:
+            if not c.names:
+                continue
+            key = c.names[0] if b.name == "*" else f"{b.name}.{c.names[0]}"
+            w = weights.get(key, 0.0)
+            if w:
+                offer(c, w, f"def:{key}")
+            elif b.name != "*" and weights.get(b.name):
+                offer(c, 0.001, f"def:{key}")  # the module is used: its names may come next
+    return sorted(best.values(), key=lambda r: (-r.score, r.chunk.path, r.chunk.start))
+
+
+def neighbourhood(text: str, cursor: int) -> set[str]:
+    """Distinct identifiers on the lines around the cursor."""
+    lines = text[:cursor].split("\n")[-NEAR_ABOVE // 2 :]
+    after = text[cursor:].split("\n")[:NEAR_BELOW]
+    return {n for n in IDENT_RE.findall("\n".join(lines + after)) if n not in KEYWORDS}
+
+
+def rank_overlap(near: set[str], chunks: Iterable[Chunk]) -> list[Ranked]:
+    """Open-document windows and edited regions by Jaccard identifier overlap, best first."""
+    out = []
+    if not near:
+        return out
+    for c in chunks:
+        ids = {n for n in IDENT_RE.findall(c.text) if n not in KEYWORDS}
+        if not ids:
+            continue
+        score = len(ids & near) / len(ids | near)
+        if c.kind == "edit":
+            score *= EDIT_BONUS
+        if score >= MIN_OVERLAP:
+            out.append(Ranked(c, score, "overlap"))
+    return sorted(out, key=lambda r: (-r.score, r.chunk.path, r.chunk.start))
+
+
+def rank(
+    text: str,
+    cursor: int,
+    binds: list[Binding],
+    defs_of: dict[str, list[Chunk]],
+    others: Iterable[Chunk],
+    here: str | None = None,
+) -> list[Ranked]:
+    """All candidates for the window at `cursor` of `text` (the file at relative path `here`),
+    best first: definitions, then overlap chunks."""
+    weights = name_weights(text, cursor)
+    defs = [r for r in rank_definitions(weights, binds, defs_of) if r.chunk.path != here]
+    seen = {r.chunk.key for r in defs}
+    rest = [
+        r
+        for r in rank_overlap(neighbourhood(text, cursor), others)
+        if r.chunk.path != here and r.chunk.key not in seen
+    ]
+    return defs + rest

@@ -1,0 +1,135 @@
+"""The repository context of a completion: the sources, ranked and packed, for one cursor.
+
+Owns the state the sources need between requests and the one call the completion path makes:
+`RepoContext.pack_for(doc, text, cursor, budget)` gives the text to put ahead of the prefix
+(lsp_server/context/pack.py's `Packed`) from (a) the definitions of the names the document imports
+from other workspace files (the index, lsp_server/context/index.py), (b) the other open documents
+and (c) the recently edited regions (lsp_server/context/ring.py). Only files under the workspace
+folders that lsp_server/context/files.py allows ever contribute, open documents included; with
+no workspace folder there is no context. The packing of each document is kept and reused while
+it holds the same chunks (stable text ahead of the prefix: the model's context reuse), and the
+last one is what `parafill/status` shows.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from lsp_server.context import files
+from lsp_server.context.chunks import Chunk, windows
+from lsp_server.context.imports import bindings
+from lsp_server.context.index import WorkspaceIndex
+from lsp_server.context.pack import EMPTY, Packed, pack, stable
+from lsp_server.context.rank import rank
+from lsp_server.context.ring import EditRing
+
+FAMILIES = {"python": "python", "javascript": "js", "typescript": "js", "tsx": "js"}
+MAX_WINDOWS = 200  # windows of one open document ranked at most (its first lines' windows)
+
+
+class RepoContext:
+    def __init__(self, index: WorkspaceIndex | None = None):
+        self.open: dict[str, object] = {}  # uri -> its open syntax.Document
+        self.index = index or WorkspaceIndex()
+        self.ring = EditRing()
+        self.previous: dict[str, Packed] = {}  # uri -> its last packing
+        self.last: tuple[str, Packed] | None = None  # the last completion's (uri, packing)
+        self.last_ms: float | None = None
+        self._windows: dict[str, tuple[tuple, list[Chunk]]] = {}  # uri -> (key, windows)
+
+    # ---- the editor's reports ---------------------------------------------------------------
+    def set_folders(self, paths: list[str]) -> None:
+        self.index.set_folders(paths)
+
+    def relative(self, uri: str, doc=None) -> str | None:
+        """A document's workspace-relative path when it may feed a prompt, else None."""
+        path = files.uri_to_path(uri)
+        if path is None or not self.index.folders:
+            return None
+        rel = self.index.relative(path)
+        if rel is None or files.language_of(path) is None or files.is_secret_name(path):
+            return None
+        root = files.under(path, self.index.folders)
+        if self.index.ignores.ignored(os.path.realpath(path), root):
+            return None
+        if doc is not None and (doc.binary or len(doc.text) > files.MAX_FILE_BYTES):
+            return None
+        return rel
+
+    def opened(self, doc) -> None:
+        self.open[doc.uri] = doc
+        rel = self.relative(doc.uri, doc)
+        if rel is not None:
+            self.index.open_doc(rel, doc)
+
+    def changed(self, doc, lines: list[int]) -> None:
+        for line in lines:
+            self.ring.edited(doc.uri, line)
+
+    def closed(self, doc) -> None:
+        self.open.pop(doc.uri, None)
+        self.ring.forget(doc.uri)
+        self.previous.pop(doc.uri, None)
+        self._windows.pop(doc.uri, None)
+        rel = self.relative(doc.uri)
+        if rel is not None:
+            self.index.close_doc(rel)
+
+    # ---- one completion ---------------------------------------------------------------------
+    def _others(self, doc) -> tuple[list[Chunk], dict[str, tuple[str, str]]]:
+        """Windows of the other open documents of the same language family that may feed a
+        prompt, and (relative path, text) of every such document (the edit ring reads them)."""
+        out: list[Chunk] = []
+        texts: dict[str, tuple[str, str]] = {}
+        family = FAMILIES.get(doc.language)
+        for other in list(self.open.values()):
+            if FAMILIES.get(other.language) != family:
+                continue
+            rel = self.relative(other.uri, other)
+            if rel is None:
+                continue
+            texts[other.uri] = (rel, other.text)
+            if other.uri == doc.uri:
+                continue
+            key = (other.version, len(other.text))
+            cached = self._windows.get(other.uri)
+            if cached is None or cached[0] != key:
+                cached = (key, windows(rel, other.text)[:MAX_WINDOWS])
+                self._windows[other.uri] = cached
+            out += cached[1]
+        return out, texts
+
+    def pack_for(
+        self, doc, text: str, cursor: int, budget_tokens: int, chars_per_token: float = 3.0
+    ) -> Packed:
+        """The context for `doc` at `cursor` of `text` (the text as the plan sees it), within
+        `budget_tokens`; EMPTY when nothing may or can be added."""
+        t0 = time.perf_counter()
+        here = self.relative(doc.uri, doc)
+        if here is None or FAMILIES.get(doc.language) is None or budget_tokens <= 0:
+            return EMPTY
+        binds = bindings(text, doc.language, here, self.index.exists)
+        defs_of = {p: self.index.defs(p) for p in {b.path for b in binds} if p != here}
+        others, texts = self._others(doc)
+        edits = [c for c in self.ring.chunks(texts) if c.path != here]
+        ranked = rank(text, cursor, binds, defs_of, [*edits, *others], here)
+        packed = pack(ranked, budget_tokens, doc.language, chars_per_token)
+        packed = stable(self.previous.get(doc.uri), packed)
+        self.previous[doc.uri] = packed
+        self.last = (doc.uri, packed)
+        self.last_ms = (time.perf_counter() - t0) * 1000
+        return packed
+
+    def status(self) -> dict:
+        out = {"index": self.index.status()}
+        if self.last is not None:
+            uri, packed = self.last
+            out["last"] = {
+                "uri": uri,
+                "summary": packed.describe(),
+                "tokens": packed.tokens,
+                "ms": None if self.last_ms is None else round(self.last_ms, 1),
+                "chunks": packed.as_json(),
+            }
+        return out
