@@ -54,10 +54,11 @@ def workspace_paths(params: types.InitializeParams) -> list[str]:
 
 async def initialized(ls: ParafillServer, params: types.InitializedParams) -> None:
     """Ask the client to report the workspace's source files' changes on disk, where it can
-    register that dynamically (the index reads them again)."""
+    register that dynamically (the index reads them again), when the repository context is on
+    (turned on later, saves alone update the index)."""
     ws = ls.client_capabilities.workspace
     watched = ws.did_change_watched_files if ws is not None else None
-    if watched is None or not watched.dynamic_registration:
+    if not ls.settings.repo_context or watched is None or not watched.dynamic_registration:
         return
     options = types.DidChangeWatchedFilesRegistrationOptions(
         watchers=[types.FileSystemWatcher(glob_pattern=WATCH_GLOB)]

@@ -104,18 +104,19 @@ def _py_bindings(tree, here: str, exists: Callable[[str], bool]) -> list[Binding
 
 def _walk_imports(root, types: tuple[str, ...]):
     """Import statements at the top level and inside functions, classes and if/try blocks."""
-    stack = [root]
+    found, stack = [], [root]
     while stack:
         node = stack.pop()
-        for child in reversed(node.named_children):
+        for child in node.named_children:
             if child.type in types:
-                yield child
+                found.append(child)
             elif child.type in (
                 "if_statement", "try_statement", "block", "function_definition",
                 "class_definition", "decorated_definition", "else_clause", "except_clause",
                 "finally_clause", "with_statement", "elif_clause",
             ):  # fmt: skip
                 stack.append(child)
+    return sorted(found, key=lambda n: n.start_byte)
 
 
 def _js_module_path(spec: str, here: str, exists: Callable[[str], bool]) -> str | None:

@@ -1,0 +1,294 @@
+"""The repository context (lsp_server/context/): the exclusions, the definitions and imports
+read with tree-sitter, the ranking, the packing by a token budget, the index's updates on edits,
+saves, created and deleted files, and what the completion path plans with it."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+
+import pytest
+from context_workspace import make_workspace
+
+from lsp_server.completion import Ask, Completer
+from lsp_server.config import Settings
+from lsp_server.context import files
+from lsp_server.context.chunks import Chunk, definitions
+from lsp_server.context.imports import Binding, bindings
+from lsp_server.context.index import WorkspaceIndex
+from lsp_server.context.pack import pack, stable
+from lsp_server.context.rank import Ranked, rank
+from lsp_server.context.repo import RepoContext
+from lsp_server.syntax import Document, Snapshot
+
+
+@pytest.fixture
+def ws(tmp_path):
+    return make_workspace(tmp_path)
+
+
+def test_only_allowed_files_are_walked(ws):
+    found = {os.path.relpath(p, ws) for p in files.walk([str(ws)], files.Ignores(), 100)}
+    assert found == {
+        "pkg/__init__.py", "pkg/core.py", "pkg/grouping.py", "pkg/main.py",
+        "web/api.ts", "web/app.ts",
+    }  # fmt: skip
+    ig = files.Ignores()
+    why = {rel: files.allowed(str(ws / rel), [str(ws)], ig) for rel in (
+        "build/generated.py", "pkg/ignored_module.py", "pkg/credentials.py", ".env",
+        "pkg/huge.py", "pkg/blob.py", "pkg/core.py",
+    )}  # fmt: skip
+    assert why == {
+        "build/generated.py": "ignored by .gitignore",
+        "pkg/ignored_module.py": "ignored by .gitignore",
+        "pkg/credentials.py": "a secret's name",
+        ".env": "not a source file",
+        "pkg/huge.py": "over 1 MB",
+        "pkg/blob.py": "binary",
+        "pkg/core.py": None,
+    }
+    outside = ws.parent / "outside.py"
+    outside.write_text("def outside():\n    pass\n")
+    assert files.allowed(str(outside), [str(ws)], ig) == "outside the workspace folders"
+    assert files.is_secret_name("/x/.env.local") and files.is_secret_name("/x/id_rsa")
+
+
+def test_gitignore_negation_and_anchors(tmp_path):
+    (tmp_path / ".gitignore").write_text("*.py\n!keep.py\n/top.ts\ndocs/**/gen/\n")
+    ig = files.Ignores()
+    root = str(tmp_path)
+    assert ig.ignored(f"{root}/a/b.py", root)
+    assert not ig.ignored(f"{root}/a/keep.py", root)
+    assert ig.ignored(f"{root}/top.ts", root) and not ig.ignored(f"{root}/a/top.ts", root)
+    assert ig.ignored(f"{root}/docs/x/y/gen/z.ts", root)
+
+
+def test_python_definitions_are_signatures_not_bodies(ws):
+    text = (ws / "pkg/core.py").read_text()
+    defs = {c.names[0]: c for c in definitions("pkg/core.py", text, "python")}
+    assert set(defs) == {"TAX_RATE", "compute_total", "Order"}
+    fn = defs["compute_total"].text
+    assert fn.startswith("def compute_total(items, discount=0.0):")
+    assert "The order's total" in fn and "return sum" not in fn
+    cls = defs["Order"]
+    assert cls.names == ("Order", "__init__", "add")
+    assert 'currency: str = "EUR"' in cls.text and "self.items.append" not in cls.text
+    assert (cls.start, cls.end) == (12, 22)  # 0-based, the class to its last line
+
+
+def test_typescript_definitions(ws):
+    text = (ws / "web/api.ts").read_text()
+    defs = {c.names[0]: c.text for c in definitions("web/api.ts", text, "typescript")}
+    assert set(defs) == {"User", "fetchUser", "BASE_URL"}
+    assert defs["fetchUser"].startswith("export async function fetchUser(id: number)")
+    assert "await fetch" not in defs["fetchUser"]
+
+
+def test_imports_resolve_to_workspace_files():
+    have = {"pkg/__init__.py", "pkg/core.py", "pkg/grouping.py", "pkg/sub/mod.py"}.__contains__
+    src = (
+        "import os\nfrom pkg.core import Order as O, compute_total\nfrom pkg import grouping\n"
+        "from .sub import mod\nimport pkg.sub.mod as m\nfrom . import missing\n"
+    )
+    assert bindings(src, "python", "pkg/main.py", have) == [
+        Binding("O", "pkg/core.py", "Order"),
+        Binding("compute_total", "pkg/core.py", "compute_total"),
+        Binding("grouping", "pkg/grouping.py", None),
+        Binding("mod", "pkg/sub/mod.py", None),
+        Binding("m", "pkg/sub/mod.py", None),
+        Binding("missing", "pkg/__init__.py", "missing"),  # (a name __init__.py may define)
+    ]
+    js = "import api, { fetchUser as f } from './api';\nimport * as lib from '../lib';\n"
+    have_js = {"web/api.ts", "lib/index.js"}.__contains__
+    assert bindings(js, "typescript", "web/app.ts", have_js) == [
+        Binding("api", "web/api.ts", "default"),
+        Binding("f", "web/api.ts", "fetchUser"),
+        Binding("lib", "lib/index.js", None),
+    ]
+
+
+def chunk(name: str, path: str = "a.py", start: int = 0, text: str | None = None) -> Chunk:
+    return Chunk(path, start, start + 1, text or f"def {name}():\n    ...", (name,))
+
+
+def test_definitions_of_names_at_the_cursor_rank_first():
+    text = "from a import far, near, here\nfar()\n\n\n\nnear()\nx = here(|)\n"
+    cursor = text.index("|")
+    text = text.replace("|", "")
+    binds = [Binding(n, "a.py", n) for n in ("far", "near", "here")]
+    defs = {"a.py": [chunk("far", start=0), chunk("near", start=3), chunk("here", start=6)]}
+    other = Chunk("b.py", 0, 3, "near here unrelated", (), "open")
+    ranked = rank(text, cursor, binds, defs, [other], "main.py")
+    assert [r.chunk.names[0] if r.chunk.names else r.chunk.path for r in ranked] == [
+        "here", "near", "far", "b.py",
+    ]  # fmt: skip
+    assert rank(text, cursor, binds, defs, [other], "a.py")[0].chunk.path == "b.py"  # not itself
+
+
+def test_module_attributes_rank_through_the_module_name():
+    text = "from pkg import grouping\n\nx = grouping.group_by(rows)\n"
+    binds = [Binding("grouping", "pkg/grouping.py", None)]
+    defs = {
+        "pkg/grouping.py": [
+            chunk("other", "pkg/grouping.py"),
+            chunk("group_by", "pkg/grouping.py", 5),
+        ]
+    }
+    ranked = rank(text, len(text) - 2, binds, defs, [], "main.py")
+    assert ranked[0].chunk.names == ("group_by",) and ranked[0].why == "def:grouping.group_by"
+
+
+def ranked_chunks(n: int, size: int) -> list[Ranked]:
+    return [Ranked(chunk(f"f{k}", f"m{k}.py", text="x" * size), 10.0 - k, "def") for k in range(n)]
+
+
+def test_packing_holds_the_budget_with_a_path_line_per_chunk_best_last():
+    ranked = ranked_chunks(5, 60)
+    p = pack(ranked, 60, "python")  # 180 characters: two chunks of 68
+    assert len(p.text) <= 180 and [r.chunk.path for r in p.chunks] == ["m1.py", "m0.py"]
+    assert p.text == "# m1.py\n" + "x" * 60 + "\n# m0.py\n" + "x" * 60 + "\n\n"
+    assert p.describe() == "context: 2 chunks from m1.py, m0.py"
+    assert pack(ranked, 0, "python").text == ""
+    ts = pack(ranked, 30, "typescript")
+    assert ts.text.startswith("// m0.py\n")
+    # a chunk too big is skipped for smaller ones after it; the best one is cut at a line end
+    big = [Ranked(chunk("big", "big.py", text="line\n" * 100), 9.0, "def"), *ranked_chunks(1, 30)]
+    cut = pack(big, 40, "python")
+    assert cut.chunks[-1].chunk.path == "big.py" and len(cut.text) <= 120
+    assert cut.text.endswith("line\n\n")
+
+
+def test_packing_is_stable_while_the_same_chunks_are_chosen():
+    a = pack(ranked_chunks(2, 20), 100, "python")
+    reordered = [replace(r, score=-r.score) for r in ranked_chunks(2, 20)][::-1]
+    b = pack(reordered, 100, "python")
+    assert b.text != a.text and stable(a, b) is a
+    c = pack(ranked_chunks(3, 20), 100, "python")
+    assert stable(a, c) is c
+
+
+def wait_for(cond, timeout=10.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.02)
+
+
+def test_index_follows_saves_creations_and_deletions(ws):
+    index = WorkspaceIndex()
+    index.set_folders([str(ws)])
+    assert index.wait_built()
+    assert index.status()["files"] == 6 and not index.status()["building"]
+    assert [c.names[0] for c in index.defs("pkg/grouping.py")] == ["group_by"]
+    assert index.defs("pkg/credentials.py") == [] and not index.exists("build/generated.py")
+    # saved with a new definition (a later mtime)
+    path = ws / "pkg/grouping.py"
+    path.write_text(path.read_text() + "\n\ndef count_by(rows, key):\n    pass\n")
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    index.file_changed(str(path))
+    assert index.wait_built()
+    assert [c.names[0] for c in index.defs("pkg/grouping.py")] == ["group_by", "count_by"]
+    # created, then deleted
+    new = ws / "pkg/extra.py"
+    new.write_text("def extra():\n    pass\n")
+    index.file_changed(str(new))
+    assert index.wait_built() and index.exists("pkg/extra.py")
+    new.unlink()
+    index.file_deleted(str(new))
+    assert not index.exists("pkg/extra.py")
+    # a secret's name is never read, even when reported
+    index.file_changed(str(ws / "pkg/credentials.py"))
+    assert index.wait_built() and not index.exists("pkg/credentials.py")
+
+
+def open_doc(ws, rel: str, text: str | None = None, version: int = 1) -> Document:
+    text = (ws / rel).read_text() if text is None else text
+    lang = "typescript" if rel.endswith(".ts") else "python"
+    return Document.open((ws / rel).as_uri(), text, lang, version)
+
+
+def test_open_document_wins_over_its_copy_on_disk(ws):
+    ctx = RepoContext()
+    ctx.set_folders([str(ws)])
+    assert ctx.index.wait_built()
+    main = open_doc(ws, "pkg/main.py")
+    cursor = main.text.index("\n    \n") + 5
+    before = ctx.pack_for(main, main.text, cursor, 200)
+    assert "pkg/core.py" in [r.chunk.path for r in before.chunks]
+    core = open_doc(ws, "pkg/core.py", "def compute_total(items, rounding):\n    pass\n")
+    ctx.opened(core)
+    after = ctx.pack_for(main, main.text, cursor, 200)
+    texts = [r.chunk.text for r in after.chunks if r.chunk.path == "pkg/core.py"]
+    assert texts and all("rounding" in t for t in texts)
+    assert "# pkg/core.py\ndef compute_total(items, rounding):" in after.text
+    assert ctx.status()["last"]["summary"].startswith("context: ")
+    ctx.closed(core)
+    assert ctx.index.wait_built()
+    again = ctx.pack_for(main, main.text, cursor, 200)
+    assert "discount" in again.text and "rounding" not in again.text
+
+
+def test_documents_that_may_not_feed_a_prompt_add_nothing(ws, tmp_path):
+    ctx = RepoContext()
+    ctx.set_folders([str(ws)])
+    assert ctx.index.wait_built()
+    secret = Document.open((ws / "pkg/credentials.py").as_uri(), "group_by = 1\n", "python", 1)
+    outside_path = tmp_path / "outside.py"
+    outside = Document.open(outside_path.as_uri(), "group_by(rows, key)\n", "python", 1)
+    ctx.opened(secret)
+    ctx.opened(outside)
+    main = open_doc(ws, "pkg/main.py")
+    packed = ctx.pack_for(main, main.text, main.text.index("\n    \n") + 5, 400)
+    assert {r.chunk.path for r in packed.chunks} <= {"pkg/core.py", "pkg/grouping.py"}
+    assert "not-a-real" not in packed.text
+    assert ctx.pack_for(outside, outside.text, 3, 400).text == ""  # outside: no context at all
+    nothing = RepoContext()  # no workspace folder
+    assert nothing.pack_for(main, main.text, 10, 400).text == ""
+
+
+def test_edited_regions_of_other_documents_rank_by_overlap(ws):
+    ctx = RepoContext()
+    ctx.set_folders([str(ws)])
+    assert ctx.index.wait_built()
+    notes = open_doc(
+        ws, "pkg/notes.py", "\n" * 30 + "def ship(order):\n    carrier = pick(order)\n"
+    )
+    (ws / "pkg/notes.py").write_text(notes.text)
+    ctx.opened(notes)
+    ctx.changed(notes, [31])
+    text = "def send(order):\n    carrier = pick(order)\n    "
+    doc = Document.open((ws / "pkg/send.py").as_uri(), text, "python", 1)
+    packed = ctx.pack_for(doc, text, len(text), 200)
+    assert [r.chunk.kind for r in packed.chunks][-1] == "edit"
+
+
+class _Engine:
+    def __init__(self):
+        from lsp_server.engine import Stats
+
+        self.stats = Stats()
+
+
+def test_the_plan_is_unchanged_when_the_context_has_nothing_to_add(ws):
+    settings = replace(Settings(), repo_context=True)
+    text = "def f(x):\n    return x\n\n" * 200 + "y = f("
+    doc = Document.open((ws / "pkg/lone.py").as_uri(), text, "python", 1)
+    snap = Snapshot(text, doc.tree, "python")
+    ctx = RepoContext()
+    ctx.set_folders([str(ws)])
+    plain, _ = Completer(_Engine(), Settings()).plan(snap, len(text), Ask(), doc)
+    with_ctx, packed = Completer(_Engine(), settings, context=ctx).plan(snap, len(text), Ask(), doc)
+    assert packed.text == "" and with_ctx == plain
+    # with something to add: the packed text first, the file's own window smaller by as much
+    main = open_doc(ws, "pkg/main.py", "from pkg.core import compute_total\n" + text)
+    snap = Snapshot(main.text, main.tree, "python")
+    assert ctx.index.wait_built()
+    plan, packed = Completer(_Engine(), settings, context=ctx).plan(
+        snap, len(main.text), Ask(), main
+    )
+    base, _ = Completer(_Engine(), Settings()).plan(snap, len(main.text), Ask(), main)
+    assert packed.text.startswith("# pkg/core.py\n")
+    assert plan.segments(main.text)[0].startswith(packed.text)
+    assert plan.context_start > base.context_start
+    assert packed.tokens <= Settings().context_tokens * settings.repo_context_share
