@@ -28,34 +28,14 @@ from model.interface import Hole, InfillRequest, StopRules
 from model.layout import trim_context
 from training.data import EVAL_EXCLUDE_PACKAGES
 
+# (the experiments that were tried and not kept, with their results: docs/length.md)
 CONFIGS = {  # threshold configs for single lines take the infiller's default ("confident" end)
     "ltr": {"schedule": "ltr"},
     "threshold-0.9": {"schedule": "threshold", "threshold": 0.9},
-    "threshold-0.9-padmin0.5": {"schedule": "threshold", "threshold": 0.9, "pad_min_prob": 0.5},
-    "threshold-0.9-tail": {"schedule": "threshold", "threshold": 0.9, "pad_tail_only": True},
     "threshold-0.9-frontier": {"schedule": "threshold", "threshold": 0.9, "pad_at_frontier": True},
     "threshold-0.7-frontier": {"schedule": "threshold", "threshold": 0.7, "pad_at_frontier": True},
     "threshold-0.5-frontier": {"schedule": "threshold", "threshold": 0.5, "pad_at_frontier": True},
     "threshold-0.7": {"schedule": "threshold", "threshold": 0.7},
-    # the first step commits no predicted-PAD run with an end / no end at all
-    "threshold-0.9-run2": {"schedule": "threshold", "threshold": 0.9, "pad_run_from": 2},
-    "threshold-0.9-pad2": {"schedule": "threshold", "threshold": 0.9, "pad_from": 2},
-    # the first tokens one a step, then in parallel, with the length signal read after them
-    "ltr2-0.9": {"schedule": "threshold", "threshold": 0.9, "ltr_first": 2},
-    "ltr2-len-0.7": {
-        "schedule": "threshold",
-        "threshold": 0.7,
-        "ltr_first": 2,
-        "length_every_line": True,
-        "length_step": 3,
-    },
-    "ltr1-len-0.7": {
-        "schedule": "threshold",
-        "threshold": 0.7,
-        "ltr_first": 1,
-        "length_every_line": True,
-        "length_step": 2,
-    },
     "len-0.7": {"schedule": "threshold", "threshold": 0.7, "length_every_line": True},
     # threshold 0.9 within at most K passes (each pass commits at least a share of what is left)
     "threshold-0.9-s4": {"schedule": "threshold", "threshold": 0.9, "steps": 4},
@@ -86,11 +66,6 @@ CONFIGS = {  # threshold configs for single lines take the infiller's default ("
 # is the request's end_rule)
 DECODE_OPTIONS = (
     "pad_run",
-    "pad_run_from",
-    "pad_from",
-    "ltr_first",
-    "pad_min_prob",
-    "pad_tail_only",
     "window",
     "length_every_line",
     "length_step",

@@ -84,8 +84,6 @@ def options_for(m, cfg: DenoiseConfig, length: bool | str, options: DecodeOption
         options or m.options,
         window=cfg.window,
         pad_run=cfg.pad_run,
-        pad_min_prob=cfg.pad_min_prob,
-        pad_tail_only=cfg.pad_tail_only,
         length_every_line=length == "all",
     )
 

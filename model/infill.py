@@ -1,4 +1,4 @@
-"""The built-in Infiller: shipped tokenizer + network + sampler behind the DESIGN.md interface.
+"""The built-in Infiller: shipped tokenizer + network + sampler behind model/interface.py.
 
 Owns: checkpoint validation and loading (safetensors + JSON only, clear errors naming the file),
 device and precision choice (int8 weights on CPU, fp32 on request, bf16 on CUDA), and a request's
@@ -82,11 +82,6 @@ class DecodeOptions:
     # is the shipped rule (window: LONG_HOLE_WINDOW for long holes, none for short ones)
     window: int | None = None
     pad_run: bool = True
-    pad_run_from: int = 1
-    pad_from: int = 1
-    ltr_first: int = 0
-    pad_min_prob: float = 0.0
-    pad_tail_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -762,11 +757,6 @@ class BuiltinInfiller:
         extra: dict = {
             "window": options.window,
             "pad_run": options.pad_run,
-            "pad_run_from": options.pad_run_from,
-            "pad_from": options.pad_from,
-            "ltr_first": options.ltr_first,
-            "pad_min_prob": options.pad_min_prob,
-            "pad_tail_only": options.pad_tail_only,
         }
         if req.end_rule is not None:
             extra["pad_at_frontier"] = req.end_rule == "frontier"
@@ -913,18 +903,27 @@ def load_infiller(
     path: str | os.PathLike | None = None,
     device: str | None = None,
     precision: str | None = None,
-) -> BuiltinInfiller:
-    """The default backend (shipped weights unless `path` names another checkpoint directory).
-    The same configuration gives the same infiller; loading another one drops the last one
-    (whoever still holds it keeps it)."""
+    family: str | None = None,
+    cache: str | None = None,
+):
+    """The in-process backend for `path`: the shipped weights (None), another checkpoint of the
+    shipped format (a BuiltinInfiller), or a published diffusion coder's directory or hub id in
+    the local cache (model/families: `family` names it where its config does not; `cache` is
+    its pass mode, "exact" or "dual"). The same configuration gives the same infiller; loading
+    another one drops the last one (whoever still holds it keeps it)."""
     global _loaded
-    key = (
-        str(Path(path).resolve()) if path else str(WEIGHTS_DIR),
-        device or "auto",
-        precision or "auto",
-    )
+    from model.families.checkpoint import resolve
+    from model.families.infiller import FamilyInfiller, is_shipped
+
+    resolved = resolve(path) if path else WEIGHTS_DIR
+    key = (str(Path(resolved).resolve()), device or "auto", precision or "auto", family, cache)
     with _load_lock:
         if _loaded is None or _loaded[0] != key:
-            infiller = BuiltinInfiller(path, device, precision)
+            if family in (None, "", "parafill") and is_shipped(path):
+                infiller = BuiltinInfiller(path, device, precision)
+            else:
+                infiller = FamilyInfiller(
+                    resolved, device, precision, family or None, cache or "exact"
+                )
             _loaded = (key, infiller)
         return _loaded[1]

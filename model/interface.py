@@ -1,4 +1,4 @@
-"""The seam between the server and the model (see DESIGN.md): requests, results, Infiller.
+"""The seam between the server and the model (docs/architecture.md): requests, results, Infiller.
 
 Plain data only: a request is something you could send over HTTP (and `request_to_json` /
 `request_from_json` do), nothing in it is a callable or mutable state. The backend evaluates a
@@ -78,6 +78,9 @@ class InfillRequest:
     # result says so (ended_by "deadline"); None: no deadline. Not part of what is asked: two
     # requests differing only in it give the same fills when neither is cut.
     deadline: float | None = None
+    # commit this many tokens a pass, the most confident first (1: as the published samplers
+    # do); None: the schedule decides (several a pass, by confidence)
+    tokens_per_step: int | None = None
 
     @property
     def holes(self) -> list[Hole]:
@@ -186,6 +189,7 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
     "length_estimate": (_BOOL, False),
     "reuse_context": (_BOOL, False),
     "deadline": (_NUM, True),
+    "tokens_per_step": (_INT, True),
     "max_tokens": (_INT, False),
     "min_tokens": (_INT, False),
     "single_line": (_BOOL, False),

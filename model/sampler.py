@@ -1,4 +1,4 @@
-"""Parallel denoising: a pure function over the network's span-step interface.
+"""Parallel denoising over fixed-length holes: the loop, its schedules and end rules.
 
 Owns: the schedules (confidence threshold with an adaptive step count, a fixed number of steps
 committing the most confident positions, and one token per step left to right as the
@@ -39,22 +39,6 @@ class DenoiseConfig:
     threshold: float | None = 0.9  # None only in bench configs the infiller resolves first
     temperature: float = 0.0
     pad_run: bool = True  # a committed PAD also commits the PADs predicted just before it
-    # experiments (bench/dev_infill.py), 1 in every default: the first step whose committed end
-    # extends over that run (`pad_run_from`), and the first step that may commit an end at all
-    # (`pad_from`; before it a step commits content only)
-    pad_run_from: int = 1
-    pad_from: int = 1
-    # experiment: the first `ltr_first` steps commit one token each, the leftmost masked slot
-    # (as "ltr"), then the schedule takes over (0: from the first step)
-    ltr_first: int = 0
-    # pad_min_prob and pad_tail_only: experiments (bench/dev_infill.py), off in every default.
-    # "the fill ends here" is a yes/no event: predict PAD only when P(PAD) beats all content
-    # tokens together (> pad_min_prob), not merely the single most likely content token
-    pad_min_prob: float = 0.0
-    # PAD may only be predicted on the hole's tail: slots whose every later slot is PAD already or
-    # predicted PAD. A stray PAD argmax mid-hole (PAD gathers the mass that content tokens split)
-    # then cannot cut the fill short; the end is where content from the left meets PADs from the right.
-    pad_tail_only: bool = False
     # semi-autoregressive: only the `window` masked slots nearest each hole's left frontier may be
     # committed in a step (parallel within the window); None: the whole hole at once
     window: int | None = None
@@ -137,6 +121,13 @@ def denoise(
     `cfg.temperature` > 0), calling `step_fn` once per step, with `hooks` asked between steps;
     `want_trajectory` keeps the ids after each step."""
     run = Denoiser(span, vocab, cfg, batch, hooks, generator, want_trajectory, device)
+    return denoise_run(run, step_fn)
+
+
+def denoise_run(run, step_fn: Callable):
+    """Run one request's denoiser to the end: a `Denoiser`, or anything of its shape
+    (model/growing.py's `GrowingDenoiser`): `step_fn(run.x)` gives the logits `advance` takes;
+    Cancelled once its `should_stop` says so between steps."""
     while not run.done:
         if run.stop_asked():
             raise Cancelled()
@@ -270,8 +261,6 @@ class Denoiser:
         no_pad = self.forced_no_pad.clone()
         if min_length is not None and steps < cfg.length_step:
             no_pad[:] = True  # the end waits for the step that estimates the length
-        if steps < cfg.pad_from:
-            no_pad[:] = True
         if cfg.length_rule == "soft" and bool(before_estimate.any()):
             # before the estimate an end is a candidate only where it is likely by itself
             floor = cfg.length_end_prob if cfg.length_end_prob is not None else cfg.threshold
@@ -283,16 +272,6 @@ class Denoiser:
             no_pad[:, a:b] |= slot_idx[a:b][None, :] < last[:, None]
         logits[..., pad_id] = logits[..., pad_id].masked_fill(no_pad, -math.inf)
         logp = torch.log_softmax(logits, -1)
-        if cfg.pad_tail_only:
-            raw_pad = ((logits.argmax(-1) == pad_id) & masked) | (x == pad_id)
-            for a, b in holes:
-                tail = raw_pad[:, a:b].flip(1).int().cumprod(1).flip(1).bool()
-                no_pad[:, a:b] |= ~tail
-            logits[..., pad_id] = logits[..., pad_id].masked_fill(no_pad, -math.inf)
-            logp = torch.log_softmax(logits, -1)
-        if cfg.pad_min_prob > 0:
-            unlikely_end = logp[..., pad_id] < math.log(cfg.pad_min_prob)
-            logits[..., pad_id] = logits[..., pad_id].masked_fill(unlikely_end, -math.inf)
         if cfg.temperature > 0:
             probs = torch.softmax(logits / cfg.temperature, -1)
             cand = torch.multinomial(probs.view(-1, probs.shape[-1]), 1, generator=self.generator)
@@ -307,11 +286,7 @@ class Denoiser:
             eligible = eligible & ((cand != pad_id) | _window(masked, holes, 1))
         conf = cand_logp.exp().masked_fill(~eligible, -1.0)
         commit = _choose(conf, eligible, cfg, steps)
-        if (
-            cfg.pad_run
-            and cfg.schedule != "ltr"
-            and steps >= max(cfg.pad_run_from, cfg.ltr_first + 1)
-        ):
+        if cfg.pad_run and cfg.schedule != "ltr":
             commit = _extend_pad_runs(commit, cand, masked, holes, pad_id)
         x = torch.where(commit, cand, x)
         self.logp_sum += (cand_logp * commit).sum(1)
@@ -382,7 +357,7 @@ def _choose(
     """Which masked positions to commit this step, per row: (B, S) bool."""
     B, S = conf.shape
     n_masked = masked.sum(1)
-    if cfg.schedule == "ltr" or step <= cfg.ltr_first:
+    if cfg.schedule == "ltr":
         first = first_masked(masked)
         return (torch.arange(S, device=conf.device)[None, :] == first[:, None]) & masked
     # an even share of the masked slots over the steps left (all of them at the last step)

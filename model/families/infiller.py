@@ -1,0 +1,439 @@
+"""The Infiller for published diffusion coders (Dream family, Open-dCoder, LLaDA).
+
+Owns: loading one (model/families/checkpoint.py, tokens.py, networks.py), laying a request out
+as the authors do (model/families/specs.py), and running the decoding loops over the family's
+passes:
+- fixed-length holes (Dream-Coder, DiffuCoder, Open-dCoder, LLaDA): model/sampler.py's
+  `Denoiser`, the loop the shipped model runs, with the family's end token as its PAD (a
+  committed end ends the fill) and its schedules, stop rules, deadline and trajectory;
+- variable-length holes (a Dream checkpoint with `<|expand|>`: DreamOn): model/growing.py's
+  `GrowingDenoiser`, DreamOn's expand/delete decoding, with DreamOn's evaluation settings as
+  defaults (entropy order, 4 starting masks, 64 expansions, 128 passes, top-p 0.9).
+Passes are exact (the whole window) or, with `cache="dual"`, Fast-dLLM's dual cache: the
+context's keys and values from one exact pass, reused by passes over the holes (refreshed when
+a hole changes length). Answers InfillRequests as model/interface.py describes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from model.codetext import BUDGET, PAD, end_reason
+from model.families.checkpoint import check_memory, inspect
+from model.families.networks import BidirectionalLM, build
+from model.families.specs import SPECS
+from model.families.tokens import FamilyTokenizer, find_specials
+from model.growing import GrowConfig, GrowHooks, GrowIds, GrowingDenoiser
+from model.interface import (
+    CheckpointError,
+    Hole,
+    InfillCancelled,
+    InfillRequest,
+    InfillResult,
+    never,
+    past,
+)
+from model.layout import trim_context
+
+MASK_GLYPH = "\u2591"
+CACHE_MODES = ("exact", "dual")
+# DreamOn's evaluation settings (eval/configs/eval_infill.yaml of its authors), temperature 0
+DREAMON = GrowConfig(start=4, max_expansions=64, steps=128, alg="entropy", top_p=0.9)
+DEFAULT_CONTEXT = 2048  # window used when the config allows more (the authors' max_tokens)
+
+
+@dataclass(frozen=True)
+class FamilyLayout:
+    """A request in the window: the text pieces' ids around the holes, and each hole's size
+    (fixed slots, or the most it may grow to)."""
+
+    begin: list[int]
+    pieces: list[list[int]]  # prefix, middles, suffix (trimmed)
+    end: list[int]
+    sizes: list[int]
+
+    def sequence(self, holes: list[list[int]]) -> tuple[list[int], list[int]]:
+        """The window's ids with `holes` in place, and the holes' slots' sequence indices."""
+        seq, slots = list(self.begin), []
+        for k, piece in enumerate(self.pieces):
+            seq += piece
+            if k < len(holes):
+                slots += range(len(seq), len(seq) + len(holes[k]))
+                seq += holes[k]
+        return seq + self.end, slots
+
+
+class FamilyInfiller:
+    """A published checkpoint behind the Infiller interface. `cache`: "exact" passes (the
+    reference) or "dual" (Fast-dLLM's dual cache)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        device: str | None = None,
+        precision: str | None = None,
+        family: str | None = None,
+        cache: str = "exact",
+        context_tokens: int | None = None,
+    ):
+        ck = inspect(path, family)
+        if ck.family not in SPECS:
+            raise CheckpointError(f"{ck.path}: family {ck.family!r} is not a published coder")
+        if cache not in CACHE_MODES:
+            raise CheckpointError(f"unknown cache mode {cache!r}; expected one of {CACHE_MODES}")
+        if device in (None, "", "auto"):
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise CheckpointError("device 'cuda' requested but no CUDA device is available")
+        self.device = torch.device(device)
+        self.precision = self._precision(precision)
+        self.spec = SPECS[ck.family]
+        self.path, self.family, self.cache = ck.path, ck.family, cache
+        self.tok = FamilyTokenizer(ck.path)
+        s = self.spec
+        self.ids = find_specials(self.tok, s.mask, s.end, s.begin, s.expand)
+        check_memory(ck, self.device.type, self.precision)
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        try:
+            net = build(ck.family, ck.config, ck.shards, dtype)
+        except CheckpointError:
+            raise
+        except Exception as e:  # noqa: BLE001 - transformers' own errors name the problem
+            raise CheckpointError(f"cannot load {ck.path}: {type(e).__name__}: {e}") from None
+        vocab = int(net.config.vocab_size)
+        if max(self.ids.mask, self.ids.end) >= vocab:
+            raise CheckpointError(f"{ck.path}: special token ids beyond the vocab_size {vocab}")
+        net.to(self.device)
+        if self.precision == "int8":
+            from model import quantize
+
+            quantize.quantize_int8(net)
+        self.lm = BidirectionalLM(net, s.shift, self.device)
+        self.window = min(self.lm.window, context_tokens or DEFAULT_CONTEXT)
+        self.growing = self.ids.expand is not None
+        self.special = sorted(self.tok.special_ids() | {self.ids.mask, self.ids.end})
+        self.newlines = self.tok.line_break_ids()
+        self.name = f"{ck.family}:{ck.path.name}"
+        self.lock = threading.Lock()
+        self.last_timing: dict[str, float] = {}
+        self.params = ck.params
+
+    def _precision(self, precision: str | None) -> str:
+        from model import quantize
+
+        precision = precision or "auto"
+        if precision not in ("auto", "int8", "fp32", "bf16"):
+            raise CheckpointError(f"unknown precision {precision!r}")
+        if self.device.type == "cuda":
+            if precision == "int8":
+                raise CheckpointError("int8 precision is for CPU inference; use bf16 on CUDA")
+            return "fp32" if precision == "fp32" else "bf16"
+        if precision == "bf16":
+            raise CheckpointError("bf16 is slow on this kind of CPU; use int8 or fp32")
+        if precision == "int8" and not quantize.available():
+            raise CheckpointError("int8 precision needs torch's quantized CPU engine")
+        return "int8" if precision == "int8" else "fp32"
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tok.encode(text))
+
+    # ------------------------------------------------------------------ layout
+    def layout(self, req: InfillRequest) -> FamilyLayout:
+        holes = req.holes
+        if not holes:
+            raise ValueError("an InfillRequest needs at least one Hole")
+        sizes = [max(1, int(h.max_tokens)) for h in holes]
+        begin = [self.ids.begin] if self.spec.begin_in_layout and self.ids.begin is not None else []
+        end = [self.ids.end] if self.spec.end_in_layout else []
+        room = self.window - sum(sizes) - len(begin) - len(end)
+        if room < 0 or sum(sizes) > self.window // 2:
+            raise ValueError(f"hole budgets total {sum(sizes)} tokens; at most {self.window // 2}")
+        texts: list[str] = [""]
+        for s in req.segments:
+            if isinstance(s, Hole):
+                texts.append("")
+            else:
+                texts[-1] += s
+        ids = self.tok.encode_pieces(texts)
+        pre, mids, suf = ids[0], ids[1:-1], ids[-1]
+        mid_n = sum(len(m) for m in mids)
+        if mid_n > room // 2:  # cut long middle segments around their centres
+            per = max(2, (room // 2) // max(1, len(mids)))
+            mids = [m if len(m) <= per else m[: per // 2] + m[len(m) - per // 2 :] for m in mids]
+            mid_n = sum(len(m) for m in mids)
+        pre, suf = trim_context(pre, suf, room - mid_n)
+        return FamilyLayout(begin, [pre, *mids, suf], end, sizes)
+
+    # ------------------------------------------------------------------ the interface
+    def infill(
+        self,
+        req: InfillRequest,
+        should_stop: Callable[[], bool] = never,
+        late: Callable[[], bool] | None = None,
+        *,
+        on_step: Callable[[int, list[list[str]]], None] | None = None,
+    ) -> list[InfillResult]:
+        """Fill the request's holes; `on_step(step, canvas)` after each pass with each row's
+        holes as text so far (masked slots as MASK_GLYPH)."""
+        lay = self.layout(req)
+        late = late or (lambda: past(req.deadline))
+        t0 = time.perf_counter()
+        with self.lock, torch.inference_mode():
+            if self.growing:
+                results = self._grow(req, lay, should_stop, late, on_step)
+            else:
+                results = self._fixed(req, lay, should_stop, late, on_step)
+        self.last_timing = {"denoise_ms": (time.perf_counter() - t0) * 1e3}
+        return results
+
+    def text(self, ids: list[int], show_masks: bool = False) -> str:
+        out, run = "", []
+        for i in ids:
+            if i == self.ids.mask and show_masks:
+                out += self.tok.decode(run) + MASK_GLYPH
+                run = []
+            elif i not in self.special:
+                run.append(i)
+        return out + self.tok.decode(run)
+
+    def _temperature(self, req: InfillRequest) -> float:
+        t = float(req.temperature)
+        return 0.7 if int(req.candidates) > 1 and t <= 0 else t
+
+    def _generator(self, temperature: float, seed: int | None):
+        if temperature <= 0:
+            return None
+        g = torch.Generator(device=self.device)
+        g.manual_seed(0 if seed is None else int(seed))
+        return g
+
+    def _stop_rules(self, req: InfillRequest, late, ended_by: dict | None = None):
+        """Per row, per hole: why the stop rules end the fill so far (text up to its first
+        masked slot), else None."""
+        holes, language = req.holes, req.language or "python"
+        if not any(h.stop is not None for h in holes):
+            return None
+        mask = self.ids.mask
+
+        def verdicts(rows: list[list[list[int]]]) -> list[list[str | None]]:
+            is_late = late()
+            out = []
+            for row in rows:
+                v = []
+                for hole, ids in zip(holes, row):
+                    if hole.stop is None or mask not in ids:
+                        v.append(None)
+                        continue
+                    done = [i for i in ids[: ids.index(mask)] if i != self.ids.end]
+                    why = done and end_reason(self.text(done), hole.stop, language, is_late)
+                    v.append(why or None)
+                out.append(v)
+            return out
+
+        return verdicts
+
+    # ------------------------------------------------------------------ passes
+    def _passes(self, lay: FamilyLayout, batch: int):
+        """A function (rows of holes) -> per row the logits at its slots, exact or through the
+        dual cache (its context rebuilt whenever the holes' lengths change)."""
+        state: dict = {}
+
+        def run(rows: list[list[list[int]]]) -> list[torch.Tensor]:
+            seqs = [lay.sequence(r) for r in rows]
+            same = all(len(s) == len(seqs[0][0]) for s, _ in seqs)
+            if not same:  # candidates of different lengths: one pass each
+                return [run_rows([r], [s])[0] for r, s in zip(rows, seqs)]
+            return run_rows(rows, seqs)
+
+        def run_rows(rows, seqs) -> list[torch.Tensor]:
+            ids = torch.tensor([s for s, _ in seqs], device=self.device)
+            at = torch.tensor([sl for _, sl in seqs], device=self.device)
+            pos = torch.arange(ids.shape[1], device=self.device).expand_as(ids)
+            if self.cache == "exact" or len(rows) != batch:
+                return list(self.lm.logits_at(ids, pos, at))
+            slots = seqs[0][1]
+            key = tuple(len(h) for h in rows[0])
+            if state.get("key") != key:  # a full pass; keep its context's keys and values
+                read = self.lm.read_index(at[0]).tolist()
+                query = sorted(set(slots) | set(read))
+                keep = [i for i in range(ids.shape[1]) if i not in set(query)]
+                cache, hidden = self.lm.context(ids[:1], pos[:1], keep)
+                if batch > 1:
+                    cache.batch_repeat_interleave(batch)
+                qi = torch.tensor(query, device=self.device)
+                where = {p: k for k, p in enumerate(query)}
+                state.update(key=key, cache=cache, q=qi, at=[where[p] for p in read])
+                return list(self.lm._read(hidden.expand(len(rows), -1, -1), self.lm.read_index(at)))
+            q = state["q"]
+            at_q = torch.tensor(state["at"], device=self.device).expand(len(rows), -1)
+            return list(self.lm.logits_cached(state["cache"], ids[:, q], pos[:, q], at_q))
+
+        return run
+
+    def _grow(self, req, lay, should_stop, late, on_step) -> list[InfillResult]:
+        from model.sampler import Cancelled, denoise_run
+
+        temperature = self._temperature(req)
+        cfg = GrowConfig(
+            start=DREAMON.start,
+            max_expansions=DREAMON.max_expansions,
+            steps=req.steps or DREAMON.steps,
+            alg=DREAMON.alg,
+            tokens_per_step=req.tokens_per_step,
+            threshold=0.9 if req.threshold is None else float(req.threshold),
+            temperature=temperature,
+            top_p=DREAMON.top_p,
+        )
+        batch = max(1, int(req.candidates))
+        fixed_room = sum(len(p) for p in lay.pieces) + len(lay.begin) + len(lay.end)
+        view = None
+        if on_step is not None:
+
+            def view(step: int, rows) -> None:
+                on_step(step, [[self.text(h, True) for h in row] for row in rows])
+
+        hooks = GrowHooks(should_stop, self._stop_rules(req, late), view)
+        run = GrowingDenoiser(
+            lay.sizes,
+            GrowIds(self.ids.mask, self.ids.end, self.ids.expand),
+            cfg,
+            batch,
+            hooks,
+            self._generator(temperature, req.seed),
+            req.want_trajectory,
+            room=self.window - fixed_room,
+        )
+        step = self._passes(lay, batch)
+        try:
+            out = denoise_run(run, step)
+        except Cancelled:
+            raise InfillCancelled() from None
+        results, seen = [], set()
+        for r, row in enumerate(out.rows):
+            fills = [self.text(h) for h in row]
+            if tuple(fills) in seen:
+                continue
+            seen.add(tuple(fills))
+            traj = None
+            if req.want_trajectory:
+                traj = [[self.text(h, True) for h in t[r]] for t in out.trajectory]
+            why = [out.ended_by.get((r, h), BUDGET) for h in range(len(row))]
+            score = out.logprob_sum[r] / max(1, out.committed[r] + len(row))
+            results.append(InfillResult(fills, score, out.steps_used, traj, out.committed[r], why))
+        results.sort(key=lambda x: -x.score)
+        return results
+
+    def _fixed(self, req, lay, should_stop, late, on_step) -> list[InfillResult]:
+        from model.infill import denoise_config
+        from model.layout import span_slots
+        from model.sampler import Cancelled, Hooks, Span, Vocab, denoise
+
+        temperature = self._temperature(req)
+        batch = max(1, int(req.candidates))
+        slots, o = [], 0
+        for n in lay.sizes:
+            slots.append((o, o + n))
+            o += n
+        rel, _ = span_slots(slots)
+        span = Span(
+            rel,
+            min_tokens=[min(h.min_tokens, n) for h, n in zip(req.holes, lay.sizes)],
+            line_holes=[h.single_line for h in req.holes],
+        )
+        banned = [i for i in (self.ids.mask, self.ids.begin, self.ids.expand) if i is not None]
+        vocab = Vocab(self.ids.mask, self.ids.end, banned, self.newlines)
+        schedule = req.schedule or ("fixed" if req.steps or req.tokens_per_step else "threshold")
+        steps = req.steps
+        extra = {}
+        if req.tokens_per_step:
+            steps = -(-sum(lay.sizes) // int(req.tokens_per_step))
+            extra["pad_run"] = False
+        if req.end_rule is not None:
+            extra["pad_at_frontier"] = req.end_rule == "frontier"
+        cfg = denoise_config(schedule, steps, req.threshold, temperature, max(lay.sizes), **extra)
+        passes = self._passes(lay, batch)
+
+        def step_fn(x: torch.Tensor) -> torch.Tensor:
+            rows = [[row[a:b] for a, b in rel] for row in x.tolist()]
+            return torch.stack(passes(rows))
+
+        ended_by: dict[tuple[int, int], str] = {}
+        rules = self._stop_rules(req, late)
+        ended = None
+        if rules is not None:
+
+            def ended(x: torch.Tensor) -> torch.Tensor:
+                rows = [[row[a:b] for a, b in rel] for row in x.tolist()]
+                v = rules(rows)
+                out = torch.zeros(x.shape[0], len(rel), dtype=torch.bool)
+                for r, row in enumerate(v):
+                    for h, why in enumerate(row):
+                        if why:
+                            out[r, h] = True
+                            ended_by[(r, h)] = why
+                return out.to(x.device)
+
+        view = None
+        if on_step is not None:
+
+            def view(step: int, x: torch.Tensor) -> None:
+                on_step(step, [[self.text(row[a:b], True) for a, b in rel] for row in x.tolist()])
+
+        hooks = Hooks(should_stop, ended, None, view)
+        try:
+            out = denoise(
+                step_fn,
+                span,
+                vocab,
+                cfg,
+                batch=batch,
+                hooks=hooks,
+                generator=self._generator(temperature, req.seed),
+                want_trajectory=req.want_trajectory,
+                device=self.device,
+            )
+        except Cancelled:
+            raise InfillCancelled() from None
+        results, seen = [], set()
+        end = self.ids.end
+        for r in range(out.tokens.shape[0]):
+            row = out.tokens[r].tolist()
+            holes = [row[a:b] for a, b in rel]
+            fills = [self.text(h[: h.index(end)] if end in h else h) for h in holes]
+            if tuple(fills) in seen:
+                continue
+            seen.add(tuple(fills))
+            traj = None
+            if req.want_trajectory:
+                traj = [
+                    [self.text(t[r].tolist()[a:b], True) for a, b in rel] for t in out.trajectory
+                ]
+            why = [
+                ended_by.get((r, h), PAD if end in hole else BUDGET) for h, hole in enumerate(holes)
+            ]
+            tokens = int(out.committed[r])
+            score = float(out.logprob_sum[r]) / max(1, tokens + len(rel))
+            results.append(InfillResult(fills, score, out.steps_used, traj, tokens, why))
+        results.sort(key=lambda x: -x.score)
+        return results
+
+
+def is_shipped(path: str | os.PathLike | None) -> bool:
+    """Whether `path` (None: the shipped weights) is a checkpoint of the shipped network's
+    format rather than a published family."""
+    if path is None:
+        return True
+    from model.families.checkpoint import SHIPPED_MODEL_TYPE, read_config, resolve
+
+    p = resolve(path)
+    cfg_file = Path(p) / "config.json"
+    if not cfg_file.is_file():
+        return True  # the shipped loader names what is missing
+    return read_config(p).get("model_type") == SHIPPED_MODEL_TYPE
