@@ -15,11 +15,14 @@ import sys
 from dataclasses import replace
 
 from lsp_server.config import DEVICES, PRECISIONS
+from model.families.checkpoint import FAMILIES as MODEL_FAMILIES
+from model.families.specs import PASS_CACHES
 from model.interface import SCHEDULES
 
 EXIT_USAGE = 2
 ONE_SHOT = ("complete", "fill")  # commands that answer once and exit (no cycle collector)
 LOCALHOST = "127.0.0.1"
+RAW_BUDGET = 64  # fill --raw: a marker's tokens at most (DreamOn's max_gen_len)
 
 
 class CliError(Exception):
@@ -33,7 +36,23 @@ class _Parser(argparse.ArgumentParser):
 
 def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--model", default=None, help="checkpoint directory (default: the shipped model/weights/)"
+        "--model",
+        default=None,
+        help="checkpoint directory, or a hub id already in the local hub cache (default: the "
+        "shipped model/weights/); a published diffusion coder as `hf download` leaves it",
+    )
+    p.add_argument(
+        "--model-family",
+        default=None,
+        choices=MODEL_FAMILIES,
+        help="the checkpoint's family where its config.json does not say (Open-dCoder's says qwen2)",
+    )
+    p.add_argument(
+        "--pass-cache",
+        default=None,
+        choices=PASS_CACHES,
+        help="a published checkpoint's passes: exact (the whole window, the default) or dual "
+        "(Fast-dLLM's dual cache: the context's keys and values reused by passes over the holes)",
     )
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument(
@@ -62,6 +81,13 @@ def _sampling_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--candidates", type=int, default=1)
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--tokens-per-step",
+        type=int,
+        default=None,
+        metavar="N",
+        help="commit N tokens a pass, the most confident first (1: as the published samplers)",
+    )
     p.add_argument(
         "--no-length-estimate",
         dest="length_estimate",
@@ -158,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fill", help="fill every <|fill|> or <|fill:N|> marker in FILE at once")
     f.add_argument("file")
     f.add_argument("--in-place", "-i", action="store_true", help="write the result back to FILE")
+    f.add_argument(
+        "--raw",
+        action="store_true",
+        help="each hole's raw fill in place: the markers as holes (budget --budget, default 64), "
+        "no region planning, no stop rules, no post-processing",
+    )
     _model_options(f)
     _sampling_options(f)
     _remote_options(f)
@@ -339,7 +371,13 @@ def _engine(args, required: bool = True):
         engine = Engine(_remote_loader(args), threads=args.threads)
     else:
         engine = Engine(threads=args.threads)
-    engine.load(args.model, args.device, args.precision)
+    engine.load(
+        args.model,
+        args.device,
+        args.precision,
+        family=getattr(args, "model_family", None),
+        cache=getattr(args, "pass_cache", None),
+    )
     if not engine.wait_ready() and required:
         raise CliError(engine.error or "model failed to load")
     return engine
@@ -456,6 +494,8 @@ def fill(args) -> int:
     doc = Document.open(args.file, raw, detect_language(args.file))
     if not find_markers(doc.text):  # said before the model loads
         raise CliError(f"{args.file}: no <|fill|> markers in the text")
+    if args.raw:
+        return _fill_raw(args, raw)
     completer = _completer(args)
     try:
         filled = asyncio.run(completer.fill(doc, None, _ask(args)))
@@ -563,3 +603,38 @@ def run() -> None:
 
 if __name__ == "__main__":
     run()
+
+
+def _fill_raw(args, text: str) -> int:
+    """`fill --raw`: the markers become holes as they are and the model's fills go in their
+    place untouched (the decoding as the model does it, for comparing with a reference)."""
+    from lsp_server.pipeline import find_markers
+    from model.interface import Hole, InfillRequest
+
+    segments: list = []
+    at = 0
+    for m in find_markers(text):
+        segments += [text[at : m.start], Hole(m.budget or args.budget or RAW_BUDGET)]
+        at = m.end
+    segments.append(text[at:])
+    req = InfillRequest(
+        segments,
+        steps=args.steps,
+        temperature=args.temperature or 0.0,
+        schedule=args.schedule,
+        threshold=args.threshold,
+        seed=args.seed,
+        length_estimate=args.length_estimate,
+        tokens_per_step=args.tokens_per_step,
+    )
+    try:
+        results = _engine(args).infiller.infill(req)
+    except ValueError as exc:
+        raise CliError(f"{args.file}: {exc}") from exc
+    except Exception as exc:
+        raise _model_error(exc) from exc
+    fills = iter(results[0].fills)
+    out = "".join(s if isinstance(s, str) else next(fills) for s in segments)
+    sys.stdout.write(out)
+    sys.stdout.flush()
+    return 0

@@ -79,9 +79,14 @@ def trim_memory(collect: bool = False) -> None:
 
 
 def builtin_loader(
-    path: str | None, device: str | None, precision: str = "auto", threads: int = 0
+    path: str | None,
+    device: str | None,
+    precision: str = "auto",
+    threads: int = 0,
+    **options: str,
 ) -> Infiller:
-    """The built-in diffusion backend: `model.infill.load_infiller` (imported lazily), with
+    """The in-process backend: `model.infill.load_infiller` (imported lazily; `options`: its
+    `family` and `cache` for a published checkpoint), with
     torch's threads set (0: automatic, widening onto idle cores for a full encode). The cycle
     collector waits meanwhile: torch's import and the load make few cycles but hundreds of
     thousands of objects it would scan again and again (0.1 s); `Engine._load` collects after."""
@@ -90,7 +95,7 @@ def builtin_loader(
     try:
         from model.infill import load_infiller
 
-        infiller = load_infiller(path, device, precision)
+        infiller = load_infiller(path, device, precision, **options)
     finally:
         if enabled:
             gc.enable()
@@ -106,7 +111,7 @@ def import_loader(spec: str) -> Loader:
         raise ValueError(f"backend must look like package.module:factory, got {spec!r}")
     factory = getattr(importlib.import_module(mod), attr)
 
-    def load(path: str | None, device: str | None, precision: str = "auto", threads: int = 0):
+    def load(path: str | None, device: str | None, precision: str = "auto", threads: int = 0, **_):
         return factory(path, device)
 
     return load
@@ -125,7 +130,11 @@ def remote_loader(
     `remote_api_key_env` names; it is never logged."""
 
     def load(
-        path: str | None, device: str | None, precision: str = "auto", threads: int = 0
+        path: str | None,
+        device: str | None,
+        precision: str = "auto",
+        threads: int = 0,
+        **options: str,
     ) -> Infiller:
         from model.backends.remote import FallbackInfiller, RemoteInfiller  # (the stdlib only)
 
@@ -149,7 +158,7 @@ def remote_loader(
 
         def local() -> Infiller:
             assert fallback is not None
-            return fallback(path, device, precision, threads)
+            return fallback(path, device, precision, threads, **options)
 
         infiller = FallbackInfiller(remote, local if fallback is not None else None, notify)
         infiller.check()  # an unreachable server is said at once, and the fallback loaded
@@ -294,6 +303,7 @@ class Engine:
         device: str | None = None,
         precision: str = "auto",
         on_done: Callable[[str | None, bool], None] | None = None,
+        **options: str | None,
     ) -> None:
         """Start loading a model in the background; `precision` is the built-in backend's weight
         format (model.infill.PRECISIONS). With a model loaded, the new one loads aside while the
@@ -313,8 +323,11 @@ class Engine:
                 self.model_path, self.device = model_path, device
                 self._cache.clear()
                 self._prefetched.clear()
+        extra = {k: v for k, v in options.items() if v}  # a published checkpoint's family, cache
         threading.Thread(
-            target=self._load, args=(gen, model_path, device, precision, on_done), daemon=True
+            target=self._load,
+            args=(gen, model_path, device, precision, on_done, extra),
+            daemon=True,
         ).start()
 
     def _load(
@@ -324,10 +337,11 @@ class Engine:
         device: str | None,
         precision: str,
         on_done: Callable[[str | None, bool], None] | None,
+        options: dict | None = None,
     ) -> None:
         t0 = time.perf_counter()
         try:
-            infiller = self._build(model_path, device, precision)
+            infiller = self._build(model_path, device, precision, **(options or {}))
             error = None
         except CheckpointError as exc:
             infiller, error = None, str(exc)
@@ -360,9 +374,11 @@ class Engine:
         if on_done is not None:
             on_done(error, kept)
 
-    def _build(self, model_path: str | None, device: str | None, precision: str) -> Infiller:
+    def _build(
+        self, model_path: str | None, device: str | None, precision: str, **options: str
+    ) -> Infiller:
         device = None if device in (None, "auto") else device
-        return self.loader(model_path, device, precision, self.threads)
+        return self.loader(model_path, device, precision, self.threads, **options)
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until the load finished (ready or error); True when ready."""

@@ -28,7 +28,7 @@ import torch
 from model.codetext import BUDGET, PAD, end_reason
 from model.families.checkpoint import check_memory, inspect
 from model.families.networks import BidirectionalLM, build
-from model.families.specs import SPECS
+from model.families.specs import PASS_CACHES, SPECS
 from model.families.tokens import FamilyTokenizer, find_specials
 from model.growing import GrowConfig, GrowHooks, GrowIds, GrowingDenoiser
 from model.interface import (
@@ -43,7 +43,6 @@ from model.interface import (
 from model.layout import trim_context
 
 MASK_GLYPH = "\u2591"
-CACHE_MODES = ("exact", "dual")
 # DreamOn's evaluation settings (eval/configs/eval_infill.yaml of its authors), temperature 0
 DREAMON = GrowConfig(start=4, max_expansions=64, steps=128, alg="entropy", top_p=0.9)
 DEFAULT_CONTEXT = 2048  # window used when the config allows more (the authors' max_tokens)
@@ -86,8 +85,8 @@ class FamilyInfiller:
         ck = inspect(path, family)
         if ck.family not in SPECS:
             raise CheckpointError(f"{ck.path}: family {ck.family!r} is not a published coder")
-        if cache not in CACHE_MODES:
-            raise CheckpointError(f"unknown cache mode {cache!r}; expected one of {CACHE_MODES}")
+        if cache not in PASS_CACHES:
+            raise CheckpointError(f"unknown cache mode {cache!r}; expected one of {PASS_CACHES}")
         if device in (None, "", "auto"):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device.startswith("cuda") and not torch.cuda.is_available():

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# how a published checkpoint's passes run: the whole window each pass (the reference), or
+# Fast-dLLM's dual cache (the context's keys and values reused by passes over the holes)
+PASS_CACHES = ("exact", "dual")
+
 
 @dataclass(frozen=True)
 class FamilySpec:
