@@ -15,6 +15,10 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 
 PAD, MASK, SEP = "<|pad|>", "<|mask|>", "<|sep|>"
 SPECIALS = [PAD, MASK, SEP]  # ids 0, 1, 2; PAD doubles as end-of-fill
+# DreamOn's expand token: a mask committed as it becomes two masks. Only a checkpoint trained
+# with expand and delete (training/train.py --expand-delete) has it, after the BPE's ids; the
+# shipped tokenizer has none.
+EXPAND = "<|expand|>"
 # newline | indentation at a line start | identifier (optional leading space) | number | punctuation run | spaces
 SPLIT = r"\r\n|\n|\r|^[ \t]+|[ ]?[\p{L}_][\p{L}\p{N}_]*|[ ]?\p{N}+|[ ]?[^\s\p{L}\p{N}_]+|[ \t]+|\s"
 
@@ -55,8 +59,11 @@ class CodeTokenizer:
         self.sep_id = tok.token_to_id(SEP)
         if None in (self.pad_id, self.mask_id, self.sep_id):
             raise ValueError("tokenizer lacks the special tokens " + ", ".join(SPECIALS))
+        self.expand_id = tok.token_to_id(EXPAND)  # None: no expand token (the shipped one)
         self.vocab_size = tok.get_vocab_size()
         self.special_ids = {self.pad_id, self.mask_id, self.sep_id}
+        if self.expand_id is not None:
+            self.special_ids.add(self.expand_id)
         self._newline_ids: list[int] | None = None
 
     @classmethod

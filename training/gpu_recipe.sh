@@ -8,6 +8,8 @@
 #
 #   BUDGET_S=540 bash training/gpu_recipe.sh          # the whole recipe's wall clock, data included
 #   SMOKE=1 bash training/gpu_recipe.sh               # small corpus, eager vs compiled throughput
+#   EXPAND=1 bash training/gpu_recipe.sh              # DreamOn's expand and delete objective
+#                                                    # (training/expand.py): off by default
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -18,15 +20,17 @@ BENCH_ARGS=()
 [ -n "${BENCH:-}" ] && BENCH_ARGS=(--bench "$BENCH")
 DATA=${DATA:-/tmp/pf_data}
 NPROC=$(nproc)
+EXPAND_ARGS=()
+[ "${EXPAND:-0}" = 1 ] && EXPAND_ARGS=(--expand-delete)
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 python3 -c "import torch, transformers, tokenizers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'tokenizers', tokenizers.__version__)"
 mkdir -p "$OUT"
 if [ "${SMOKE:-0}" = 1 ]; then
   python3 -m training.data --out "$DATA" --workers "$NPROC" "${BENCH_ARGS[@]}" --max-bytes 20000000 --infill-per-kb 0.4
   echo "[recipe] data built at +$(( $(date +%s) - T0 ))s"
-  python3 -m training.train --data "$DATA" --out "$OUT/smoke_eager" --minutes 0.4 --batch 256 --log-every 10 --eval-every 15
+  python3 -m training.train --data "$DATA" --out "$OUT/smoke_eager" --minutes 0.4 --batch 256 --log-every 10 --eval-every 15 "${EXPAND_ARGS[@]}"
   echo "[recipe] eager done at +$(( $(date +%s) - T0 ))s"
-  python3 -m training.train --data "$DATA" --out "$OUT/smoke_compiled" --minutes 0.9 --batch 256 --log-every 10 --eval-every 30 --compile
+  python3 -m training.train --data "$DATA" --out "$OUT/smoke_compiled" --minutes 0.9 --batch 256 --log-every 10 --eval-every 30 --compile "${EXPAND_ARGS[@]}"
   echo "[recipe] compiled done at +$(( $(date +%s) - T0 ))s"
   rm -rf "$OUT"/smoke_*/*.safetensors
   exit 0
@@ -37,9 +41,11 @@ python3 -m training.data --out "$DATA" --workers "$NPROC" "${BENCH_ARGS[@]}" \
   --max-bytes "${MAX_BYTES:-350000000}" --infill-per-kb "${INFILL_PER_KB:-0.4}"
 cp "$DATA/stats.json" "$OUT/corpus_stats.json"
 echo "[recipe] data built at +$(( $(date +%s) - T0 ))s"
-python3 -m training.train --data "$DATA" --out "$OUT/weights" "${RESUME[@]}" \
+python3 -m training.train --data "$DATA" --out "$OUT/weights" "${RESUME[@]}" "${EXPAND_ARGS[@]}" \
   --deadline $(( T0 + BUDGET - 20 )) --minutes 600 --batch "${BATCH:-256}" --lr "${LR:-2e-3}" \
   --full-frac "${FULL_FRAC:-0.5}" --save-every 90 --eval-every 45 --log-every 50 ${TRAIN_ARGS:-}
 echo "[recipe] finished at +$(( $(date +%s) - T0 ))s"
-rm -f "$OUT/weights/tokenizer.json"  # the shipped tokenizer, unchanged: the device returns 8 files at most
+# the shipped tokenizer, unchanged, unless EXPAND=1 grew it by <|expand|> (the device returns 8
+# files at most)
+[ "${EXPAND:-0}" = 1 ] || rm -f "$OUT/weights/tokenizer.json"
 ls -la "$OUT" "$OUT/weights"

@@ -57,7 +57,10 @@ def head_loss(
         h = model(inp, position_ids=pos, group_ids=grp, hidden_only=True)
         h = h.reshape(-1, h.shape[-1])[idx]  # (H, SLOTS, d)
         logits = model.lm_head(h).float()
-        logits[..., [cfg.mask_token_id, cfg.sep_token_id]] = -torch.inf
+        banned = [cfg.mask_token_id, cfg.sep_token_id]
+        if getattr(cfg, "expand_token_id", None) is not None:  # trained with --expand-delete
+            banned.append(cfg.expand_token_id)
+        logits[..., banned] = -torch.inf
         line = torch.ones(logits.shape[1], dtype=torch.bool, device=logits.device)
         nl = torch.tensor(newline_ids, dtype=torch.long, device=logits.device)
         logits = fold_newlines(logits, line, nl, cfg.pad_token_id)

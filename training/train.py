@@ -1,7 +1,8 @@
 """Masked-diffusion training (a script, never imported by the server).
 
 Owns: the objective (t ~ U(0,1) stratified over the batch, mask each target with probability t,
-cross-entropy on masked positions weighted 1/t), the batch mix of full-sequence masking windows
+cross-entropy on masked positions weighted 1/t; with --expand-delete, DreamOn's expand and delete
+tokens on the infill examples, training/expand.py), the batch mix of full-sequence masking windows
 and infill-shaped examples (several noisy copies of each span over one shared context), the
 wall-clock warmup-stable-decay schedule, validation, checkpoints (save_pretrained in bf16 shards
 under 16 MiB, optimizer state as safetensors), resume, and several GPUs via torchrun.
@@ -28,9 +29,11 @@ cpu_threads.set_spin_count()  # libgomp reads it once, when torch loads it: befo
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tokenizers import Tokenizer
 
 from model.length import LengthHead
 from model.tokenizer import CodeTokenizer
+from training import expand
 from training.data import (
     CONTEXT_GROUP,
     DEFAULT_TOKENIZER,
@@ -50,9 +53,17 @@ class Batches:
     masked batches from them."""
 
     def __init__(
-        self, split_dir: Path, seq_len: int, device: torch.device, mask_id: int, pad_id: int
+        self,
+        split_dir: Path,
+        seq_len: int,
+        device: torch.device,
+        mask_id: int,
+        pad_id: int,
+        expand_id: int | None = None,
     ):
         self.seq_len, self.device, self.mask_id, self.pad_id = seq_len, device, mask_id, pad_id
+        self.expand_id = expand_id  # not None: the expand and delete objective on infill examples
+        self.last_infill = None  # the last draw's infill examples as stored (length head)
         stream = np.fromfile(split_dir / STREAM_FILE, dtype=TOKEN_DTYPE)
         if stream.size <= seq_len:
             raise SystemExit(f"{split_dir / STREAM_FILE} has only {stream.size} tokens")
@@ -77,7 +88,8 @@ class Batches:
         return 0 if self.inf_tok is None else self.inf_tok.shape[0]
 
     def draw(self, n_full: int, n_inf: int, g: torch.Generator):
-        """(input_ids, targets, pos, group, loss_weight, eligible) for one batch."""
+        """(input_ids, targets, pos, group, loss_weight, eligible) for one batch: n_full
+        full-sequence windows, then n_inf infill examples (kept as stored in `last_infill`)."""
         dev, L = self.device, self.seq_len
         parts = []
         if n_full:
@@ -88,7 +100,7 @@ class Batches:
             pos = self.ar.expand(n_full, L)
             grp = masked.long()
             w = (1.0 / t).expand(n_full, L)
-            parts.append((tok, masked, pos, grp, w, torch.ones_like(masked)))
+            parts.append(self._masked(tok, masked, pos, grp, w, torch.ones_like(masked)))
         if n_inf and self.n_infill:
             idx = torch.randint(0, self.n_infill, (n_inf,), device=dev, generator=g)
             tok, pos, grp = (
@@ -96,14 +108,33 @@ class Batches:
                 self.inf_pos[idx].long(),
                 self.inf_grp[idx].long(),
             )
-            # one t per noisy copy (groups 1..MAX_COPIES); context and filler carry no loss
-            t_groups = _strat_t(n_inf * MAX_COPIES, dev, g).view(n_inf, MAX_COPIES)
-            gi = grp.clamp(1, MAX_COPIES) - 1
-            t = t_groups.gather(1, gi)
-            span = (grp > CONTEXT_GROUP) & (grp <= MAX_COPIES)
-            masked = (torch.rand(n_inf, L, device=dev, generator=g) < t) & span
-            parts.append((tok, masked, pos, grp, 1.0 / t, span))
-        tok, masked, pos, grp, w, elig = (torch.cat(x) for x in zip(*parts))
+            self.last_infill = (tok, pos, grp)
+            if self.expand_id is not None:
+                t = _strat_t(n_inf, dev, g)
+                parts.append(
+                    expand.expand_delete(
+                        tok,
+                        pos,
+                        grp,
+                        t,
+                        expand.merge_probs(n_inf, t, g),
+                        g,
+                        mask_id=self.mask_id,
+                        pad_id=self.pad_id,
+                        expand_id=self.expand_id,
+                    )
+                )
+            else:
+                # one t per noisy copy (groups 1..MAX_COPIES); context and filler carry no loss
+                t_groups = _strat_t(n_inf * MAX_COPIES, dev, g).view(n_inf, MAX_COPIES)
+                gi = grp.clamp(1, MAX_COPIES) - 1
+                t = t_groups.gather(1, gi)
+                span = (grp > CONTEXT_GROUP) & (grp <= MAX_COPIES)
+                masked = (torch.rand(n_inf, L, device=dev, generator=g) < t) & span
+                parts.append(self._masked(tok, masked, pos, grp, 1.0 / t, span))
+        return tuple(torch.cat(x) for x in zip(*parts))
+
+    def _masked(self, tok, masked, pos, grp, w, elig):
         inp = torch.where(masked, torch.full_like(tok, self.mask_id), tok)
         return inp, tok, pos, grp, w * masked, elig
 
@@ -124,7 +155,9 @@ def diffusion_loss(model, batch) -> tuple[torch.Tensor, dict]:
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def save_checkpoint(model, out: Path, tok_path: Path, state: dict, opt=None) -> None:
+def save_checkpoint(model, out: Path, tok_path: Path | Tokenizer, state: dict, opt=None) -> None:
+    """The model, its tokenizer (a file copied as it is, or a grown tokenizer saved), the train
+    state and optionally the optimizer state, written to `out` through a temporary folder."""
     out.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
@@ -136,7 +169,10 @@ def save_checkpoint(model, out: Path, tok_path: Path, state: dict, opt=None) -> 
         if k not in tied
     }
     model.save_pretrained(tmp, state_dict=sd, max_shard_size="15MB")
-    shutil.copy(tok_path, tmp / "tokenizer.json")
+    if isinstance(tok_path, Tokenizer):
+        tok_path.save(str(tmp / "tokenizer.json"))
+    else:
+        shutil.copy(tok_path, tmp / "tokenizer.json")
     (tmp / "train_state.json").write_text(json.dumps(state, indent=2))
     if opt is not None:
         from safetensors.torch import save_file
@@ -171,10 +207,19 @@ def load_optimizer(opt, model, path: Path, step: int) -> bool:
         if n + ".exp_avg" in t:
             opt.state[p] = {
                 "step": torch.tensor(float(step)),
-                "exp_avg": t[n + ".exp_avg"].to(p.device),
-                "exp_avg_sq": t[n + ".exp_avg_sq"].to(p.device),
+                "exp_avg": _rows(t[n + ".exp_avg"], p),
+                "exp_avg_sq": _rows(t[n + ".exp_avg_sq"], p),
             }
     return True
+
+
+def _rows(saved: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """A saved moment on the parameter's device, with zero rows for those the parameter has
+    gained since (the embedding grown by the expand token)."""
+    saved = saved.to(p.device)
+    if saved.shape[0] < p.shape[0] and saved.shape[1:] == p.shape[1:]:
+        saved = torch.cat([saved, saved.new_zeros(p.shape[0] - saved.shape[0], *p.shape[1:])])
+    return saved
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -193,7 +238,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER)
+    ap.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=None,
+        help="default: the --resume checkpoint's tokenizer.json, else the shipped one",
+    )
     ap.add_argument("--resume", type=Path, default=None, help="checkpoint dir to continue from")
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--deadline", type=float, default=0, help="unix time to stop by (overrides)")
@@ -224,6 +274,12 @@ def main(argv: list[str] | None = None) -> None:
         "checkpoint that has none; 0: no length head",
     )
     ap.add_argument("--length-every", type=int, default=4, help="steps between head updates")
+    ap.add_argument(
+        "--expand-delete",
+        action="store_true",
+        help="DreamOn's expand and delete tokens on the infill examples (training/expand.py); "
+        "adds <|expand|> to the tokenizer and the network when they have none",
+    )
     a = ap.parse_args(argv)
 
     ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -240,7 +296,14 @@ def main(argv: list[str] | None = None) -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     use_bf16 = a.bf16 or dev.type == "cuda"
+    if a.tokenizer is None:
+        own = a.resume / "tokenizer.json" if a.resume else None
+        a.tokenizer = own if own is not None and own.is_file() else DEFAULT_TOKENIZER
     tok = CodeTokenizer.from_file(a.tokenizer)
+    tok_source: Path | Tokenizer = a.tokenizer  # what the checkpoints' tokenizer.json is
+    if a.expand_delete and tok.expand_id is None:
+        tok = expand.add_expand_token(tok)
+        tok_source = tok.tok
     state = {"tokens_seen": 0, "supervised_tokens": 0, "steps": 0, "train_seconds": 0.0, "runs": []}
     if a.resume:
         model = ParafillForMaskedDiffusion.from_pretrained(a.resume, dtype=torch.float32)
@@ -261,6 +324,9 @@ def main(argv: list[str] | None = None) -> None:
         )
         torch.manual_seed(a.seed)
         model = ParafillForMaskedDiffusion(cfg)
+    if a.expand_delete:
+        expand.grow_vocab(model, tok.vocab_size)
+        model.config.expand_token_id = tok.expand_id
     if a.length_head and model.length_head is None:
         model.config.length_head_hidden = a.length_head
         model.length_head = LengthHead(a.length_head)
@@ -289,8 +355,9 @@ def main(argv: list[str] | None = None) -> None:
     if a.compile:
         step_model = torch.compile(fwd_model)
 
-    train = Batches(a.data / "train", seq, dev, tok.mask_id, tok.pad_id)
-    val = Batches(a.data / "val", seq, dev, tok.mask_id, tok.pad_id)
+    expand_id = tok.expand_id if a.expand_delete else None
+    train = Batches(a.data / "train", seq, dev, tok.mask_id, tok.pad_id, expand_id)
+    val = Batches(a.data / "val", seq, dev, tok.mask_id, tok.pad_id, expand_id)
     n_full = round(a.batch * a.full_frac) if train.n_infill else a.batch
     n_inf = a.batch - n_full
     nl_ids = tok.newline_ids
@@ -358,9 +425,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if head_opt is not None and n_inf and state["steps"] % a.length_every == 0:
-            inf = slice(n_full, None)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
-                hl, _ = head_loss(model, batch[1][inf], batch[2][inf], batch[3][inf], nl_ids)
+                hl, _ = head_loss(model, *train.last_infill, nl_ids)
             head_opt.zero_grad(set_to_none=True)
             hl.backward()
             head_opt.step()
@@ -387,7 +453,7 @@ def main(argv: list[str] | None = None) -> None:
             last_eval = time.time()
         if rank == 0 and time.time() - last_save > a.save_every:
             state["val_loss"] = vl
-            save_checkpoint(model, a.out, a.tokenizer, state, opt if a.save_optimizer else None)
+            save_checkpoint(model, a.out, tok_source, state, opt if a.save_optimizer else None)
             last_save = time.time()
     if rank == 0:
         vl = evaluate()
@@ -400,9 +466,10 @@ def main(argv: list[str] | None = None) -> None:
             batch=a.batch,
             full_frac=a.full_frac,
             lr=a.lr,
+            expand_delete=a.expand_delete,
         )
         state["runs"] = state.get("runs", []) + [run]
-        save_checkpoint(model, a.out, a.tokenizer, state, opt if a.save_optimizer else None)
+        save_checkpoint(model, a.out, tok_source, state, opt if a.save_optimizer else None)
         print(
             f"[train] done: {state['steps'] - step0} steps, val {vl}, saved to {a.out}", flush=True
         )
