@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 from lsp_server import syntax
 
@@ -34,6 +35,34 @@ class Chunk:
     @property
     def key(self) -> tuple:
         return (self.path, self.start, self.end, self.kind)
+
+    @cached_property
+    def short(self) -> str:
+        """The signature alone (a class: its header and its constructor's), for a budget too
+        small for the whole chunk; '' for a chunk that is not a definition."""
+        return short_form(self.text) if self.kind == "def" else ""
+
+
+def _header(lines: list[str], k: int) -> list[str]:
+    """Lines from `k` to the one that ends the header (a ':' for Python, '{' for the others)."""
+    out = []
+    for ln in lines[k:]:
+        out.append(ln)
+        s = ln.rstrip()
+        if s.endswith((":", "{", "{ ... }", ";", "...")):
+            break
+    return out
+
+
+def short_form(text: str) -> str:
+    lines = text.split("\n")
+    k = next((i for i, ln in enumerate(lines) if not ln.lstrip().startswith("@")), 0)
+    out = _header(lines, k)
+    for i in range(k + len(out), len(lines)):
+        if re.match(r"\s+(def __init__|constructor)\b", lines[i]):
+            out += _header(lines, i)
+            break
+    return "\n".join(out)
 
 
 def _text(src: bytes, node) -> str:

@@ -3,8 +3,10 @@
 Owns the text the model reads ahead of the current file's prefix: each chunk under a path comment
 line (`# path/to/file.py` for Python, `// path/to/file.ts` for the brace languages: the shipped
 network reads a path comment best: docs/benchmarks.md), chunks in rank order with the best one
-last, nearest the prefix; a chunk that does not fit whole is skipped for smaller ones after it,
-except the best, which is cut at a line end to fit. The budget is in tokens, estimated with the
+last, nearest the prefix. Coverage first: as many chunks as fit in rank order, each definition as
+its signature alone (`Chunk.short`; a chunk that does not fit is skipped for smaller ones after
+it, except the best, which is cut at a line end), then each, best first, whole (docstring, class
+members) where what is left allows. The budget is in tokens, estimated with the
 planner's characters-per-token. `stable` keeps the previous packing while the chosen chunks are
 the same set, so that the text ahead of the prefix does not change between keystrokes and the
 model's context reuse (model/context_reuse.py) keeps its encoding.
@@ -60,8 +62,9 @@ def comment(language: str) -> str:
     return "#" if language == "python" else "//"
 
 
-def render(r: Ranked, language: str) -> str:
-    return f"{comment(language)} {r.chunk.path}\n{r.chunk.text.rstrip()}\n"
+def render(r: Ranked, language: str, short: bool = False) -> str:
+    text = r.chunk.short if short else r.chunk.text
+    return f"{comment(language)} {r.chunk.path}\n{text.rstrip()}\n"
 
 
 def _cut_to(text: str, chars: int) -> str:
@@ -75,22 +78,29 @@ def _cut_to(text: str, chars: int) -> str:
 def pack(
     ranked: list[Ranked], budget_tokens: int, language: str, chars_per_token: float = 3.0
 ) -> Packed:
-    """The best chunks within `budget_tokens` (estimated at `chars_per_token`)."""
+    """The best chunks within `budget_tokens` (estimated at `chars_per_token`): first as many
+    as fit in rank order, each definition as its signature alone, then each, best first, whole
+    where what is left allows."""
     room = int(budget_tokens * chars_per_token)
-    chosen: list[tuple[Ranked, str]] = []
+    chosen: list[list] = []  # [ranked, piece]
     used = 0
     for k, r in enumerate(ranked):
-        piece = render(r, language)
+        piece = render(r, language, short=bool(r.chunk.short))
         if used + len(piece) > room:
             if k > 0:
                 continue
             piece = _cut_to(piece, room - used)  # the best chunk, cut at a line end
             if len(piece) < MIN_CHUNK_TOKENS * chars_per_token or "\n" not in piece.strip("\n"):
                 continue
-        chosen.append((r, piece))
+        chosen.append([r, piece])
         used += len(piece)
         if room - used < MIN_CHUNK_TOKENS * chars_per_token:
             break
+    for item in chosen:  # whole definitions where they fit, best first
+        whole = render(item[0], language)
+        if len(whole) > len(item[1]) and used + len(whole) - len(item[1]) <= room:
+            used += len(whole) - len(item[1])
+            item[1] = whole
     if not chosen:
         return EMPTY
     chosen.reverse()  # the best nearest the prefix

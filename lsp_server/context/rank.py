@@ -4,8 +4,10 @@ Owns the order in which chunks compete for the window:
 
 1. the definitions of names the file imports from other workspace files, by where those names
    are used: on the cursor's line first, then by distance from the cursor (lines above and a few
-   below), then imported but used further away (the more uses, the higher); a module bound as a
-   whole (`import pkg.mod as m`, `from . import core`) lends its definitions through `m.name`;
+   below; a name imported and not used yet counts as used a few lines up: it is likely what
+   comes next), then imported but used further away (the more uses, the higher); a module bound
+   as a whole (`import pkg.mod as m`, `from . import core`) lends its definitions through
+   `m.name`, and its other definitions come last;
 2. the windows of the other open documents and the recently edited regions, by identifier
    overlap with the cursor's neighbourhood (Jaccard over distinct identifiers, Copilot's
    neighbouring-tab rule), an edit counting a little more than an open window.
@@ -29,6 +31,8 @@ CURSOR_LINE = 1000.0  # a name on the cursor's line
 NEAR = 100.0  # a name in the neighbourhood, divided by (1 + distance)
 FAR = 0.1  # per use elsewhere in the file (imported but not used near the cursor), at most
 FAR_MAX = 1.0  # this in all: below any use in the neighbourhood (NEAR / 49)
+UNUSED = NEAR / (1 + 5)  # an imported name not used yet: as if used five lines up
+MODULE = 0.001  # a name of an imported module that is not used yet
 EDIT_BONUS = 1.2  # a recently edited region's overlap counts this much more
 MIN_OVERLAP = 0.05  # overlap chunks under this are not worth a token
 ATTR_RE = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
@@ -97,7 +101,15 @@ def name_weights(text: str, cursor: int) -> dict[str, float]:
     line_end = len(text) if line_end < 0 else line_end
     cur_line = text.count("\n", 0, line_start)
     out: dict[str, float] = {}
+    closer = None  # inside a multi-line import until this character
     for i, line in enumerate(text.split("\n")):
+        head = line.lstrip()
+        if closer is not None or head.startswith(("import ", "from ")):  # not a use
+            if closer is None and head.startswith(("import ", "from ")):
+                closer = next((c for o, c in ("()", "{}") if o in line and c not in line), None)
+            elif closer is not None and closer in line:
+                closer = None
+            continue
         d = abs(i - cur_line)
         if i == cur_line:
             w = CURSOR_LINE
@@ -133,10 +145,10 @@ def rank_definitions(
     for b in binds:
         defs = defs_of.get(b.path, [])
         if b.symbol is not None:
-            w = weights.get(b.name, 0.0)
+            w = weights.get(b.name, 0.0) or UNUSED  # imported, not used yet: likely next
             for c in defs:
                 if c.names and c.names[0] == b.symbol:
-                    offer(c, w or 0.01, f"def:{b.name}")
+                    offer(c, w, f"def:{b.name}")
             continue
         # a module: its definitions through `name.attr` (or everything, for `import *`)
         for c in defs:
@@ -146,8 +158,8 @@ def rank_definitions(
             w = weights.get(key, 0.0)
             if w:
                 offer(c, w, f"def:{key}")
-            elif b.name != "*" and weights.get(b.name):
-                offer(c, 0.001, f"def:{key}")  # the module is used: its names may come next
+            elif b.name != "*":
+                offer(c, MODULE, f"def:{key}")  # the module's other names may come next
     return sorted(best.values(), key=lambda r: (-r.score, r.chunk.path, r.chunk.start))
 
 

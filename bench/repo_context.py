@@ -1,0 +1,368 @@
+"""Context beyond the file (issue #23): retrieval, quality, latency and the index's cost.
+
+On a real repository the shipped corpus never read (pygls: training/data.py keeps it out,
+EVAL_EXCLUDE_PACKAGES), copied into a temporary workspace folder as it is installed:
+
+- cross-file lines: code lines using a name another workspace file defines (an imported name,
+  or `module.name` of an imported module); other lines: code lines using no imported name;
+- retrieval: the cursor at the start of a cross-file line (the line blanked), the packed context
+  (lsp_server/context/) holds the definitions of every such name on it: per line and per name,
+  at the shipped window (contextTokens 400, share 0.25 and 0.5) and at a 2,048-token window;
+- quality: exact first line and edit similarity of the shipped model's suggestion at those
+  cursors with and without the context, in one run (the same model, alternating), on cross-file
+  lines and on other lines; decoding is greedy and context reuse off, so a run repeats exactly
+  (run-to-run noise: none; `--repeat` checks it);
+- latency: typing each sampled line a few characters at a time, a completion per step, with and
+  without the context alternating (context reuse on, as the server runs): p50/p95 of the whole
+  completion, how often the context encoding was reused, and the packing's own time;
+- the index: build time and memory (tracemalloc of what the index holds; RSS growth) on a
+  1,000-file workspace (the first 1,000 files of the standard library that pass the filters).
+
+    python bench/repo_context.py --out bench/results/repo_context.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import difflib
+import gc
+import json
+import os
+import random
+import shutil
+import statistics
+import sys
+import sysconfig
+import tempfile
+import time
+import tracemalloc
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lsp_server.context import RepoContext
+from lsp_server.context.chunks import IDENT_RE
+from lsp_server.context.imports import bindings
+from lsp_server.context.index import WorkspaceIndex
+from lsp_server.syntax import Document
+
+PACKAGE = "pygls"
+
+
+@dataclass
+class Task:
+    rel: str
+    line: int
+    indent: int
+    truth: str
+    needs: list[tuple[str, str]]  # (path, symbol) whose definition the line uses
+
+
+def copy_package(name: str, dest: Path) -> Path:
+    mod = __import__(name)
+    src = Path(mod.__file__).parent
+    shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+def code_line(line: str) -> bool:
+    s = line.strip()
+    return bool(s) and not s.startswith(("#", "import ", "from ", '"', "'", "@")) and len(s) > 3
+
+
+def import_lines(text: str) -> set[int]:
+    """Lines inside import statements (not uses of a name)."""
+    from lsp_server import syntax
+
+    tree = syntax.parse(text, "python")
+    out: set[int] = set()
+    stack = [tree.root_node]
+    while stack:
+        node = stack.pop()
+        for c in node.named_children:
+            if c.type in ("import_statement", "import_from_statement"):
+                out |= set(range(c.start_point[0], c.end_point[0] + 1))
+            elif c.type in ("block", "if_statement", "try_statement", "function_definition",
+                            "class_definition", "decorated_definition", "else_clause",
+                            "except_clause"):  # fmt: skip
+                stack.append(c)
+    return out
+
+
+def tasks(ws: Path, index: WorkspaceIndex) -> tuple[list[Task], list[Task]]:
+    cross, other = [], []
+    for path in sorted(ws.rglob("*.py")):
+        rel = path.relative_to(ws).as_posix()
+        text = path.read_text()
+        binds = bindings(text, "python", rel, index.exists)
+        defined = {}
+        for b in binds:
+            names = {c.names[0] for c in index.defs(b.path) if c.names}
+            defined[b.name] = (b, names)
+        lines = text.split("\n")
+        in_doc = False
+        skip = import_lines(text)
+        for i, line in enumerate(lines):
+            if i in skip:
+                continue
+            if line.count('"""') % 2 == 1:
+                in_doc = not in_doc
+                continue
+            if in_doc or i < 5 or not code_line(line):
+                continue
+            ids = set(IDENT_RE.findall(line))
+            needs = []
+            for name, (b, names) in defined.items():
+                if b.symbol is not None and name in ids and b.symbol in names:
+                    needs.append((b.path, b.symbol))
+                elif b.symbol is None:
+                    for attr in ids & names:
+                        if f"{name}.{attr}" in line.replace(" ", ""):
+                            needs.append((b.path, attr))
+            task = Task(rel, i, len(line) - len(line.lstrip()), line.strip(), sorted(set(needs)))
+            if needs:
+                cross.append(task)
+            elif not ids & set(defined):
+                other.append(task)
+    return cross, other
+
+
+def blanked(ws: Path, t: Task) -> tuple[Document, int]:
+    lines = (ws / t.rel).read_text().split("\n")
+    lines[t.line] = lines[t.line][: t.indent]
+    text = "\n".join(lines)
+    cursor = sum(len(ln) + 1 for ln in lines[: t.line]) + t.indent
+    return Document.open((ws / t.rel).as_uri(), text, "python", 1), cursor
+
+
+def retrieval(ws: Path, ctx: RepoContext, cross: list[Task], budget: int) -> dict:
+    lines_hit = names_hit = names = 0
+    for t in cross:
+        ctx.previous.clear()
+        doc, cursor = blanked(ws, t)
+        packed = ctx.pack_for(doc, doc.text, cursor, budget)
+        got = {(r.chunk.path, r.chunk.names[0]) for r in packed.chunks if r.chunk.names}
+        hit = [n in got for n in t.needs]
+        lines_hit += all(hit)
+        names_hit += sum(hit)
+        names += len(hit)
+    return {
+        "budget_tokens": budget,
+        "lines": len(cross),
+        "lines_all_found": round(lines_hit / max(1, len(cross)), 3),
+        "names": names,
+        "names_found": round(names_hit / max(1, names), 3),
+    }
+
+
+def similarity(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a, b).ratio()
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+async def quality(ws, ctx, engine, settings, sample: list[Task], label: str) -> dict:
+    from lsp_server.completion import Ask, Completer
+
+    on = Completer(engine, replace(settings, repo_context=True), context=ctx)
+    off = Completer(engine, replace(settings, repo_context=False), context=ctx)
+    rows = []
+    for t in sample:
+        row = {"rel": t.rel, "line": t.line + 1, "truth": t.truth}
+        for name, comp in (("off", off), ("on", on)):
+            ctx.previous.clear()
+            doc, cursor = blanked(ws, t)
+            comp.typing.forget(doc.uri)
+            done = await comp.complete(doc, cursor, Ask())
+            fill = done.candidates[0].text if done.candidates else ""
+            first = fill.strip().split("\n")[0].strip() if fill.strip() else ""
+            row[name] = {"fill": first, "chunks": len(done.context.chunks)}
+        rows.append(row)
+    out = {"lines": len(rows), "rows": rows}
+    for name in ("off", "on"):
+        out[f"exact_{name}"] = sum(r[name]["fill"] == r["truth"] for r in rows)
+        out[f"similarity_{name}"] = round(
+            statistics.mean(similarity(r[name]["fill"], r["truth"]) for r in rows), 3
+        )
+    out["same_fill"] = sum(r["on"]["fill"] == r["off"]["fill"] for r in rows)
+    print(
+        f"quality {label}: exact {out['exact_off']} -> {out['exact_on']} of {len(rows)}, "
+        f"similarity {out['similarity_off']} -> {out['similarity_on']}, "
+        f"same fill {out['same_fill']}",
+        flush=True,
+    )
+    return out
+
+
+async def latency(ws, ctx, engine, settings, sample: list[Task], every: int) -> dict:
+    from lsp_server.completion import Ask, Completer
+
+    comps = {
+        "off": Completer(engine, replace(settings, repo_context=False), context=ctx),
+        "on": Completer(engine, replace(settings, repo_context=True), context=ctx),
+    }
+    ms = {"off": [], "on": []}
+    reused = {"off": 0, "on": 0}
+    pack_ms = []
+    n = 0
+    for t in sample:
+        doc0, cursor0 = blanked(ws, t)
+        for k in range(0, min(len(t.truth), 4 * every) + 1, every):
+            text = doc0.text[:cursor0] + t.truth[:k] + doc0.text[cursor0:]
+            for name in ("off", "on") if n % 2 == 0 else ("on", "off"):
+                comp = comps[name]
+                doc = Document.open(doc0.uri, text, "python", k + 1)
+                comp.typing.forget(doc.uri)
+                before = engine.stats.context_reused
+                t0 = time.perf_counter()
+                await comp.complete(doc, cursor0 + k, Ask())
+                ms[name].append((time.perf_counter() - t0) * 1000)
+                reused[name] += engine.stats.context_reused - before
+                if name == "on" and ctx.last_ms is not None:
+                    pack_ms.append(ctx.last_ms)
+            n += 1
+    out = {"completions": n}
+    for name in ("off", "on"):
+        out[name] = {
+            "p50_ms": round(statistics.median(ms[name]), 1),
+            "p95_ms": round(pct(ms[name], 0.95), 1),
+            "context_reused": round(reused[name] / max(1, n), 3),
+        }
+    out["pack_p50_ms"] = round(statistics.median(pack_ms), 2) if pack_ms else None
+    out["pack_p95_ms"] = round(pct(pack_ms, 0.95), 2) if pack_ms else None
+    out["median_added_ms"] = round(out["on"]["p50_ms"] - out["off"]["p50_ms"], 1)
+    print(f"latency: {json.dumps(out)}", flush=True)
+    return out
+
+
+def rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def index_cost(n_files: int) -> dict:
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = Path(tmp) / "ws"
+        k = 0
+        for p in sorted(stdlib.rglob("*.py")):
+            if "site-packages" in p.parts or "test" in p.parts or p.stat().st_size > 1_000_000:
+                continue
+            dest = ws / p.relative_to(stdlib)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p, dest)
+            k += 1
+            if k >= n_files:
+                break
+        size_mb = sum(p.stat().st_size for p in ws.rglob("*.py")) / 1e6
+        gc.collect()
+        rss0 = rss_kb()
+        index = WorkspaceIndex()
+        t0 = time.perf_counter()
+        index.set_folders([str(ws)])
+        index.wait_built(300)
+        build_s = time.perf_counter() - t0
+        gc.collect()
+        rss1 = rss_kb()
+        st = index.status()
+        tracemalloc.start()
+        index2 = WorkspaceIndex()
+        index2.set_folders([str(ws)])
+        index2.wait_built(600)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        del index2
+    out = {
+        "files": st["files"],
+        "source_mb": round(size_mb, 1),
+        "definitions": st["definitions"],
+        "build_s": round(build_s, 2),
+        "held_mb_tracemalloc": round(held / 1e6, 1),
+        "rss_growth_mb": round((rss1 - rss0) / 1e3, 1),
+    }
+    print(f"index: {json.dumps(out)}", flush=True)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--package", default=PACKAGE)
+    ap.add_argument("--quality", type=int, default=40, help="lines of each kind for quality")
+    ap.add_argument("--latency", type=int, default=12, help="lines typed for latency")
+    ap.add_argument("--every", type=int, default=3, help="characters typed between completions")
+    ap.add_argument("--index-files", type=int, default=1000)
+    ap.add_argument("--parts", default="retrieval,quality,latency,index")
+    ap.add_argument("--repeat", action="store_true", help="the quality run twice (noise)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    parts = set(args.parts.split(","))
+    from lsp_server.config import Settings
+    from lsp_server.planner import Budgets
+
+    out: dict = {"package": args.package, "commit": os.popen("git rev-parse --short HEAD").read()}
+    t_start = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = copy_package(args.package, Path(tmp) / "ws")
+        ctx = RepoContext()
+        ctx.set_folders([str(ws)])
+        ctx.index.wait_built()
+        cross, other = tasks(ws, ctx.index)
+        out["cross_lines"], out["other_lines"] = len(cross), len(other)
+        print(f"{args.package}: {len(cross)} cross-file lines, {len(other)} others", flush=True)
+        if "retrieval" in parts:
+            shipped = Budgets().context_tokens
+            out["retrieval"] = [
+                {"window": 512, "share": s, **retrieval(ws, ctx, cross, int(shipped * s))}
+                for s in (0.25, 0.5)
+            ] + [
+                {"window": 2048, "share": s, **retrieval(ws, ctx, cross, int(2048 * 0.8 * s))}
+                for s in (0.25, 0.5)
+            ]
+            for r in out["retrieval"]:
+                print(f"retrieval {json.dumps(r)}", flush=True)
+        if parts & {"quality", "latency"}:
+            from lsp_server.engine import Engine
+
+            engine = Engine(cache_size=0)
+            engine.load(None, "cpu", "auto")
+            assert engine.wait_ready(), engine.error
+            settings = replace(Settings(), multiline_deadline_ms=0, prefetch=False, debounce_ms=0)
+            rng = random.Random(args.seed)
+            qc = rng.sample(cross, min(args.quality, len(cross)))
+            qo = rng.sample(other, min(args.quality, len(other)))
+            if "quality" in parts:
+                plain = replace(settings, context_reuse=False)
+                runs = 2 if args.repeat else 1
+                out["quality"] = []
+                for _ in range(runs):
+                    out["quality"].append(
+                        {
+                            "cross": asyncio.run(quality(ws, ctx, engine, plain, qc, "cross")),
+                            "other": asyncio.run(quality(ws, ctx, engine, plain, qo, "other")),
+                        }
+                    )
+            if "latency" in parts:
+                lat = rng.sample(cross, min(args.latency, len(cross)))
+                out["latency"] = asyncio.run(latency(ws, ctx, engine, settings, lat, args.every))
+            engine.close()
+    if "index" in parts:
+        out["index"] = index_cost(args.index_files)
+    out["seconds"] = round(time.time() - t_start)
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
