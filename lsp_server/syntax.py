@@ -176,15 +176,6 @@ def _breaks(raw: str) -> tuple[np.ndarray, np.ndarray]:
     return at[keep].astype(np.int64) + 1, crlf[keep]
 
 
-def detect_eol(text: str) -> str:
-    """The first line break of `text` ("\\n" when it has none)."""
-    m = _BREAK.search(text)
-    return m.group() if m else "\n"
-
-
-_BREAK = re.compile("\r\n|\r|\n")
-
-
 def utf16_len(s: str) -> int:
     """Length in UTF-16 code units (LSP's columns)."""
     if s.isascii():

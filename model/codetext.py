@@ -179,13 +179,6 @@ def repeat_ended(fill: str) -> bool:
     return repeated_unit(fill.rstrip()) is not None
 
 
-def fill_ended(fill: str, stop: StopRules, language: str = "python") -> bool:
-    """The fill so far already runs past its region (scope_ended) or into degenerate repetition
-    (repeat_ended). Either way, post-processing gives the same suggestion whatever the model
-    would write next."""
-    return scope_ended(fill, stop, language) or repeat_ended(fill)
-
-
 def whole_lines(fill: str) -> str:
     """The complete lines of a fill cut short (those followed by a line break): '' when none
     holds code yet. A line the model was still writing is no suggestion."""

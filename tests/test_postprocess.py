@@ -11,7 +11,7 @@ from lsp_server.postprocess import (
     process,
     syntax_errors,
 )
-from model.codetext import fill_ended
+from model.codetext import REPEAT, SCOPE, end_reason
 from model.interface import StopRules
 
 LINE = StopRules(single_line=True)
@@ -109,9 +109,10 @@ def test_process_chain(marked, fills, stop, expected, extend):
     ],
 )
 def test_an_ended_fill_gets_the_same_suggestion_whatever_follows(fill, stop):
-    """What `fill_ended` promises the backend: process() of the text so far equals process() of
-    any continuation, so stopping the denoiser there changes nothing the user sees."""
-    assert fill_ended(fill, stop)
+    """What `end_reason` promises the backend when it ends a fill by SCOPE or REPEAT: process()
+    of the text so far equals process() of any continuation, so stopping the denoiser there
+    changes nothing the user sees."""
+    assert end_reason(fill, stop, "python", late=False) in (SCOPE, REPEAT)
     prefix, suffix = "def f(a):\n    ", "\n\nprint(1)\n"
     want = [c.text for c in process([(fill, 0.0)], stop, prefix, suffix, "python")]
     for more in ("ion=1)\n", " more\n    text", "\n", ")\n)", 'ion="store",\n' * 3):
