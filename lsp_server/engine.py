@@ -21,8 +21,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from lsp_server.pipeline import deadline_cut
 from model import cpu_threads
-from model.codetext import DEADLINE
 from model.interface import (
     CheckpointError,
     Hole,
@@ -540,7 +540,7 @@ class Engine:
                     elapsed = min(elapsed, (time.perf_counter() - job.adopted) * 1000)
                 self.stats.completed += 1
                 self.stats.add_latency(elapsed, job.label)
-            cut = any(DEADLINE in r.ended_by for r in results)  # depends on timing
+            cut = deadline_cut(results)  # depends on timing
             if self._cache_size > 0 and not cut and infiller is self.infiller:
                 self._cache[job.key] = results
                 if job.speculative:
