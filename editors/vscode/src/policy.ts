@@ -49,15 +49,26 @@ export function lastLatency(status: ServerStatus): number | undefined {
   return undefined;
 }
 
+/**
+ * What fed the last suggestion beyond its file, as the server words it ("context: 3 chunks from
+ * core.py, grouping.py"; lsp_server/context/), or '' when nothing did.
+ */
+export function contextSummary(status: ServerStatus): string {
+  const ctx = status.context as { last?: { summary?: unknown } } | null | undefined;
+  const summary = ctx && typeof ctx === 'object' ? ctx.last?.summary : undefined;
+  return typeof summary === 'string' ? summary : '';
+}
+
 /** Status-bar text and tooltip for a server state ('starting' and 'stopped' are client-side). */
 export function statusView(status: ServerStatus): StatusView {
   const state = String(status.state ?? 'unknown');
   const latency = lastLatency(status);
   const details = Object.entries(status)
-    .filter(([k, v]) => v !== null && v !== undefined && k !== 'settings')
+    .filter(([k, v]) => v !== null && v !== undefined && k !== 'settings' && k !== 'context')
     .map(([k, v]) => `${k}: ${typeof v === 'object' ? JSON.stringify(v) : v}`)
     .join('\n');
-  const tooltip = `Parafill\n${details}\nClick for details.`;
+  const context = contextSummary(status);
+  const tooltip = `Parafill\n${context ? context + '\n' : ''}${details}\nClick for details.`;
   switch (state) {
     case 'ready':
       return {
@@ -96,6 +107,8 @@ export function statusSummary(status: ServerStatus): string {
   if (status.error) parts.push(`error: ${status.error}`);
   const latency = lastLatency(status);
   if (latency !== undefined) parts.push(`last ${Math.round(latency)} ms`);
+  const context = contextSummary(status);
+  if (context) parts.push(context);
   const n = (k: string) => (typeof status[k] === 'number' ? (status[k] as number) : 0);
   if (typeof status.requests === 'number') {
     parts.push(`requests ${n('requests')}, completed ${n('completed')}, typed through ${n('typedThrough')}`);

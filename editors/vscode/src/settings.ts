@@ -28,6 +28,8 @@ export const SERVER_KEYS = [
   'cacheSize',
   'threads',
   'contextReuse',
+  'repoContext',
+  'repoContextShare',
   'logFile',
   'backend',
   'remote.url',

@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { test } from 'node:test';
-import { CRASH_WINDOW_MS, MAX_RESTARTS, restartDelayMs, statusView } from '../src/policy';
+import { CRASH_WINDOW_MS, MAX_RESTARTS, restartDelayMs, statusSummary, statusView } from '../src/policy';
 
 test('restart delay doubles per recent crash, then gives up', () => {
   const now = 1_000_000;
@@ -26,4 +26,17 @@ test('status bar shows state and last latency', () => {
   const err = statusView({ state: 'error', error: 'no weights' });
   assert.ok(err.isError);
   assert.match(err.tooltip, /no weights/);
+});
+
+test('the status says which files fed the last suggestion, without their text', () => {
+  const chunk = { path: 'pkg/core.py', lines: [6, 10], text: 'def compute_total(items):' };
+  const status = {
+    state: 'ready',
+    context: { enabled: true, last: { summary: 'context: 2 chunks from core.py, grouping.py', chunks: [chunk] } },
+  };
+  const view = statusView(status);
+  assert.match(view.tooltip, /context: 2 chunks from core.py, grouping.py/);
+  assert.doesNotMatch(view.tooltip, /compute_total/);
+  assert.match(statusSummary(status), /context: 2 chunks from core.py, grouping.py/);
+  assert.doesNotMatch(statusSummary({ state: 'ready', context: { enabled: false } }), /context/);
 });

@@ -101,8 +101,14 @@ function M.status(on_result, bufnr)
       return
     end
     local parts = {}
+    local context = M.context_summary(result)
+    if context ~= '' then
+      parts[1] = context -- the files that fed the last suggestion, not their text
+    end
     for k, v in vim.spairs(result or {}) do
-      parts[#parts + 1] = ('%s: %s'):format(k, type(v) == 'table' and vim.inspect(v) or tostring(v))
+      if k ~= 'context' then
+        parts[#parts + 1] = ('%s: %s'):format(k, type(v) == 'table' and vim.inspect(v) or tostring(v))
+      end
     end
     vim.notify('Parafill\n' .. table.concat(parts, '\n'), vim.log.levels.INFO)
   end, bufnr)
@@ -201,7 +207,19 @@ function M.steps(on_result, bufnr)
   end, bufnr)
 end
 
---- Short text for a statusline: the state and last latency from the last status seen.
+--- What fed the last suggestion beyond its file, as the server words it ("context: 3 chunks
+--- from core.py, grouping.py"), or '' when nothing did.
+---@param status table?
+---@return string
+function M.context_summary(status)
+  local ctx = type(status) == 'table' and status.context or nil
+  local last = type(ctx) == 'table' and ctx.last or nil
+  local summary = type(last) == 'table' and last.summary or nil
+  return type(summary) == 'string' and summary or ''
+end
+
+--- Short text for a statusline: the state and last latency from the last status seen, and the
+--- files that fed the last suggestion beyond its own.
 ---@return string
 function M.statusline()
   local s = M.last_status
@@ -213,8 +231,10 @@ function M.statusline()
     latency = s.latencyMs.p50
   end
   latency = type(latency) == 'number' and latency or nil
-  return latency and ('parafill %s %d ms'):format(s.state or '?', latency)
+  local text = latency and ('parafill %s %d ms'):format(s.state or '?', latency)
     or ('parafill ' .. (s.state or '?'))
+  local context = M.context_summary(s)
+  return context ~= '' and (text .. ' · ' .. context) or text
 end
 
 return M
