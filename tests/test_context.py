@@ -292,3 +292,12 @@ def test_the_plan_is_unchanged_when_the_context_has_nothing_to_add(ws):
     assert plan.segments(main.text)[0].startswith(packed.text)
     assert plan.context_start > base.context_start
     assert packed.tokens <= Settings().context_tokens * settings.repo_context_share
+
+
+def test_a_context_for_one_file_outside_an_editor(ws):
+    (ws / ".git").mkdir()
+    ctx = RepoContext.for_file(str(ws / "pkg" / "main.py"))
+    assert ctx.index.folders == [str(ws.resolve())] and ctx.index.exists("pkg/core.py")
+    main = open_doc(ws, "pkg/main.py")
+    packed = ctx.pack_for(main, main.text, main.text.index("\n    \n") + 5, 200)
+    assert "pkg/core.py" in packed.describe() or "core.py" in packed.describe()

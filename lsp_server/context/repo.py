@@ -38,6 +38,25 @@ class RepoContext:
         self.last_ms: float | None = None
         self._windows: dict[str, tuple[tuple, list[Chunk]]] = {}  # uri -> (key, windows)
 
+    @classmethod
+    def for_file(cls, path: str, timeout: float = 30.0) -> RepoContext:
+        """A context for one file outside an editor (the CLI): its workspace is the nearest
+        folder above it holding `.git` (else its own folder), indexed before this returns."""
+        folder = os.path.dirname(os.path.abspath(path))
+        probe = folder
+        while True:
+            if os.path.exists(os.path.join(probe, ".git")):
+                folder = probe
+                break
+            parent = os.path.dirname(probe)
+            if parent == probe:
+                break
+            probe = parent
+        ctx = cls()
+        ctx.set_folders([folder])
+        ctx.index.wait_built(timeout)
+        return ctx
+
     # ---- the editor's reports ---------------------------------------------------------------
     def set_folders(self, paths: list[str]) -> None:
         self.index.set_folders(paths)
@@ -109,7 +128,8 @@ class RepoContext:
         here = self.relative(doc.uri, doc)
         if here is None or FAMILIES.get(doc.language) is None or budget_tokens <= 0:
             return EMPTY
-        binds = bindings(text, doc.language, here, self.index.exists)
+        tree = doc.tree if text is doc.text else None  # (the document's own parse, when current)
+        binds = bindings(text, doc.language, here, self.index.exists, tree)
         defs_of = {p: self.index.defs(p) for p in {b.path for b in binds} if p != here}
         others, texts = self._others(doc)
         edits = [c for c in self.ring.chunks(texts) if c.path != here]
