@@ -38,19 +38,20 @@ from length_tasks import line_tasks
 from model import cpu_threads
 from model.infill import denoise_config, load_infiller
 from model.interface import Hole
-from model.length import (
-    LengthHead,
-    end_curve,
-    features,
-    ordinal_targets,
-    own_signal_length,
-    quantile_length,
-)
+from model.length import LengthHead, end_curve, features, quantile_length
 from model.sampler import Cancelled, Hooks, denoise
+from training.length_train import ordinal_targets, standardise
 
 SLOTS = 24  # the server's line budget (lineBudget)
 BUCKETS = ((0, 4), (5, 8), (9, 16), (17, 24))
 SEEDS = {"calib": 1, "dev": 2}
+
+
+def own_signal_length(end: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+    """The baseline: the first slot where P(end) beats every other token (S if none)."""
+    n = end.shape[-1]
+    idx = torch.arange(n, device=end.device)
+    return torch.where(end > top, idx, torch.full_like(idx, n)).amin(-1)
 
 
 def step_curves(m, tasks, step: int = 1) -> dict[str, np.ndarray]:
@@ -111,7 +112,7 @@ def fit_head(curves: dict[str, np.ndarray], hidden: int = 16, iters: int = 800) 
     y = ordinal_targets(torch.tensor(curves["length"]).clamp(max=SLOTS), SLOTS)
     head = LengthHead(hidden)
     f = features(end, top)
-    head.standardise(f)
+    standardise(head, f)
     opt = torch.optim.Adam(head.parameters(), lr=3e-2)
     for _ in range(iters):
         opt.zero_grad()

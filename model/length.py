@@ -69,7 +69,8 @@ class LengthHead(nn.Module):
 
     def __init__(self, hidden: int = 16):
         super().__init__()
-        self.shift = nn.Parameter(torch.zeros(N_FEATURES))  # feature standardisation, fitted
+        # feature standardisation, fitted (training/length_train.py's standardise)
+        self.shift = nn.Parameter(torch.zeros(N_FEATURES))
         self.scale = nn.Parameter(torch.ones(N_FEATURES))
         self.w_lin = nn.Parameter(torch.zeros(N_FEATURES))
         self.w_in = nn.Parameter(torch.randn(hidden, N_FEATURES) * 0.3)
@@ -82,21 +83,9 @@ class LengthHead(nn.Module):
         hidden = torch.tanh(x @ self.w_in.T + self.b_in)
         return x @ self.w_lin + hidden @ self.w_out + self.bias
 
-    def standardise(self, feats: torch.Tensor) -> None:
-        """Set the feature shift and scale from a sample of features (before fitting)."""
-        flat = feats.reshape(-1, N_FEATURES).float()
-        with torch.no_grad():
-            self.shift.copy_(flat.mean(0))
-            self.scale.copy_(1.0 / flat.std(0).clamp_min(1e-3))
-
     def cdf(self, end: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
         """(B, S): P(the fill has ended by slot i), non-decreasing along the slots."""
         return torch.sigmoid(self(features(end, top))).cummax(-1).values
-
-
-def ordinal_targets(lengths: torch.Tensor, slots: int) -> torch.Tensor:
-    """(B,) true lengths in tokens -> (B, slots) 1.0 where the fill has ended by that slot."""
-    return (torch.arange(slots, device=lengths.device)[None, :] >= lengths[:, None]).float()
 
 
 def quantile_length(cdf: torch.Tensor, q: float) -> torch.Tensor:
@@ -106,10 +95,3 @@ def quantile_length(cdf: torch.Tensor, q: float) -> torch.Tensor:
     n = cdf.shape[-1]
     idx = torch.arange(n, device=cdf.device)
     return torch.where(reached, idx, torch.full_like(idx, n)).amin(-1)
-
-
-def own_signal_length(end: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
-    """The baseline: the first slot where P(end) beats every other token (S if none)."""
-    n = end.shape[-1]
-    idx = torch.arange(n, device=end.device)
-    return torch.where(end > top, idx, torch.full_like(idx, n)).amin(-1)

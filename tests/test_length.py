@@ -12,16 +12,9 @@ import torch
 
 from model.infill import WEIGHTS_DIR, BuiltinInfiller, load_infiller, mid_line_holes
 from model.interface import Hole, InfillRequest
-from model.length import (
-    LengthHead,
-    end_curve,
-    features,
-    ordinal_targets,
-    own_signal_length,
-    quantile_length,
-)
+from model.length import LengthHead, end_curve, features, quantile_length
 from model.sampler import DenoiseConfig, Hooks, Span, Vocab, denoise
-from training.length_train import hole_slots
+from training.length_train import hole_slots, ordinal_targets, standardise
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +22,9 @@ def shipped():
     return load_infiller()
 
 
-def test_own_signal_and_quantiles_read_the_curve():
+def test_quantiles_read_the_curve():
     end = torch.tensor([[0.01, 0.1, 0.3, 0.6, 0.95, 0.99]])
     top = torch.tensor([[0.9, 0.8, 0.5, 0.3, 0.04, 0.01]])
-    assert own_signal_length(end, top).tolist() == [3]
     cdf = end.cummax(-1).values
     assert quantile_length(cdf, 0.25).tolist() == [2]
     assert quantile_length(cdf, 0.999).tolist() == [6]  # never reached: the whole hole
@@ -49,7 +41,7 @@ def test_head_cdf_is_monotone_and_fits_a_simple_rule():
     top = 1 - end
     head = LengthHead(8)
     f = features(end, top)
-    head.standardise(f)
+    standardise(head, f)
     opt = torch.optim.Adam(head.parameters(), lr=3e-2)
     y = ordinal_targets(lengths, 24)
     for _ in range(300):

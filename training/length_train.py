@@ -1,6 +1,6 @@
 """Training side of the length head (model/length.py), used by training/train.py's recipe.
 
-Owns: turning a batch of infill-shaped training examples into the head's examples (each hole's
+Owns: fitting helpers (the feature standardisation, the ordinal targets), turning a batch of infill-shaped training examples into the head's examples (each hole's
 first slots with every span slot masked, as the first denoising step sees a line hole; the true
 length is the number of tokens before the hole's first line break or PAD), and the head's loss.
 
@@ -13,10 +13,23 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from model.length import SLOTS, end_curve, features
+from model.length import N_FEATURES, SLOTS, LengthHead, end_curve, features
 from model.sampler import fold_newlines
 
 FIRST_COPY = 1  # the group of an example's first noisy copy of its holes
+
+
+def standardise(head: LengthHead, feats: torch.Tensor) -> None:
+    """Set the head's feature shift and scale from a sample of features (before fitting)."""
+    flat = feats.reshape(-1, N_FEATURES).float()
+    with torch.no_grad():
+        head.shift.copy_(flat.mean(0))
+        head.scale.copy_(1.0 / flat.std(0).clamp_min(1e-3))
+
+
+def ordinal_targets(lengths: torch.Tensor, slots: int) -> torch.Tensor:
+    """(B,) true lengths in tokens -> (B, slots) 1.0 where the fill has ended by that slot."""
+    return (torch.arange(slots, device=lengths.device)[None, :] >= lengths[:, None]).float()
 
 
 def hole_slots(pos: torch.Tensor, grp: torch.Tensor, slots: int = SLOTS):
