@@ -290,3 +290,35 @@ def test_dreamon_fixture_checkpoint_is_what_the_builder_makes(tmp_path):
         **checkpoint["shape"],
     )
     assert safetensors_sha256(path) == checkpoint["safetensors_sha256"]
+
+
+@pytest.mark.skipif(not FIXTURE.exists(), reason="no DreamOn reference fixture yet")
+def test_dreamon_fixture_is_consistent(tmp_path):
+    """The fixture's inputs are what the tiny tokenizer makes of its texts, and its fields agree
+    with one another (the ids themselves come from the authors' sampler)."""
+    fixture = json.loads(FIXTURE.read_text())
+    checkpoint = fixture["checkpoint"]
+    path = build_dream(tmp_path / "ref", variant="dreamon", seed=checkpoint["seed"])
+    tok = Qwen2Tokenizer.from_pretrained(path)
+    bos, eos, mask = (
+        tok.convert_tokens_to_ids(t) for t in ("<|beginoftext|>", "<|endoftext|>", "<|mask|>")
+    )
+    settings = fixture["about"]["settings"]
+    cases = fixture["cases"]
+    assert {c["top_p"] for c in cases} == {None, 0.9}
+    assert any(c["grew"] for c in cases) and any(c["shrank"] for c in cases)
+    for case in cases:
+        prefix = [bos, *tok.encode(case["prefix"], add_special_tokens=False)]
+        suffix = [*tok.encode(case["suffix"], add_special_tokens=False), eos]
+        assert case["input_ids"] == prefix + [mask] * settings["min_gen_len"] + suffix
+        assert case["prefix_len"] == len(prefix)
+        n = case["num_generation_tokens"]
+        out = case["output_ids"]
+        assert (
+            len(out) == len(case["input_ids"]) + settings["max_gen_len"] - settings["min_gen_len"]
+        )
+        assert out[len(prefix) : len(prefix) + n] == case["middle_ids"]
+        window = len(case["input_ids"]) - settings["min_gen_len"] + n
+        assert out[:window] == case["trajectory"][-1]
+        assert out[window - len(suffix) : window] == suffix
+        assert len(case["trajectory"]) == case["steps_used"]
