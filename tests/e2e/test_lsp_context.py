@@ -8,17 +8,14 @@ dynamically); `parafill/status` showing the chunks; the setting turning it off."
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 
 import pytest
 import pytest_lsp
-from lsp_helpers import TESTS, as_dict, fake_server_command, inline_params, open_doc, server_env
+from context_workspace import make_workspace
+from lsp_helpers import as_dict, fake_server_command, inline_params, open_doc, server_env
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
-
-sys.path.insert(0, str(TESTS))
-from context_workspace import make_workspace
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 CONFIG = ClientServerConfig(server_command=fake_server_command(), server_env=server_env())

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import random
-import sys
 
 import pytest
 import pytest_lsp
 from lsp_helpers import (
-    TESTS,
     as_dict,
     cursor_of,
     fake_server_command,
@@ -26,8 +24,6 @@ from lsp_helpers import (
 )
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient
-
-sys.path.insert(0, str(TESTS))
 from test_documents import STYLES, LspReference, random_change, random_text
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -16,7 +16,6 @@ import hashlib
 import itertools
 import os
 import random
-import sys
 import time
 
 import pytest
@@ -24,7 +23,6 @@ import pytest_lsp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lsp_helpers import (
-    TESTS,
     as_dict,
     fake_server_command,
     inline_params,
@@ -34,8 +32,6 @@ from lsp_helpers import (
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pytest_lsp import ClientServerConfig, LanguageClient
-
-sys.path.insert(0, str(TESTS))
 from test_documents import STYLES, LspReference, random_change, random_text
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

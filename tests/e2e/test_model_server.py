@@ -29,9 +29,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 import pytest_lsp
+from http_serving import serving
 from lsp_helpers import (
     ROOT,
-    TESTS,
     as_dict,
     cursor_of,
     fake_server_command,
@@ -52,9 +52,6 @@ from model.interface import (
     never,
     request_to_json,
 )
-
-sys.path.insert(0, str(TESTS))
-from http_serving import serving
 
 TOKEN_ENV, TOKEN = "PARAFILL_TEST_TOKEN", "test-token-4f9a"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
