@@ -21,8 +21,8 @@ import infill_runner as R
 from dev_infill import make_tasks
 
 from model import cpu_threads
-from model.infill import PRECISIONS, load_infiller
-from model.interface import Hole, InfillRequest
+from model.infill import load_infiller
+from model.interface import PRECISIONS, Hole, InfillRequest
 
 
 def main() -> None:

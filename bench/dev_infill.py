@@ -23,8 +23,8 @@ import numpy as np
 
 from model import cpu_threads
 from model.codetext import cut_to_scope
-from model.infill import PRECISIONS, load_infiller
-from model.interface import Hole, InfillRequest, StopRules
+from model.infill import load_infiller
+from model.interface import PRECISIONS, Hole, InfillRequest, StopRules
 from model.layout import trim_context
 from training.data import EVAL_EXCLUDE_PACKAGES
 

@@ -14,10 +14,9 @@ from typing import Any
 
 from lsp_server.planner import Budgets
 from lsp_server.syntax import LANGUAGES
-from model.interface import SCHEDULES
+from model.interface import PRECISIONS, SCHEDULES
 
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "int8", "fp32")  # model.infill.PRECISIONS (not imported: it loads torch)
 BACKENDS = ("builtin", "remote")
 REMOTE_APIS = ("parafill", "fim")  # model.backends.remote.APIS (not imported: settings stay light)
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

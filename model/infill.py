@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from model.interface import (
+    PRECISIONS,
     CheckpointError,
     Hole,
     InfillCancelled,
@@ -43,7 +44,6 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MASK_GLYPH = "\u2591"  # shown for a still-masked token in trajectories
 LONG_HOLE = 40  # tokens: a hole longer than this is decoded semi-autoregressively
 LONG_HOLE_WINDOW = 8
-PRECISIONS = ("auto", "int8", "fp32")
 DEFAULT_THRESHOLD = 0.9
 LONG_HOLE_THRESHOLD = 0.7
 END_RULES = ("frontier", "confident")

@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 # InfillRequest.schedule: adaptive (confidence threshold), fixed steps, one token a step
 SCHEDULES = ("threshold", "fixed", "ltr")
+# the built-in model's weights on a CPU (auto: int8 where it pays; on CUDA bf16 whatever is asked)
+PRECISIONS = ("auto", "int8", "fp32")
 
 
 @dataclass(frozen=True)
@@ -222,6 +224,7 @@ def result_from_json(data: dict[str, Any]) -> InfillResult:
 
 
 __all__ = [
+    "PRECISIONS",
     "SCHEDULES",
     "CheckpointError",
     "Hole",

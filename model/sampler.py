@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-SCHEDULES = ("threshold", "fixed", "ltr")
+from model.interface import SCHEDULES
 
 
 class Cancelled(Exception):
