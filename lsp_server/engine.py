@@ -2,8 +2,10 @@
 superseding per document, speculative jobs (prefetches that any real request cancels or takes
 over), an LRU result cache, typing-through, and latency statistics.
 
-This is the only module of the server that touches `model/` beyond the interface, and it imports
-`model.infill` lazily inside the loader thread so `initialize` answers at once.
+It loads the language server's backend (`model.infill`, imported lazily inside the loader thread
+so `initialize` answers at once). The other server modules take plain data from `model/interface.py`
+and text rules from `model/codetext.py`; only doctor.py (checking a checkpoint) and cli.py
+(`serve-model`, the model server) reach further into `model/`.
 """
 
 from __future__ import annotations
