@@ -34,7 +34,7 @@ def test_a_request_alone_does_not_wait_the_batch_window():
     from fastapi.testclient import TestClient
 
     app = local_app(ServeOptions(api_key_env="", batch_wait_ms=WAIT_MS), FakeInfiller())
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         t0 = time.perf_counter()
         r = client.post("/v1/infill", json=body("alone"))
         elapsed = time.perf_counter() - t0
@@ -53,7 +53,7 @@ def test_requests_in_flight_together_still_form_a_batch():
 
     async def together() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             return await asyncio.gather(*(client.post("/v1/infill", json=body(w)) for w in words))
 
     answers = asyncio.run(together())

@@ -1,16 +1,20 @@
 """The model server's FastAPI application: endpoints, auth, limits, the bounded queue, errors.
 
-`create_app(state)` builds the app over a `ServerState` (the Infiller, the options, the metrics
-and how a request reaches a batch). Under Ray Serve each replica builds one
+`create_app(state)` builds the app over a `ServerState` (model/serve/state.py: the Infiller, the
+options, the metrics and how a request reaches a batch). Under Ray Serve each replica builds one
 (model/serve/deployment.py, batches by `@serve.batch`); without Ray, `local_app(options)` builds
 one with `LocalBatcher` (one process: tests of the HTTP surface, `parafill serve-model --no-ray`).
 
 Endpoints: `POST /v1/fim/completions` (Mercury-compatible, model/serve/fim.py), `POST /v1/infill`
 (the native request of model/interface.py, `request_from_json`), `GET /v1/models`, `GET /health`
 (no auth) and `GET /metrics` (Prometheus). Errors are JSON, `{"error": {"message", "type",
-"code"}}`, never a traceback: 400 malformed JSON, 401 a missing or wrong bearer token, 413 a body
-over the limit, 422 a request the server cannot take (its message says why), 429 the queue is
-full (with Retry-After), 500 the model failed.
+"code"}}`, never a traceback: 400 malformed JSON (model/serve/bodies.py: also NaN, infinities,
+deep nesting, lone surrogates), 401 a missing or wrong bearer token, 404 an unknown model, 408 a
+request past its time budget (`request_seconds`), 413 a body over the limit, 415 a POST that is
+not application/json and 421 a Host that is not this server's (model/serve/guard.py), 422 a
+request the server cannot take (its message says why), 429 the queue is full (with
+Retry-After), 500 the model failed. A stream's error comes as its last event before
+`data: [DONE]`.
 """
 
 from __future__ import annotations
@@ -19,16 +23,16 @@ import asyncio
 import hmac
 import json
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 
 from model.interface import (
     InfillCancelled,
@@ -37,17 +41,19 @@ from model.interface import (
     request_from_json,
     result_to_json,
 )
-from model.serve import fim
-from model.serve.batching import (
-    BatchItem,
-    LocalBatcher,
-    Outcome,
-    bucket_of,
-    infill_batch,
-    live_steps,
-)
+from model.serve import bodies, fim
+from model.serve.batching import BatchItem, LocalBatcher, Outcome, live_steps
+from model.serve.guard import BrowserGuard
 from model.serve.metrics import Metrics
-from model.serve.options import RequestError, ServeOptions, check_limits, load_model, typed
+from model.serve.options import (
+    RequestError,
+    ServeOptions,
+    check_limits,
+    check_options,
+    load_model,
+    typed,
+)
+from model.serve.state import ServerState, choose_batch
 
 log = logging.getLogger("parafill.serve")
 DISCONNECT_POLL_S = 0.05
@@ -59,99 +65,30 @@ LIVE_STEPS = True
 
 class ApiError(Exception):
     def __init__(
-        self, status: int, message: str, kind: str = "invalid_request_error", headers=None
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        headers=None,
+        code: str | None = None,
     ):
         super().__init__(message)
         self.status, self.message, self.kind, self.headers = status, message, kind, headers
+        self.code = code
 
-
-@dataclass
-class ServerState:
-    """What one replica serves: its Infiller, options, metrics, and `submit`, which hands a
-    request to a batch (LocalBatcher's, or the Ray deployment's @serve.batch methods)."""
-
-    infiller: Infiller
-    options: ServeOptions
-    metrics: Metrics
-    submit: Callable[[BatchItem], Awaitable[Outcome]] | None = None
-    inflight: int = 0  # admitted and not yet answered (the bounded queue)
-    mean_seconds: float = 0.5  # a request's recent model time (for Retry-After)
-    started: float = field(default_factory=time.time)
-    pool: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="parafill-model")
-    )
-
-    # requests handed to the model and not yet run, with the futures of their outcomes
-    waiting: list[tuple[BatchItem, asyncio.Future]] = field(default_factory=list)
-    draining: bool = False
-
-    async def run_batch(self, items: list[BatchItem]) -> list[Outcome]:
-        """Run `items` on the model thread (the event loop stays free for other clients). While
-        the model is busy, what comes waits; once it is free, everything of one bucket waiting
-        then runs as one batch (up to `max_batch_size`, oldest first). Ray Serve forms its
-        batches as requests arrive (within `batch_wait_s()` of the first), so under load its
-        batches would stay at about one request each (1.07 on average with 8 clients here)."""
-        loop = asyncio.get_running_loop()
-        futures = []
-        for item in items:
-            futures.append(loop.create_future())
-            self.waiting.append((item, futures[-1]))
-        if not self.draining:
-            self.draining = True
-            asyncio.ensure_future(self._drain())
-        return list(await asyncio.gather(*futures))
-
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while self.waiting:
-                bucket = bucket_of(self.waiting[0][0].request)
-                take = [w for w in self.waiting if bucket_of(w[0].request) == bucket]
-                take = take[: max(1, self.options.max_batch_size)]
-                for w in take:
-                    self.waiting.remove(w)
-                items = [item for item, _ in take]
-                self.metrics.batch_size.observe(len(items))
-                try:
-                    outcomes = await loop.run_in_executor(
-                        self.pool, infill_batch, self.infiller, items
-                    )
-                except Exception as exc:  # noqa: BLE001 - the batch failed as a whole
-                    outcomes = [exc] * len(items)
-                for (item, fut), outcome in zip(take, outcomes):
-                    if item.started is not None and item.finished is not None:
-                        spent = item.finished - item.started
-                        self.metrics.model_seconds.observe(spent)
-                        self.metrics.queued.observe(item.started - item.enqueued)
-                        self.mean_seconds = 0.8 * self.mean_seconds + 0.2 * spent
-                    if not fut.done():  # a caller that went away has cancelled its future
-                        fut.set_result(outcome)
-        finally:
-            self.draining = False
-
-    def batch_wait_s(self) -> float:
-        """How long a batch that starts now waits for more requests: `batch_wait_ms` while
-        other requests are admitted (arriving, waiting or running), none for a request alone.
-        At one client a fixed wait was added to every request (about 5 of the 10 ms the
-        server added without Ray), and with nothing else in flight there is nothing to wait
-        for: what comes while the model runs waits for it anyway and joins the next batch
-        (`run_batch`)."""
-        return self.options.batch_wait_ms / 1000 if self.inflight > 1 else 0.0
-
-    def retry_after(self) -> int:
-        """Seconds until the queue has likely drained enough for one more request."""
-        return max(1, math.ceil(self.inflight * self.mean_seconds))
-
-    def prompt_tokens(self, text: str) -> int:
-        count = getattr(self.infiller, "count_tokens", None)
-        return int(count(text)) if count is not None else 0
+    def body(self) -> dict:
+        code = self.code or self.status
+        return {"error": {"message": self.message, "type": self.kind, "code": code}}
 
 
 def local_app(options: ServeOptions, infiller: Infiller | None = None) -> FastAPI:
     """The app without Ray: one process, requests grouped by LocalBatcher."""
+    check_options(options)
     infiller = infiller if infiller is not None else load_model(options)
-    state = ServerState(infiller, options, Metrics(model=options.model_id))
-    batcher = LocalBatcher(state.run_batch, options.max_batch_size, state.batch_wait_s)
+    state = ServerState(
+        infiller, options, Metrics(model=options.model_id), batch=choose_batch(infiller, options)
+    )
+    batcher = LocalBatcher(state.run_batch, state.max_batch_size, state.batch_wait_s)
     state.submit = batcher.submit
     return create_app(state)
 
@@ -194,10 +131,18 @@ def create_app(state: ServerState) -> FastAPI:
     app = FastAPI(title="parafill model server", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.parafill = state
     api_key = opts.api_key()
+    if opts.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(opts.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type"],
+        )
+    app.add_middleware(BrowserGuard, check_host=api_key is None, allowed_hosts=opts.allowed_hosts)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
-        return _error(exc.status, exc.message, exc.kind, exc.headers)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException):
@@ -224,18 +169,15 @@ def create_app(state: ServerState) -> FastAPI:
             )
 
     async def read_json(request: Request) -> Any:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > opts.max_body_bytes:
-            raise ApiError(413, f"the body is over {opts.max_body_bytes} bytes")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > opts.max_body_bytes:
-                raise ApiError(413, f"the body is over {opts.max_body_bytes} bytes")
         try:
-            return json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+            body = await bodies.read(
+                request.stream(), request.headers.get("content-length"), opts.max_body_bytes
+            )
+            return bodies.parse(body)
+        except RequestError as exc:
+            raise ApiError(exc.status, str(exc)) from None
+        except ClientDisconnect:  # it left mid-body: nobody to answer
+            raise ApiError(499, "the client went away") from None
 
     def admit() -> None:
         if state.inflight >= opts.max_queue:
@@ -263,6 +205,7 @@ def create_app(state: ServerState) -> FastAPI:
         """The request's results; a client that goes away (a disconnect, or Ray Serve cancelling
         its request) stops the work: skipped before it starts, stopped between steps."""
         assert state.submit is not None
+        item.deadline = state.budget_deadline(item.enqueued)
         watcher = asyncio.create_task(watch(request, item))
         # the outcome as soon as the request leaves its batch (model thread -> this loop), or
         # the batch's answer, whichever comes first
@@ -286,6 +229,13 @@ def create_app(state: ServerState) -> FastAPI:
             raise
         finally:
             watcher.cancel()
+        if isinstance(outcome, InfillCancelled) and item.expired:
+            raise ApiError(
+                408,
+                f"the request ran past this server's time budget ({opts.request_seconds:g} s): "
+                "ask for fewer tokens or candidates",
+                "timeout_error",
+            )
         if isinstance(outcome, InfillCancelled):
             state.metrics.cancelled.inc()
             raise ApiError(499, "the client went away")
@@ -334,8 +284,8 @@ def create_app(state: ServerState) -> FastAPI:
                 yield "data: [DONE]\n\n"
             except ApiError as exc:  # after the headers: the error is the last event
                 status = exc.status
-                err = {"error": {"message": exc.message, "type": exc.kind, "code": exc.status}}
-                yield f"data: {json.dumps(err)}\n\n"
+                yield f"data: {json.dumps(exc.body())}\n\n"
+                yield "data: [DONE]\n\n"
             except asyncio.CancelledError:
                 item.stop.set()
                 status = 499
@@ -351,6 +301,8 @@ def create_app(state: ServerState) -> FastAPI:
             "status": "ok",
             "model": opts.model_id,
             "queue": state.inflight,
+            "batching": state.batch.to_json() if state.batch else None,
+            "interleaved": state.interleaver.pauses,
             "uptimeSeconds": round(time.time() - state.started, 1),
         }
 
@@ -366,6 +318,7 @@ def create_app(state: ServerState) -> FastAPI:
                     "created": int(state.started),
                     "owned_by": "parafill",
                     "backend": getattr(state.infiller, "name", None),
+                    "max_tokens": opts.max_hole_tokens,
                     "device": str(getattr(state.infiller, "device", "")),
                 }
             ],
@@ -385,7 +338,7 @@ def create_app(state: ServerState) -> FastAPI:
             try:
                 ask = fim.parse_fim(await read_json(request), opts)
             except RequestError as exc:
-                raise ApiError(exc.status, str(exc)) from None
+                raise ApiError(exc.status, str(exc), code=exc.code) from None
             prompt = "".join(s for s in ask.request.segments if isinstance(s, str))
             item = BatchItem(ask.request)
             admit()
@@ -393,8 +346,8 @@ def create_app(state: ServerState) -> FastAPI:
 
                 async def events():
                     results = await run(request, item)
-                    ntok = state.prompt_tokens(prompt)
-                    for chunk in fim.stream_chunks(opts.model_id, results, ask.stop, ntok):
+                    ntok = await state.prompt_tokens(prompt)
+                    for chunk in fim.stream_chunks(opts.model_id, results, ask, ntok):
                         yield chunk
 
                 return sse(events(), "fim", t0, item)
@@ -402,8 +355,8 @@ def create_app(state: ServerState) -> FastAPI:
                 results = await run(request, item)
             finally:
                 release()
-            ntok = state.prompt_tokens(prompt)
-            return JSONResponse(fim.response(opts.model_id, results, ask.stop, ntok))
+            ntok = await state.prompt_tokens(prompt)
+            return JSONResponse(fim.response(opts.model_id, results, ask, ntok))
 
         return await answered("fim", t0, work)
 
@@ -421,7 +374,7 @@ def create_app(state: ServerState) -> FastAPI:
                 req = request_from_json({k: v for k, v in body.items() if k != "stream"})
                 check_limits(req, opts)
             except RequestError as exc:
-                raise ApiError(exc.status, str(exc)) from None
+                raise ApiError(exc.status, str(exc), code=exc.code) from None
             except (ValueError, TypeError) as exc:
                 raise ApiError(422, str(exc)) from None
             wanted = req.want_trajectory
@@ -430,8 +383,9 @@ def create_app(state: ServerState) -> FastAPI:
             prompt = "".join(s for s in req.segments if isinstance(s, str))
             admit()
 
-            def answer(results: list[InfillResult]) -> dict[str, Any]:
+            async def answer(results: list[InfillResult]) -> dict[str, Any]:
                 spent = (item.finished or 0) - (item.started or 0)
+                ntok = await state.prompt_tokens(prompt)
                 return {
                     "object": "infill",
                     "model": opts.model_id,
@@ -440,7 +394,7 @@ def create_app(state: ServerState) -> FastAPI:
                         result_to_json(r if wanted else replace(r, trajectory=None))
                         for r in results
                     ],
-                    "usage": fim.usage(state.prompt_tokens(prompt), results),
+                    "usage": fim.usage(ntok, results),
                     "timing": {
                         "queued_ms": round(
                             ((item.started or item.enqueued) - item.enqueued) * 1e3, 2
@@ -470,7 +424,7 @@ def create_app(state: ServerState) -> FastAPI:
                         while not steps.empty():  # every step comes before the answer
                             k, canvas = steps.get_nowait()
                             yield step_event(k, canvas, live=True)
-                        yield answer(await task)
+                        yield await answer(await task)
                     finally:
                         task.cancel()
 
@@ -487,14 +441,14 @@ def create_app(state: ServerState) -> FastAPI:
                             if r.trajectory and i < len(r.trajectory)
                         ]
                         yield step_event(i + 1, canvas, live=False)
-                    yield answer(results)
+                    yield await answer(results)
 
                 return sse(events(), "infill", t0, item)
             try:
                 results = await run(request, item)
             finally:
                 release()
-            return JSONResponse(answer(results))
+            return JSONResponse(await answer(results))
 
         return await answered("infill", t0, work)
 

@@ -5,8 +5,10 @@
 where it has one (`BuiltinInfiller.infill_batch`: the contexts encoded together, one network
 call per step for every request still going, a request that is done leaving the batch), and
 runs them one after another otherwise (another backend, or a batch of one: the single-request
-path). A request whose client went away is skipped before it starts and leaves the batch between
-denoising steps while it runs (`BatchItem.stop`). Each request's steps (`BatchItem.on_step`) and
+path). A request whose client went away, or whose time budget is spent (`BatchItem.deadline`:
+then `expired`), is skipped before it starts and leaves the batch between denoising steps while it
+runs (`BatchItem.should_stop`, which also lets the server run cheaper waiting requests there:
+`BatchItem.pause`, model/serve/interleave.py). Each request's steps (`BatchItem.on_step`) and
 its outcome (`BatchItem.on_outcome`) are handed back from the model thread as they happen, so its
 client can be streamed the canvas live and answered as soon as its request is done, before the
 rest of the batch.
@@ -47,18 +49,35 @@ StepView = Callable[[int, list[list[str]]], None]
 
 @dataclass
 class BatchItem:
-    """One request in a batch, with its cancellation (set when its client disconnected),
-    timings (perf_counter seconds) and two callbacks, called from the model thread: `on_step`
-    after each denoising step (where the infiller can: `live_steps`), `on_outcome` once its
-    outcome is known (it may come before the batch ends)."""
+    """One request in a batch, with its cancellation (`stop`: set when its client disconnected),
+    its time budget (`deadline`, perf_counter seconds; `expired` once it is spent), timings
+    (perf_counter seconds) and callbacks, called from the model thread: `on_step` after each
+    denoising step (where the infiller can: `live_steps`), `on_outcome` once its outcome is known
+    (it may come before the batch ends), `pause` between its steps (the server's interleaving)."""
 
     request: InfillRequest
     stop: threading.Event = field(default_factory=threading.Event)
     enqueued: float = field(default_factory=time.perf_counter)
+    deadline: float | None = None
+    expired: bool = False
     started: float | None = None
     finished: float | None = None
     on_step: StepView | None = None
     on_outcome: Callable[[Outcome], None] | None = None
+    pause: Callable[[BatchItem], None] | None = None
+
+    def should_stop(self) -> bool:
+        """Asked between denoising steps: the infiller stops this request when True."""
+        if self.pause is not None:
+            self.pause(self)
+        if self.deadline is not None and time.perf_counter() >= self.deadline:
+            self.expired = True
+        return self.expired or self.stop.is_set()
+
+
+def cost(req: InfillRequest) -> int:
+    """A request's size for the model: its candidates times its holes' token budgets."""
+    return max(1, int(req.candidates)) * sum(h.max_tokens for h in req.holes)
 
 
 def live_steps(infiller: Infiller) -> bool:
@@ -71,8 +90,8 @@ def live_steps(infiller: Infiller) -> bool:
 
 def infill_batch(infiller: Infiller, requests: Sequence[BatchItem]) -> list[Outcome]:
     """Run one batch; one outcome per request, in order (its results, or the exception it
-    raised: InfillCancelled for a client that went away, ValueError for a request the model
-    refuses). Two or more requests go to the infiller's batched loop where it has one
+    raised: InfillCancelled for a client that went away or a spent time budget, ValueError for a
+    request the model refuses). Two or more requests go to the infiller's batched loop where it has one
     (`infill_batch`); otherwise they run one after another."""
     out: list[Outcome | None] = [None] * len(requests)
 
@@ -85,7 +104,7 @@ def infill_batch(infiller: Infiller, requests: Sequence[BatchItem]) -> list[Outc
 
     waiting = []
     for k, item in enumerate(requests):
-        if item.stop.is_set():  # its client disconnected while it waited
+        if item.should_stop():  # its client disconnected, or its budget ran out, while it waited
             done(k, InfillCancelled())
         else:
             waiting.append(k)
@@ -98,7 +117,7 @@ def infill_batch(infiller: Infiller, requests: Sequence[BatchItem]) -> list[Outc
         try:
             batched(
                 [item.request for item in items],
-                [item.stop.is_set for item in items],
+                [item.should_stop for item in items],
                 on_steps=[item.on_step for item in items],
                 on_done=lambda j, outcome: done(waiting[j], outcome),
             )
@@ -110,13 +129,13 @@ def infill_batch(infiller: Infiller, requests: Sequence[BatchItem]) -> list[Outc
     steps = live_steps(infiller)
     for k in waiting:
         item = requests[k]
-        if item.stop.is_set():  # its client went away while the one before it ran
+        if item.should_stop():  # its client went away (or its budget ran out) meanwhile
             done(k, InfillCancelled())
             continue
         item.started = time.perf_counter()
         extra = {"on_step": item.on_step} if steps and item.on_step is not None else {}
         try:
-            outcome: Outcome = infiller.infill(item.request, should_stop=item.stop.is_set, **extra)
+            outcome: Outcome = infiller.infill(item.request, should_stop=item.should_stop, **extra)
         except Exception as exc:  # noqa: BLE001 - one request's failure is its own
             outcome = exc
         done(k, outcome)
@@ -144,6 +163,7 @@ class LocalBatcher:
         self.wait_s = wait_s
         self._pending: dict[str, list[tuple[BatchItem, asyncio.Future]]] = {}
         self._tasks: dict[str, asyncio.Task] = {}
+        self._running: set[asyncio.Task] = set()
 
     async def submit(self, item: BatchItem) -> Outcome:
         bucket = bucket_of(item.request)
@@ -155,6 +175,10 @@ class LocalBatcher:
         return await fut
 
     async def _drain(self, bucket: str) -> None:
+        """Form batches as requests come and hand each on at once (as Ray Serve does with
+        `max_concurrent_batches`): `run_batch` (ServerState's) queues what waits for the model
+        and regroups it there, where the model thread also takes cheaper requests between a
+        running one's steps."""
         queue = self._pending[bucket]
         while queue:
             wait = self.wait_s() if len(queue) < self.max_batch_size else 0.0
@@ -162,10 +186,15 @@ class LocalBatcher:
                 await asyncio.sleep(wait)  # let a batch gather
             batch = queue[: self.max_batch_size]
             del queue[: self.max_batch_size]
-            try:
-                outcomes = await self.run_batch([item for item, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - the batch failed as a whole
-                outcomes = [exc] * len(batch)
-            for (_, fut), outcome in zip(batch, outcomes):
-                if not fut.done():  # a caller that went away has cancelled its future
-                    fut.set_result(outcome)
+            task = asyncio.ensure_future(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, batch: list[tuple[BatchItem, asyncio.Future]]) -> None:
+        try:
+            outcomes = await self.run_batch([item for item, _ in batch])
+        except Exception as exc:  # noqa: BLE001 - the batch failed as a whole
+            outcomes = [exc] * len(batch)
+        for (_, fut), outcome in zip(batch, outcomes):
+            if not fut.done():  # a caller that went away has cancelled its future
+                fut.set_result(outcome)

@@ -12,16 +12,18 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 from dataclasses import asdict, fields
 from typing import Any
 
 from ray import serve
 
-from model.serve.app import ServerState, create_app
+from model.serve.app import create_app
 from model.serve.batching import BatchItem, Outcome, bucket_of
 from model.serve.metrics import Metrics
-from model.serve.options import ServeOptions, load_model
+from model.serve.options import ServeOptions, check_options, load_model
+from model.serve.state import ServerState, choose_batch
 
 APP_NAME = "parafill"
 log = logging.getLogger("parafill.serve")
@@ -44,11 +46,13 @@ class ParafillModel:
         opts = ServeOptions(**options)
         ctx = serve.get_replica_context()
         infiller = load_model(opts)
-        self.state = ServerState(infiller, opts, Metrics(ctx.replica_tag, opts.model_id))
+        metrics = Metrics(ctx.replica_tag, opts.model_id)
+        batch = choose_batch(infiller, opts)
+        self.state = ServerState(infiller, opts, metrics, batch=batch)
         self.state.submit = self.submit
         self.queues = {"line": self.batch_line, "block": self.batch_block, "long": self.batch_long}
         for queue in self.queues.values():
-            queue.set_max_batch_size(opts.max_batch_size)
+            queue.set_max_batch_size(self.state.max_batch_size)
             queue.set_batch_wait_timeout_s(opts.batch_wait_ms / 1000)
 
     def __serve_build_asgi_app__(self):
@@ -123,14 +127,29 @@ def serve_model(
     gpus_per_replica: float = 0,
     ready=print,
 ) -> None:
-    """Run the model server until SIGINT or SIGTERM. Without `ray_address` a local Ray instance
-    is started (and shut down at the end); with one, the app joins that cluster and is deleted
-    from it at the end."""
+    """Run the model server until SIGINT or SIGTERM, then stop it and exit normally. Without
+    `ray_address` a local Ray instance is started (and shut down at the end, with every process
+    it started); with one, the app joins that cluster and is deleted from it at the end, the
+    cluster left running. Options that cannot serve as asked refuse to start (exit 2)."""
     import ray
 
+    try:
+        check_options(opts)
+    except ValueError as exc:
+        print(f"parafill: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+
+    def on_signal(*_) -> None:
+        stop.set()
+
+    def own_signals() -> None:
+        # ray.init installs a SIGTERM handler of its own (sys.exit from wherever the main thread
+        # is, and its core worker's abort): SIGTERM stops this server as SIGINT does
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, on_signal)
+
+    own_signals()
     own = ray_address is None
     ray.init(
         address=ray_address,
@@ -139,10 +158,12 @@ def serve_model(
         configure_logging=True,
         logging_level=logging.WARNING,
     )
+    own_signals()
     try:
         serve.start(http_options={"host": host, "port": port})
         app = deployment(opts, replicas, cpus_per_replica, gpus_per_replica)
         serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+        own_signals()
         ready(
             f"parafill model server on http://{host}:{port} ({replicas} replica(s), pid {os.getpid()})"
         )

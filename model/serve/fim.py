@@ -5,8 +5,15 @@ and minuet.nvim speak): its body as an InfillRequest with one hole, and results 
 `n` the candidates, `temperature` the sampling temperature. `stop` sequences cut each choice at
 the first one found (a "\\n" among them also makes the hole single-line, so no passes go past the
 line's end). `top_p` is accepted (0 < top_p <= 1) and not used: the sampler has no nucleus
-cut-off. Other fields that text-completion clients send (`echo`, `logprobs`, penalties, `user`)
-are ignored.
+cut-off. `model`, when given, must be the server's model name (404 `model_not_found`
+otherwise, as OpenAI and Mercury answer). Other fields that text-completion clients send (`echo`,
+`logprobs`, penalties, `user`) are ignored.
+
+There are always `n` choices. The model's candidates that are the same text are one candidate to
+it (model/infill.py keeps each text once, its best-scored copy); a choice that repeats an earlier
+one is that: the model sampled the same text again. Streamed, `stream_options.include_usage`
+adds a last chunk with empty `choices` and the `usage` (OpenAI's shape); without it no chunk
+carries usage.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ class FimAsk:
     stop: tuple[str, ...]
     stream: bool
     n: int
+    include_usage: bool = False
 
 
 def parse_fim(body: Any, opts: ServeOptions) -> FimAsk:
@@ -46,7 +54,17 @@ def parse_fim(body: Any, opts: ServeOptions) -> FimAsk:
         raise RequestError(f"top_p must be in (0, 1], got {top_p!r}")
     n = typed(body, "n", int, 1, 1, opts.max_candidates)
     stream = typed(body, "stream", bool, False)
-    typed(body, "model", str, None)
+    model = typed(body, "model", str, None)
+    if model is not None and model != opts.model_id:
+        raise RequestError(
+            f"the model {model!r} does not exist: this server serves {opts.model_id!r}",
+            404,
+            "model_not_found",
+        )
+    stream_options = body.get("stream_options")
+    if stream_options is not None and not isinstance(stream_options, dict):
+        raise RequestError(f"stream_options must be an object, got {stream_options!r}")
+    include_usage = typed(stream_options or {}, "include_usage", bool, False)
     seed = typed(body, "seed", int, None)
     stop = body.get("stop")
     if stop is None:
@@ -64,7 +82,7 @@ def parse_fim(body: Any, opts: ServeOptions) -> FimAsk:
     req = InfillRequest(
         [prompt, hole, suffix], candidates=n, temperature=float(temperature), seed=seed
     )
-    return FimAsk(req, stops, stream, n)
+    return FimAsk(req, stops, stream, n, include_usage)
 
 
 def cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
@@ -73,9 +91,12 @@ def cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
     return (text[: min(cuts)], True) if cuts else (text, False)
 
 
-def choices(results: list[InfillResult], stops: tuple[str, ...]) -> list[dict[str, Any]]:
+def choices(results: list[InfillResult], stops: tuple[str, ...], n: int) -> list[dict[str, Any]]:
+    """`n` choices: the candidates in the model's order, then again from the first where it
+    kept fewer (equal texts are one candidate to it)."""
     out = []
-    for i, r in enumerate(results):
+    for i in range(n if results else 0):
+        r = results[i % len(results)]
         text, cut = cut_at_stop(r.fills[0] if r.fills else "", stops)
         why = r.ended_by[0] if r.ended_by else "pad"
         reason = "stop" if cut else ENDED.get(why, "stop")
@@ -96,22 +117,23 @@ def completion_id() -> str:
     return f"cmpl-{uuid.uuid4().hex[:24]}"
 
 
-def response(model: str, results, stops, prompt_tokens: int) -> dict[str, Any]:
+def response(model: str, results, ask: FimAsk, prompt_tokens: int) -> dict[str, Any]:
     return {
         "id": completion_id(),
         "object": "text_completion",
         "created": int(time.time()),
         "model": model,
-        "choices": choices(results, stops),
+        "choices": choices(results, ask.stop, ask.n),
         "usage": usage(prompt_tokens, results),
     }
 
 
-def stream_chunks(model: str, results, stops, prompt_tokens: int) -> list[dict[str, Any]]:
+def stream_chunks(model: str, results, ask: FimAsk, prompt_tokens: int) -> list[dict[str, Any]]:
     """Server-sent events in text-completion shape: each choice's text, then a chunk per choice
-    with its finish_reason (the last with `usage`); the caller ends with `data: [DONE]`."""
+    with its finish_reason, then (`include_usage`) one with no choices and the `usage`; the
+    caller ends with `data: [DONE]`."""
     cid, created = completion_id(), int(time.time())
-    done = choices(results, stops)
+    done = choices(results, ask.stop, ask.n)
 
     def chunk(choice: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -124,6 +146,8 @@ def stream_chunks(model: str, results, stops, prompt_tokens: int) -> list[dict[s
 
     out = [chunk({**c, "finish_reason": None}) for c in done if c["text"]]
     out += [chunk({**c, "text": ""}) for c in done]
-    if out:
-        out[-1]["usage"] = usage(prompt_tokens, results)
+    if ask.include_usage:
+        for c in out:
+            c["usage"] = None
+        out.append({**chunk({}), "choices": [], "usage": usage(prompt_tokens, results)})
     return out

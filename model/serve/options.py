@@ -1,11 +1,13 @@
 """The model server's options (one plain dataclass, so it travels to Ray Serve replicas), the
-request limits, and loading the Infiller a replica serves.
+request limits, the start-up checks of the options (`check_options`: a named token variable that
+is not set refuses to start), and loading the Infiller a replica serves.
 """
 
 from __future__ import annotations
 
 import importlib
 import ipaddress
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -28,8 +30,21 @@ class ServeOptions:
     # token never travels in the deployment's configuration); unset or empty: no auth (loopback)
     api_key_env: str = DEFAULT_API_KEY_ENV
     max_queue: int = 32  # requests admitted per replica (running or waiting); past it: 429
+    # the most requests one batch denoises together; the replica measures at start which batch
+    # size is no slower than its requests one at a time on its device (model/serve/calibrate.py)
+    # and never batches more (`calibrate_batch=False`: max_batch_size as it is)
     max_batch_size: int = 8
+    calibrate_batch: bool = True
     batch_wait_ms: float = 5.0  # how long a batch waits for more, while others are in flight
+    # every request's time budget on the model (seconds); past it, it ends with a 408 error
+    request_seconds: float = 30.0
+    # a request that costs more than others waiting pauses between its denoising steps (after
+    # this long) for them to run (model/serve/interleave.py)
+    interleave_after_s: float = 0.05
+    # Host header names accepted besides loopback addresses and localhost when there is no token
+    # (DNS rebinding); origins that get CORS headers (none: no CORS)
+    allowed_hosts: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
     max_body_bytes: int = 1 << 20
     max_holes: int = 16
     max_hole_tokens: int = 512
@@ -40,6 +55,20 @@ class ServeOptions:
         if not self.api_key_env:
             return None
         return os.environ.get(self.api_key_env) or None
+
+
+def check_options(opts: ServeOptions) -> None:
+    """Refuse to start on options that would silently serve something else than asked:
+    `api_key_env` naming a variable other than the default that is not set (the server would
+    run with no auth), a time budget that is not positive."""
+    if opts.api_key_env and opts.api_key_env != DEFAULT_API_KEY_ENV and opts.api_key() is None:
+        raise ValueError(
+            f"--api-key-env names {opts.api_key_env}, which is not set (or empty): set it to the "
+            "bearer token clients must send, or leave --api-key-env out to serve loopback "
+            "without a token"
+        )
+    if not opts.request_seconds > 0:
+        raise ValueError(f"request_seconds must be positive, got {opts.request_seconds}")
 
 
 def is_loopback(host: str) -> bool:
@@ -68,11 +97,13 @@ def load_model(opts: ServeOptions) -> Infiller:
 
 
 class RequestError(ValueError):
-    """A request the server refuses: `status` (400, 413, 422) and a message for the client."""
+    """A request the server refuses: `status` (400, 404, 413, 422), a message for the client and
+    its error `code` (None: the status)."""
 
-    def __init__(self, message: str, status: int = 422):
+    def __init__(self, message: str, status: int = 422, code: str | None = None):
         super().__init__(message)
         self.status = status
+        self.code = code
 
 
 def check_limits(req: InfillRequest, opts: ServeOptions) -> None:
@@ -90,12 +121,42 @@ def check_limits(req: InfillRequest, opts: ServeOptions) -> None:
             raise RequestError(
                 f"a hole's min_tokens must be in [0, max_tokens], got {h.min_tokens}"
             )
+    total = sum(h.max_tokens for h in holes)
+    if total > opts.max_hole_tokens:
+        raise RequestError(
+            f"the holes total {total} tokens; this server fills at most {opts.max_hole_tokens}"
+        )
     if not 1 <= req.candidates <= opts.max_candidates:
         raise RequestError(
             f"candidates must be in [1, {opts.max_candidates}], got {req.candidates}"
         )
     if req.steps is not None and not 1 <= req.steps <= opts.max_steps:
         raise RequestError(f"steps must be in [1, {opts.max_steps}], got {req.steps}")
+    in_range(req.temperature, "temperature", 0, MAX_TEMPERATURE)
+    if req.threshold is not None:
+        in_range(req.threshold, "threshold", 0, 1)
+    if req.seed is not None:
+        in_range(req.seed, "seed", 0, MAX_SEED)
+    if req.tokens_per_step is not None:
+        in_range(req.tokens_per_step, "tokens_per_step", 1, opts.max_hole_tokens)
+    for h in holes:
+        rules = h.stop
+        if rules is None:
+            continue
+        for name in ("max_lines", "dedent_below", "open_brackets"):
+            value = getattr(rules, name)
+            if value is not None:
+                in_range(value, f"stop.{name}", 0, MAX_RULE)
+
+
+MAX_TEMPERATURE = 2.0
+MAX_SEED = 2**63 - 1
+MAX_RULE = 1 << 20
+
+
+def in_range(value: float, name: str, lo: float, hi: float) -> None:
+    if not lo <= value <= hi:
+        raise RequestError(f"{name} must be in [{lo}, {hi}], got {value!r}")
 
 
 def typed(data: dict[str, Any], key: str, kind, default, lo=None, hi=None):
@@ -104,6 +165,8 @@ def typed(data: dict[str, Any], key: str, kind, default, lo=None, hi=None):
     if value is None:
         return default
     ok = isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
+    if ok and isinstance(value, float) and not math.isfinite(value):
+        ok = False
     if ok and lo is not None and value < lo:
         ok = False
     if ok and hi is not None and value > hi:
