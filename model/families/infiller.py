@@ -117,6 +117,9 @@ class FamilyInfiller:
         self.lm = BidirectionalLM(net, s.shift, self.device)
         self.window = min(self.lm.window, context_tokens or DEFAULT_CONTEXT)
         self.growing = self.ids.expand is not None
+        # the variable-length loop's settings (DreamOn's evaluation ones); a request's steps,
+        # threshold, temperature and tokens_per_step override theirs
+        self.defaults = DREAMON
         self.special = sorted(self.tok.special_ids() | {self.ids.mask, self.ids.end})
         self.newlines = self.tok.line_break_ids()
         self.name = f"{ck.family}:{ck.path.name}"
@@ -213,7 +216,7 @@ class FamilyInfiller:
         g.manual_seed(0 if seed is None else int(seed))
         return g
 
-    def _stop_rules(self, req: InfillRequest, late, ended_by: dict | None = None):
+    def stop_rules(self, req: InfillRequest, late: Callable[[], bool]):
         """Per row, per hole: why the stop rules end the fill so far (text up to its first
         masked slot), else None."""
         holes, language = req.holes, req.language or "python"
@@ -277,43 +280,7 @@ class FamilyInfiller:
         return run
 
     def _grow(self, req, lay, should_stop, late, on_step) -> list[InfillResult]:
-        from model.sampler import Cancelled, denoise_run
-
-        temperature = self._temperature(req)
-        cfg = GrowConfig(
-            start=DREAMON.start,
-            max_expansions=DREAMON.max_expansions,
-            steps=req.steps or DREAMON.steps,
-            alg=DREAMON.alg,
-            tokens_per_step=req.tokens_per_step,
-            threshold=0.9 if req.threshold is None else float(req.threshold),
-            temperature=temperature,
-            top_p=DREAMON.top_p,
-        )
-        batch = max(1, int(req.candidates))
-        fixed_room = sum(len(p) for p in lay.pieces) + len(lay.begin) + len(lay.end)
-        view = None
-        if on_step is not None:
-
-            def view(step: int, rows) -> None:
-                on_step(step, [[self.text(h, True) for h in row] for row in rows])
-
-        hooks = GrowHooks(should_stop, self._stop_rules(req, late), view)
-        run = GrowingDenoiser(
-            lay.sizes,
-            GrowIds(self.ids.mask, self.ids.end, self.ids.expand),
-            cfg,
-            batch,
-            hooks,
-            self._generator(temperature, req.seed),
-            req.want_trajectory,
-            room=self.window - fixed_room,
-        )
-        step = self._passes(lay, batch)
-        try:
-            out = denoise_run(run, step)
-        except Cancelled:
-            raise InfillCancelled() from None
+        out = self.grow(req, lay, should_stop, late, on_step)
         results, seen = [], set()
         for r, row in enumerate(out.rows):
             fills = [self.text(h) for h in row]
@@ -328,6 +295,56 @@ class FamilyInfiller:
             results.append(InfillResult(fills, score, out.steps_used, traj, out.committed[r], why))
         results.sort(key=lambda x: -x.score)
         return results
+
+    def grow(
+        self,
+        req: InfillRequest,
+        lay: FamilyLayout,
+        should_stop: Callable[[], bool] = never,
+        late: Callable[[], bool] | None = None,
+        on_step=None,
+    ):
+        """The variable-length loop's own output for `req` (model/growing.py GrowOutput: each
+        row's holes as token ids, why each ended, the passes): what `infill` decodes."""
+        from model.sampler import Cancelled, denoise_run
+
+        late = late or (lambda: past(req.deadline))
+        temperature = self._temperature(req)
+        d = self.defaults
+        cfg = GrowConfig(
+            start=d.start,
+            max_expansions=d.max_expansions,
+            steps=req.steps or d.steps,
+            alg=d.alg,
+            tokens_per_step=req.tokens_per_step,
+            threshold=d.threshold if req.threshold is None else float(req.threshold),
+            temperature=temperature,
+            top_p=d.top_p,
+        )
+        batch = max(1, int(req.candidates))
+        fixed_room = sum(len(p) for p in lay.pieces) + len(lay.begin) + len(lay.end)
+        view = None
+        if on_step is not None:
+
+            def view(step: int, rows) -> None:
+                on_step(step, [[self.text(h, True) for h in row] for row in rows])
+
+        hooks = GrowHooks(should_stop, self.stop_rules(req, late), view)
+        run = GrowingDenoiser(
+            lay.sizes,
+            GrowIds(self.ids.mask, self.ids.end, self.ids.expand),
+            cfg,
+            batch,
+            hooks,
+            self._generator(temperature, req.seed),
+            req.want_trajectory,
+            room=self.window - fixed_room,
+        )
+        step = self._passes(lay, batch)
+        try:
+            return denoise_run(run, step)
+        except Cancelled:
+            raise InfillCancelled() from None
 
     def _fixed(self, req, lay, should_stop, late, on_step) -> list[InfillResult]:
         from model.infill import denoise_config
@@ -364,7 +381,7 @@ class FamilyInfiller:
             return torch.stack(passes(rows))
 
         ended_by: dict[tuple[int, int], str] = {}
-        rules = self._stop_rules(req, late)
+        rules = self.stop_rules(req, late)
         ended = None
         if rules is not None:
 

@@ -43,7 +43,7 @@ SPECS = {
     # Open-dCoder: a Qwen2 checkpoint trained as a masked diffusion model: prefix masks suffix
     "open-dcoder": FamilySpec(
         "open-dcoder",
-        mask=("<|mask|>", "<|MASK|>", "<mask>"),
+        mask=("<M>", "<|mask|>", "[MASK]"),
         end=("<|endoftext|>",),
         begin_in_layout=False,
         end_in_layout=False,

@@ -44,6 +44,22 @@ class FamilyTokenizer:
     def decode(self, ids: list[int]) -> str:
         return self.hf.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
+    def declared(self, role: str) -> str | None:
+        """The token the checkpoint's own tokenizer files name for `role` ("mask_token", ...:
+        special_tokens_map.json, then tokenizer_config.json), else None."""
+        for name in ("special_tokens_map.json", "tokenizer_config.json"):
+            f = self.path / name
+            try:
+                data = json.loads(f.read_text()) if f.is_file() else {}
+            except (OSError, ValueError):
+                continue
+            value = data.get(role) if isinstance(data, dict) else None
+            if isinstance(value, dict):
+                value = value.get("content")
+            if isinstance(value, str) and value:
+                return value
+        return None
+
     def id_of(self, names: tuple[str, ...]) -> int | None:
         """The id of the first of `names` this vocabulary has, else None."""
         vocab = self.hf.get_vocab()
@@ -139,9 +155,12 @@ def find_specials(
     begin: tuple[str, ...] = (),
     expand: tuple[str, ...] = (),
 ) -> Specials:
-    """The family's special tokens by name (the first name the vocabulary has); a checkpoint
-    without a mask or an end token is a CheckpointError."""
-    m, e = tok.id_of(mask), tok.id_of(end)
+    """The family's special tokens by name (the first name the vocabulary has; for the mask, the
+    one the tokenizer files declare comes first); a checkpoint without a mask or an end token is
+    a CheckpointError."""
+    declared = tok.declared("mask_token")
+    m = tok.id_of(((declared,) if declared else ()) + mask)
+    e = tok.id_of(end)
     if m is None:
         raise CheckpointError(f"{tok.path}: the tokenizer has no mask token ({' / '.join(mask)})")
     if e is None:
