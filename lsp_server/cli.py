@@ -211,7 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor",
         help="check Python, torch, the checkpoint, grammars and the server; say what to fix",
     )
-    dr.add_argument("--model", default=None, help="checkpoint directory (default: the shipped one)")
+    dr.add_argument(
+        "--model",
+        default=None,
+        help="checkpoint directory or cached hub id (default: the shipped one); a published "
+        "coder's family, files, tokenizer, special tokens and memory are checked",
+    )
+    dr.add_argument("--model-family", default=None, choices=MODEL_FAMILIES)
     dr.add_argument("--no-server", action="store_true", help="skip starting the language server")
 
     _serve_model_parser(sub)
@@ -256,6 +262,8 @@ def serve(args) -> int:
         model_path=args.model,
         device=args.device,
         precision=args.precision,
+        model_family=args.model_family,
+        pass_cache=args.pass_cache or "exact",
         log_file=args.log_file,
         threads=args.threads,
     )
@@ -553,7 +561,7 @@ def stats(args) -> int:
 def doctor(args) -> int:
     from lsp_server import doctor as checks
 
-    found = checks.run(args.model, server=not args.no_server)
+    found = checks.run(args.model, server=not args.no_server, family=args.model_family)
     print(checks.report(found))
     return 0 if all(c.ok for c in found) else 1
 

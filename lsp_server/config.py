@@ -14,6 +14,8 @@ from typing import Any
 
 from lsp_server.planner import Budgets
 from lsp_server.syntax import LANGUAGES
+from model.families.checkpoint import FAMILIES as MODEL_FAMILIES
+from model.families.specs import PASS_CACHES
 from model.interface import PRECISIONS, SCHEDULES
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -32,6 +34,9 @@ class Settings:
     model_path: str | None = None  # None: the shipped checkpoint in model/weights/
     device: str = "auto"  # "auto" | "cpu" | "cuda"
     precision: str = "auto"  # built-in model's weights: "auto" (int8 on CPU) | "int8" | "fp32"
+    # a published checkpoint's family where its config.json does not say (model/families)
+    model_family: str | None = None
+    pass_cache: str = "exact"  # a published checkpoint's passes: "exact" | "dual" (Fast-dLLM)
     schedule: str = "threshold"  # denoising schedule: "threshold" | "fixed" | "ltr"
     steps: int | None = None  # fixed: forward passes; threshold: at most this many; None: default
     threshold: float | None = None  # threshold schedule: commit confidence; None: default
@@ -153,18 +158,23 @@ def _env_name(v: Any):
 
 
 _FILL_LIMIT = f"the model fills at most {MAX_FILL_TOKENS} tokens, half its {MODEL_WINDOW} window"
-_WINDOW_LIMIT = f"the model's window is {MODEL_WINDOW} tokens"
+# the shipped model reads 512 tokens and trims a longer context to that; a published coder
+# reads more (its config's window, capped at model/families/infiller.py's DEFAULT_CONTEXT)
+MAX_CONTEXT_TOKENS = 8192
+_WINDOW_LIMIT = f"at most {MAX_CONTEXT_TOKENS} tokens (the shipped model reads {MODEL_WINDOW})"
 
 FIELDS = {
     "modelPath": ("model_path", _opt(_str)),
     "device": ("device", _choice(DEVICES)),
     "precision": ("precision", _choice(PRECISIONS)),
+    "modelFamily": ("model_family", _opt(_choice(MODEL_FAMILIES))),
+    "passCache": ("pass_cache", _choice(PASS_CACHES)),
     "schedule": ("schedule", _choice(SCHEDULES)),
     "steps": ("steps", _opt(_int(1, 512))),
     "threshold": ("threshold", _opt(_float(0.0, 1.0))),
     "lineBudget": ("line_budget", _int(1, MAX_FILL_TOKENS, _FILL_LIMIT)),
     "blockBudget": ("block_budget", _int(1, MAX_FILL_TOKENS, _FILL_LIMIT)),
-    "contextTokens": ("context_tokens", _int(32, MODEL_WINDOW, _WINDOW_LIMIT)),
+    "contextTokens": ("context_tokens", _int(32, MAX_CONTEXT_TOKENS, _WINDOW_LIMIT)),
     "candidates": ("candidates", _int(1, 8)),
     "debounceMs": ("debounce_ms", _int(0, 2000)),
     "multilineDeadlineMs": ("multiline_deadline_ms", _int(0, 60_000)),

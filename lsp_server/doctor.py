@@ -58,10 +58,17 @@ def check_torch() -> Check:
     return Check("torch", True, found)
 
 
-def check_checkpoint(path: str | None) -> Check:
+def check_checkpoint(path: str | None, family: str | None = None) -> Check:
+    from model.families.checkpoint import is_shipped
     from model.infill import WEIGHTS_DIR, validate_checkpoint
     from model.interface import CheckpointError
 
+    try:
+        published = family not in (None, "parafill") or not is_shipped(path)
+    except CheckpointError as exc:
+        return Check("checkpoint", False, str(exc), "check --model: a directory or a cached hub id")
+    if published:
+        return check_published(path or "", family)
     where = Path(path) if path else WEIGHTS_DIR
     try:
         cfg = validate_checkpoint(where)
@@ -73,6 +80,39 @@ def check_checkpoint(path: str | None) -> Check:
     size = sum(f.stat().st_size for f in where.glob("*.safetensors")) / 2**20
     layers, width = cfg.get("num_hidden_layers"), cfg.get("hidden_size")
     return Check("checkpoint", True, f"{where} ({layers} layers x {width}, {size:.0f} MiB)")
+
+
+def check_published(path: str, family: str | None = None) -> Check:
+    """A published diffusion coder's checkpoint: its family, files, tokenizer and special
+    tokens, and whether this machine has the memory for it (nothing is loaded)."""
+    from model.families.checkpoint import available_memory, inspect, needed_memory
+    from model.families.specs import SPECS
+    from model.families.tokens import FamilyTokenizer, find_specials
+    from model.interface import CheckpointError
+
+    try:
+        ck = inspect(path, family)
+        spec = SPECS[ck.family]
+        tok = FamilyTokenizer(ck.path)
+        ids = find_specials(tok, spec.mask, spec.end, spec.begin, spec.expand)
+    except CheckpointError as exc:
+        return Check("checkpoint", False, str(exc), "see docs/bigger-models.md")
+    decoding = "expand/delete (DreamOn)" if ids.expand is not None else "fixed-length holes"
+    found = (
+        f"{ck.path}: {ck.family} family, {ck.params / 1e9:.2f}B weights in {len(ck.shards)} "
+        f"file(s), tokenizer {tok.vocab_size} tokens, mask {ids.mask}, end {ids.end}, {decoding}"
+    )
+    gib = 1 << 30
+    lines = []
+    for device, precision in (("cpu", "int8"), ("cpu", "fp32"), ("cuda", "bf16")):
+        need, free = needed_memory(ck.params, precision), available_memory(device)
+        have = "?" if free is None else f"{free / gib:.1f}"
+        lines.append(f"{device} {precision} needs {need / gib:.1f} GiB (free {have})")
+    found += "; " + ", ".join(lines)
+    free_cpu = available_memory("cpu")
+    if free_cpu is not None and needed_memory(ck.params, "int8") > free_cpu:
+        return Check("checkpoint", True, found, "too big for this machine's memory: use a GPU")
+    return Check("checkpoint", True, found)
 
 
 def check_grammars() -> Check:
@@ -91,11 +131,14 @@ def check_grammars() -> Check:
     return Check("grammars", True, found)
 
 
-def check_server(model: str | None, timeout: float = SERVER_TIMEOUT_S) -> list[Check]:
+def check_server(
+    model: str | None, timeout: float = SERVER_TIMEOUT_S, family: str | None = None
+) -> list[Check]:
     """Start `parafill serve`, wait for the model, ask one completion; two checks with times."""
     from lsp_server.framing import Frame, FrameReader
 
     cmd = [sys.executable, "-m", "lsp_server.cli", "serve"] + (["--model", model] if model else [])
+    cmd += ["--model-family", family] if family else []
     t0 = time.perf_counter()
     try:
         proc = subprocess.Popen(
@@ -170,13 +213,13 @@ def check_server(model: str | None, timeout: float = SERVER_TIMEOUT_S) -> list[C
     return checks
 
 
-def run(model: str | None = None, server: bool = True) -> list[Check]:
+def run(model: str | None = None, server: bool = True, family: str | None = None) -> list[Check]:
     checks = [check_python(), check_torch()]
     if checks[-1].found == "not installed":
         return checks
-    checks += [check_checkpoint(model), check_grammars()]
+    checks += [check_checkpoint(model, family), check_grammars()]
     if server and checks[2].ok:
-        checks += check_server(model)
+        checks += check_server(model, family=family)
     return checks
 
 

@@ -101,15 +101,17 @@ class ParafillServer(LanguageServer):
             self.engine.loader = self._loader_for(new)
         if new.repo_context and (initial or not old.repo_context):
             self.context.set_folders(self.folders)
-        if switched or (new.model_path, new.device, new.precision, new.threads) != (
-            old.model_path,
-            old.device,
-            old.precision,
-            old.threads,
-        ):
+        if switched or _model_key(new) != _model_key(old):
             self.reported_load_error = False
             name = new.model_path or DEFAULT_MODEL
-            self.engine.load(new.model_path, new.device, new.precision, self._on_loaded(name))
+            self.engine.load(
+                new.model_path,
+                new.device,
+                new.precision,
+                self._on_loaded(name),
+                family=new.model_family,
+                cache=new.pass_cache,
+            )
             self.log(f"parafill: loading model {name} on {new.device}")
 
     def set_workspace(self, paths: list[str]) -> None:
@@ -200,6 +202,11 @@ class ParafillServer(LanguageServer):
         if done.error is not None:
             self.report(done.error)
         return done
+
+
+def _model_key(s: Settings) -> tuple:
+    """The settings whose change loads the model again."""
+    return (s.model_path, s.device, s.precision, s.threads, s.model_family, s.pass_cache)
 
 
 def _backend_key(s: Settings) -> tuple:

@@ -912,8 +912,8 @@ def load_infiller(
     its pass mode, "exact" or "dual"). The same configuration gives the same infiller; loading
     another one drops the last one (whoever still holds it keeps it)."""
     global _loaded
-    from model.families.checkpoint import resolve
-    from model.families.infiller import FamilyInfiller, is_shipped
+    from model.families.checkpoint import is_shipped, resolve
+    from model.families.infiller import FamilyInfiller
 
     resolved = resolve(path) if path else WEIGHTS_DIR
     key = (str(Path(resolved).resolve()), device or "auto", precision or "auto", family, cache)

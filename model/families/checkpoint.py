@@ -227,3 +227,15 @@ def check_memory(ck: Checkpoint, device: str, precision: str) -> None:
             f"{need / gib:.1f} GiB on {device}, and {free / gib:.1f} GiB is available; "
             "use a smaller checkpoint, int8 on the CPU, a GPU, or a model server (serve-model)"
         )
+
+
+def is_shipped(spec: str | os.PathLike | None) -> bool:
+    """Whether `spec` (None: the shipped weights) is a checkpoint of the shipped network's own
+    format rather than a published family's (a directory without config.json counts as the
+    shipped format: its loader names what is missing)."""
+    if spec is None:
+        return True
+    path = resolve(spec)
+    if not (path / "config.json").is_file():
+        return True
+    return read_config(path).get("model_type") == SHIPPED_MODEL_TYPE

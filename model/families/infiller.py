@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -439,17 +438,3 @@ class FamilyInfiller:
             results.append(InfillResult(fills, score, out.steps_used, traj, tokens, why))
         results.sort(key=lambda x: -x.score)
         return results
-
-
-def is_shipped(path: str | os.PathLike | None) -> bool:
-    """Whether `path` (None: the shipped weights) is a checkpoint of the shipped network's
-    format rather than a published family."""
-    if path is None:
-        return True
-    from model.families.checkpoint import SHIPPED_MODEL_TYPE, read_config, resolve
-
-    p = resolve(path)
-    cfg_file = Path(p) / "config.json"
-    if not cfg_file.is_file():
-        return True  # the shipped loader names what is missing
-    return read_config(p).get("model_type") == SHIPPED_MODEL_TYPE

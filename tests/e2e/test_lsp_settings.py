@@ -137,7 +137,7 @@ async def test_a_new_model_loads_aside(client: LanguageClient):
 
 async def test_budgets_the_model_cannot_hold_are_refused(client: LanguageClient):
     before = (await status(client))["settings"]
-    for bad, limit in (({"blockBudget": 400}, "256"), ({"contextTokens": 1000}, "512")):
+    for bad, limit in (({"blockBudget": 400}, "256"), ({"contextTokens": 10000}, "8192")):
         since = len(client.messages)
         configure(client, lineBudget=8, **bad)  # nothing of a refused change is applied
         msg = await shown(client, since, next(iter(bad)), limit)
