@@ -312,6 +312,67 @@ def test_binding_off_loopback_needs_a_token():
     assert "needs a token" in done.stderr and "PARAFILL_API_KEY" in done.stderr
 
 
+@pytest.mark.parametrize("ray", [True, False])
+def test_a_named_token_variable_that_is_unset_refuses_to_start(ray):
+    env = {k: v for k, v in server_env().items() if k != "PARAFILL_UNSET_TOKEN"}
+    cmd = [sys.executable, "-m", "lsp_server.cli", "serve-model", "--port", str(free_port())]
+    cmd += ["--backend", "fake_infiller:load", "--api-key-env", "PARAFILL_UNSET_TOKEN"]
+    cmd += [] if ray else ["--no-ray"]
+    done = subprocess.run(
+        cmd, env=env, check=False, capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "PARAFILL_UNSET_TOKEN" in done.stderr and "not set" in done.stderr
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += children.get(pid, [])
+    return out
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_server_and_its_ray_instance(sig):
+    """SIGTERM as SIGINT: exit 0, and every process the server started (Ray's raylet, GCS,
+    agents, workers) is gone. Ray's own SIGTERM handler aborted it (exit by signal 6)."""
+    srv = ModelServer("--backend", "fake_infiller:load", env={"PARAFILL_API_KEY": ""})
+    family = _descendants(srv.proc.pid)
+    assert len(family) > 3  # Ray's processes
+    srv.proc.send_signal(sig)
+    try:
+        code = srv.proc.wait(90)
+    finally:
+        srv.stop()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(_running(p) for p in family):
+        time.sleep(0.5)
+    left = [p for p in family if _running(p)]
+    for pid in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    assert code == 0 and not left, (code, left)
+
+
 def test_no_ray_serves_the_same_app():
     """`--no-ray`: the same application in one process (uvicorn), no Ray instance."""
     srv = ModelServer("--no-ray", "--backend", "fake_infiller:load", env={"PARAFILL_API_KEY": ""})
@@ -358,12 +419,14 @@ def test_fim_completions(fake_server):
 
 def test_fim_stream(fake_server):
     body = {"prompt": "x = 1  # expect: foo\n", "stream": True, "top_p": 0.9}
+    body["stream_options"] = {"include_usage": True}
     r = post(fake_server.url, "/v1/fim/completions", body)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     events = sse_events(r.text)
     assert all(e["object"] == "text_completion" for e in events)
-    assert "".join(e["choices"][0]["text"] for e in events) == "foo"
-    assert events[-1]["choices"][0]["finish_reason"] == "stop" and "usage" in events[-1]
+    assert "".join(e["choices"][0]["text"] for e in events[:-1]) == "foo"
+    assert events[-2]["choices"][0]["finish_reason"] == "stop"
+    assert events[-1]["choices"] == [] and events[-1]["usage"]["total_tokens"] > 0
 
 
 def test_native_infill_several_holes_and_stream(fake_server):
@@ -414,7 +477,8 @@ def test_native_infill_several_holes_and_stream(fake_server):
 def test_bad_requests_get_clear_errors_and_the_server_lives(
     fake_server, path, content, status, says
 ):
-    r = httpx.post(fake_server.url + path, content=content, headers=AUTH, timeout=30)
+    headers = {**AUTH, "Content-Type": "application/json"}
+    r = httpx.post(fake_server.url + path, content=content, headers=headers, timeout=30)
     assert r.status_code == status, r.text
     error = r.json()["error"]
     assert says in error["message"] and error["code"] == status
