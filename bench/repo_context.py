@@ -16,7 +16,8 @@ EVAL_EXCLUDE_PACKAGES), copied into a temporary workspace folder as it is instal
   without the context alternating (context reuse on, as the server runs): p50/p95 of the whole
   completion, how often the context encoding was reused, and the packing's own time;
 - the index: build time and memory (tracemalloc of what the index holds; RSS growth) on a
-  1,000-file workspace (the first 1,000 files of the standard library that pass the filters).
+  1,000-file workspace (the first 1,000 files of the standard library, its tests included, that
+  pass the filters).
 
     python bench/repo_context.py --out bench/results/repo_context.json
 """
@@ -43,7 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lsp_server.context import RepoContext
+from lsp_server.context import RepoContext, files
 from lsp_server.context.chunks import IDENT_RE
 from lsp_server.context.imports import bindings
 from lsp_server.context.index import WorkspaceIndex
@@ -241,6 +242,24 @@ async def latency(ws, ctx, engine, settings, sample: list[Task], every: int) -> 
     return out
 
 
+MARKERS = {  # how a chunk is marked with its path (lsp_server/context/pack.py render)
+    "path": lambda c, path: f"{c} {path}\n",
+    "file": lambda c, path: f"{c} file: {path}\n",
+    "none": lambda c, path: "",
+}
+
+
+def use_marker(name: str) -> None:
+    """Mark each packed chunk the `name` way (the bench's copy of pack.render)."""
+    from lsp_server.context import pack
+
+    def render(r, language, short=False):
+        text = r.chunk.short if short else r.chunk.text
+        return MARKERS[name](pack.comment(language), r.chunk.path) + text.rstrip() + "\n"
+
+    pack.render = render
+
+
 def rss_kb() -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -254,12 +273,16 @@ def index_cost(n_files: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         ws = Path(tmp) / "ws"
         k = 0
+        ignores = files.Ignores()
         for p in sorted(stdlib.rglob("*.py")):
-            if "site-packages" in p.parts or "test" in p.parts or p.stat().st_size > 1_000_000:
+            if "site-packages" in p.parts:
                 continue
             dest = ws / p.relative_to(stdlib)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(p, dest)
+            if files.allowed(str(dest), [str(ws.resolve())], ignores) is not None:
+                dest.unlink()  # (a file the index would leave out: not counted)
+                continue
             k += 1
             if k >= n_files:
                 break
@@ -302,7 +325,7 @@ def main() -> int:
     ap.add_argument("--latency", type=int, default=12, help="lines typed for latency")
     ap.add_argument("--every", type=int, default=3, help="characters typed between completions")
     ap.add_argument("--index-files", type=int, default=1000)
-    ap.add_argument("--parts", default="retrieval,quality,latency,index")
+    ap.add_argument("--parts", default="retrieval,quality,latency,index,markers")
     ap.add_argument("--repeat", action="store_true", help="the quality run twice (noise)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -352,6 +375,14 @@ def main() -> int:
                             "other": asyncio.run(quality(ws, ctx, engine, plain, qo, "other")),
                         }
                     )
+            if "markers" in parts:  # the path marking the shipped model reads best
+                plain = replace(settings, context_reuse=False)
+                out["markers"] = {}
+                for name in MARKERS:
+                    use_marker(name)
+                    q = asyncio.run(quality(ws, ctx, engine, plain, qc, f"cross, marker {name}"))
+                    out["markers"][name] = {k: v for k, v in q.items() if k != "rows"}
+                use_marker("path")
             if "latency" in parts:
                 lat = rng.sample(cross, min(args.latency, len(cross)))
                 out["latency"] = asyncio.run(latency(ws, ctx, engine, settings, lat, args.every))

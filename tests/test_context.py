@@ -164,8 +164,14 @@ def test_packing_is_stable_while_the_same_chunks_are_chosen():
     reordered = [replace(r, score=-r.score) for r in ranked_chunks(2, 20)][::-1]
     b = pack(reordered, 100, "python")
     assert b.text != a.text and stable(a, b) is a
-    c = pack(ranked_chunks(3, 20), 100, "python")
-    assert stable(a, c) is c
+    c = pack(ranked_chunks(3, 20), 100, "python")  # the same best chunk, one more: kept
+    assert stable(a, c, ranked_chunks(3, 20)) is a
+    better = [Ranked(chunk("new", "n.py", text="y" * 20), 20.0, "def"), *ranked_chunks(2, 20)]
+    d = pack(better, 100, "python")  # a new best chunk: packed again
+    assert stable(a, d, better) is d
+    edited = [replace(r, chunk=replace(r.chunk, text="z" * 20)) for r in ranked_chunks(2, 20)]
+    e = pack(edited, 100, "python")  # its file edited: packed again
+    assert stable(a, e, edited) is e
 
 
 def wait_for(cond, timeout=10.0) -> None:

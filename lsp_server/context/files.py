@@ -32,7 +32,8 @@ SKIP_DIRS = {
 SECRET_PATTERNS = (
     ".env", ".env.*", "*.env", ".envrc", "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore",
     "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", ".netrc", ".npmrc", ".pypirc", ".pgpass",
-    "*credential*", "*secret*", "*token*", "*password*", ".htpasswd", "*.kdbx",
+    "*credential*", "*secret*", "*password*", "*passwd*", "*.token", "*token.json",
+    "*tokens.json", "auth.json", ".htpasswd", "*.kdbx", "*.gpg", "*.asc",
 )  # fmt: skip
 
 

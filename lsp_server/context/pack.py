@@ -7,9 +7,9 @@ last, nearest the prefix. Coverage first: as many chunks as fit in rank order, e
 its signature alone (`Chunk.short`; a chunk that does not fit is skipped for smaller ones after
 it, except the best, which is cut at a line end), then each, best first, whole (docstring, class
 members) where what is left allows. The budget is in tokens, estimated with the
-planner's characters-per-token. `stable` keeps the previous packing while the chosen chunks are
-the same set, so that the text ahead of the prefix does not change between keystrokes and the
-model's context reuse (model/context_reuse.py) keeps its encoding.
+planner's characters-per-token. `stable` keeps the previous packing while it holds the best chunk
+(and its chunks are still current), so that the text ahead of the prefix does not change between
+keystrokes and the model's context reuse (model/context_reuse.py) keeps its encoding.
 """
 
 from __future__ import annotations
@@ -108,11 +108,15 @@ def pack(
     return Packed(text, tuple(r for r, _ in chosen), int(len(text) / chars_per_token) + 1)
 
 
-def stable(previous: Packed | None, new: Packed) -> Packed:
-    """`previous` when it holds the same chunks as `new` (the text ahead of the prefix stays
-    the same while the ranking only reorders them), else `new`."""
-    if previous is not None and previous.keys == new.keys and previous.text:
-        same = {r.chunk.key: r.chunk.text for r in previous.chunks}
-        if all(same[r.chunk.key] == r.chunk.text for r in new.chunks):
-            return previous
+def stable(previous: Packed | None, new: Packed, ranked: list[Ranked] | None = None) -> Packed:
+    """`previous` while it still serves, so that the text ahead of the prefix stays the same
+    between keystrokes: it holds the same chunks as `new`, or it holds `new`'s best chunk and
+    every chunk of it is still a candidate (`ranked`) with the same text. Else `new`."""
+    if previous is None or not previous.text or not new.chunks:
+        return new
+    now = {r.chunk.key: r.chunk.text for r in (ranked if ranked is not None else new.chunks)}
+    if any(now.get(r.chunk.key) != r.chunk.text for r in previous.chunks):
+        return new  # a chunk gone, or its file edited
+    if previous.keys == new.keys or new.chunks[-1].chunk.key in previous.keys:
+        return previous
     return new

@@ -93,39 +93,47 @@ class Ranked:
     why: str  # "def:NAME" | "overlap"
 
 
-def name_weights(text: str, cursor: int) -> dict[str, float]:
-    """Each identifier of `text` weighted by where it is used relative to the cursor; also
-    `m.name` pairs as 'm.name'."""
-    line_start = text.rfind("\n", 0, cursor) + 1
-    line_end = text.find("\n", cursor)
-    line_end = len(text) if line_end < 0 else line_end
-    cur_line = text.count("\n", 0, line_start)
-    out: dict[str, float] = {}
+def _import_lines(lines: list[str]) -> set[int]:
+    """The lines of import statements (a name there is not a use)."""
+    out: set[int] = set()
     closer = None  # inside a multi-line import until this character
-    for i, line in enumerate(text.split("\n")):
-        head = line.lstrip()
-        if closer is not None or head.startswith(("import ", "from ")):  # not a use
-            if closer is None and head.startswith(("import ", "from ")):
-                closer = next((c for o, c in ("()", "{}") if o in line and c not in line), None)
-            elif closer is not None and closer in line:
+    for i, line in enumerate(lines):
+        if closer is not None:
+            out.add(i)
+            if closer in line:
                 closer = None
             continue
-        d = abs(i - cur_line)
-        if i == cur_line:
-            w = CURSOR_LINE
-        elif cur_line - NEAR_ABOVE <= i <= cur_line + NEAR_BELOW:
-            w = NEAR / (1 + d)
-        else:
-            w = FAR
-        names = set(IDENT_RE.findall(line))
-        names |= {f"{a}.{b}" for a, b in ATTR_RE.findall(line)}
-        for n in names:
-            if n in KEYWORDS:
-                continue
-            if w == FAR:
-                out[n] = out.get(n, 0.0) + (FAR if out.get(n, 0.0) < FAR_MAX else 0.0)
-            else:
-                out[n] = max(out.get(n, 0.0), w)
+        if line.lstrip().startswith(("import ", "from ")):
+            out.add(i)
+            closer = next((c for o, c in ("()", "{}") if o in line and c not in line), None)
+    return out
+
+
+def _names(line: str) -> set[str]:
+    names = set(IDENT_RE.findall(line))
+    names |= {f"{a}.{b}" for a, b in ATTR_RE.findall(line)}
+    return names - KEYWORDS
+
+
+def name_weights(text: str, cursor: int) -> dict[str, float]:
+    """Each identifier of `text` weighted by where it is used relative to the cursor (the
+    nearest use counts; elsewhere, FAR per use up to FAR_MAX); also `m.name` pairs as
+    'm.name'. Import statements are not uses."""
+    lines = text.split("\n")
+    cur_line = text.count("\n", 0, cursor)
+    imports = _import_lines(lines)
+    lo, hi = max(0, cur_line - NEAR_ABOVE), min(len(lines), cur_line + NEAR_BELOW + 1)
+    far_text = "\n".join(ln for i, ln in enumerate(lines) if i not in imports and not lo <= i < hi)
+    counts: dict[str, int] = {}
+    for n in IDENT_RE.findall(far_text) + [f"{a}.{b}" for a, b in ATTR_RE.findall(far_text)]:
+        counts[n] = counts.get(n, 0) + 1
+    out = {n: min(FAR_MAX, FAR * k) for n, k in counts.items() if n not in KEYWORDS}
+    for i in range(lo, hi):
+        if i in imports:
+            continue
+        w = CURSOR_LINE if i == cur_line else NEAR / (1 + abs(i - cur_line))
+        for n in _names(lines[i]):
+            out[n] = max(out.get(n, 0.0), w)
     return out
 
 

@@ -135,7 +135,7 @@ class RepoContext:
         edits = [c for c in self.ring.chunks(texts) if c.path != here]
         ranked = rank(text, cursor, binds, defs_of, [*edits, *others], here)
         packed = pack(ranked, budget_tokens, doc.language, chars_per_token)
-        packed = stable(self.previous.get(doc.uri), packed)
+        packed = stable(self.previous.get(doc.uri), packed, ranked)
         self.previous[doc.uri] = packed
         self.last = (doc.uri, packed)
         self.last_ms = (time.perf_counter() - t0) * 1000

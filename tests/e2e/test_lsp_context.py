@@ -38,7 +38,12 @@ async def client(lsp_client: LanguageClient, tmp_path_factory):
             capabilities=client_capabilities("visual-studio-code"),
             root_uri=ws.as_uri(),
             workspace_folders=[types.WorkspaceFolder(ws.as_uri(), "ws")],
-            initialization_options={"debounceMs": 0, "prefetch": False, "repoContext": True},
+            initialization_options={
+                "debounceMs": 0,
+                "prefetch": False,
+                "repoContext": True,
+                "repoContextShare": 0.75,  # room for whole definitions (docstrings)
+            },
         )
     )
     yield
@@ -76,8 +81,8 @@ async def test_a_name_defined_in_another_file_from_the_editors_copy(client: Lang
     assert got == EDITOR  # read from core.py's definition as the editor has it, not the disk's
     last = (await status(client))["context"]["last"]
     assert last["uri"] == (ws / "pkg/main.py").as_uri()
-    chunks = {c["path"]: c for c in last["chunks"]}
-    assert chunks["pkg/core.py"]["lines"] == [6, 10] and EDITOR in chunks["pkg/core.py"]["text"]
+    chunks = {(c["path"], *c["lines"]): c for c in last["chunks"]}
+    assert EDITOR in chunks["pkg/core.py", 6, 10]["text"]  # compute_total, lines 6-10
     assert "grouping.py" in last["summary"] and last["summary"].startswith("context: ")
     assert all(c["path"] in ("pkg/core.py", "pkg/grouping.py") for c in last["chunks"])
 
