@@ -306,4 +306,7 @@ def test_a_context_for_one_file_outside_an_editor(ws):
     assert ctx.index.folders == [str(ws.resolve())] and ctx.index.exists("pkg/core.py")
     main = open_doc(ws, "pkg/main.py")
     packed = ctx.pack_for(main, main.text, main.text.index("\n    \n") + 5, 200)
-    assert "pkg/core.py" in packed.describe() or "core.py" in packed.describe()
+    assert "core.py" in packed.describe()
+    as_path = Document.open(str(ws / "pkg" / "main.py"), main.text, "python")  # (the CLI's)
+    assert ctx.pack_for(as_path, main.text, main.text.index("\n    \n") + 5, 200).text
+    assert files.uri_to_path("untitled:Untitled-1") is None

@@ -216,9 +216,12 @@ def walk(folders: list[str], ignores: Ignores, limit: int):
 
 
 def uri_to_path(uri: str) -> str | None:
-    """The local path of a file URI (None for another scheme)."""
+    """The local path of a file URI, or of a plain path (the CLI's documents); None for another
+    scheme (untitled:, ...)."""
     from urllib.parse import unquote, urlparse
 
+    if "://" not in uri and not re.match(r"[A-Za-z][A-Za-z0-9+.\-]+:", uri):
+        return os.path.abspath(uri)  # a path
     u = urlparse(uri)
     if u.scheme != "file":
         return None
