@@ -239,3 +239,7 @@ def test_the_recipe_flag_grows_a_checkpoint_and_resumes_it(shards, tmp_path):
     train.main(["--data", str(shards), "--out", str(again / "r"), "--resume", str(again),
                 "--minutes", "0.01", "--expand-delete", *tiny])  # fmt: skip
     assert CodeTokenizer.from_file(again / "r" / "tokenizer.json").vocab_size == 10241
+    # what the recipe does not bring back is written again, the same bytes
+    (grown / "tokenizer.json").rename(tmp_path / "saved.json")
+    expand.main(["tokenizer", str(grown)])
+    assert (grown / "tokenizer.json").read_bytes() == (tmp_path / "saved.json").read_bytes()

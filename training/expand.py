@@ -30,17 +30,23 @@ always: its expected weight in the plain objective).
 Also here: growing a tokenizer and a network by the expand token (`add_expand_token`,
 `grow_vocab`) when continuing from a checkpoint that has none, such as model/weights. The new
 token's id comes after every existing one, so the network's logits over the old ids are
-unchanged for any input without it.
+unchanged for any input without it. The grown tokenizer is the same whoever grows it, so the GPU
+recipe does not bring it back (a device returns 8 files at most):
+
+  python -m training.expand tokenizer DIR   # DIR/tokenizer.json: the shipped one with <|expand|>
 """
 
 from __future__ import annotations
+
+import argparse
+from pathlib import Path
 
 import torch
 from tokenizers import AddedToken, Tokenizer
 from torch import nn
 
 from model.tokenizer import EXPAND, CodeTokenizer
-from training.data import CONTEXT_GROUP, FILLER_GROUP, MAX_COPIES
+from training.data import CONTEXT_GROUP, DEFAULT_TOKENIZER, FILLER_GROUP, MAX_COPIES
 
 FIRST_COPY = CONTEXT_GROUP + 1  # the group of an example's first noisy copy of its holes
 MERGE_PROB = 0.5
@@ -137,3 +143,18 @@ def expand_delete(
     keep = masked & ~gone
     w = torch.where(keep, torch.where(end, 1.0, 1.0 / t[:, None]), 0.0)
     return inp, targets, new_pos, groups, w, first & ~gone
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="write a tokenizer grown by <|expand|>")
+    ap.add_argument("what", choices=["tokenizer"])
+    ap.add_argument("dir", type=Path, help="the checkpoint folder to write tokenizer.json into")
+    ap.add_argument("--tokenizer", type=Path, default=DEFAULT_TOKENIZER, help="the one to grow")
+    a = ap.parse_args(argv)
+    tok = add_expand_token(CodeTokenizer.from_file(a.tokenizer))
+    tok.tok.save(str(a.dir / "tokenizer.json"))
+    print(f"{a.dir / 'tokenizer.json'}: {tok.vocab_size} ids, <|expand|> = {tok.expand_id}")
+
+
+if __name__ == "__main__":
+    main()

@@ -45,7 +45,7 @@ python3 -m training.train --data "$DATA" --out "$OUT/weights" "${RESUME[@]}" "${
   --deadline $(( T0 + BUDGET - 20 )) --minutes 600 --batch "${BATCH:-256}" --lr "${LR:-2e-3}" \
   --full-frac "${FULL_FRAC:-0.5}" --save-every 90 --eval-every 45 --log-every 50 ${TRAIN_ARGS:-}
 echo "[recipe] finished at +$(( $(date +%s) - T0 ))s"
-# the shipped tokenizer, unchanged, unless EXPAND=1 grew it by <|expand|> (the device returns 8
-# files at most)
-[ "${EXPAND:-0}" = 1 ] || rm -f "$OUT/weights/tokenizer.json"
+# the shipped tokenizer, or with EXPAND=1 the shipped one grown by <|expand|>, which
+# `python -m training.expand tokenizer DIR` writes again (the device returns 8 files at most)
+rm -f "$OUT/weights/tokenizer.json"
 ls -la "$OUT" "$OUT/weights"
