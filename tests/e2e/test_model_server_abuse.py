@@ -14,22 +14,17 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import sys
 import threading
 import time
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from lsp_helpers import TESTS
-
-from model.interface import InfillCancelled, InfillRequest, InfillResult, never
-
-sys.path.insert(0, str(TESTS))
 from fake_infiller import FakeInfiller
 from http_serving import serving
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from model.interface import InfillCancelled, InfillRequest, InfillResult, never
 from model.serve.app import local_app
 from model.serve.options import ServeOptions
 
