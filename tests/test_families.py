@@ -365,7 +365,17 @@ def _cli(*args: str, **kw) -> subprocess.CompletedProcess:
 def test_cli_fill_raw_and_planned(tmp_path, ckpts, dreamon):
     f = tmp_path / "a.py"
     f.write_text("def add(a, b):\n    return <|fill|>\n\nprint(add(1, 2))\n")
-    out = _cli("fill", str(f), "--model", str(ckpts["dreamon"]), "--tokens-per-step", "1", "--raw")
+    out = _cli(
+        "fill",
+        str(f),
+        "--model",
+        str(ckpts["dreamon"]),
+        "--precision",
+        "fp32",
+        "--tokens-per-step",
+        "1",
+        "--raw",
+    )
     assert out.returncode == 0, out.stderr
     req = InfillRequest(
         ["def add(a, b):\n    return ", Hole(64), "\n\nprint(add(1, 2))\n"], tokens_per_step=1

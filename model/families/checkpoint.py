@@ -218,7 +218,14 @@ def needed_memory(params: int, precision: str) -> int:
 
 
 def check_memory(ck: Checkpoint, device: str, precision: str) -> None:
-    """Refuse, before loading, a model that would not fit (instead of swapping)."""
+    """Refuse, before loading, a model that would not fit (instead of swapping): on the device,
+    and in the host's memory, which holds the weights as read before they move to a GPU."""
+    _check_fits(ck, device, precision)
+    if device.startswith("cuda"):
+        _check_fits(ck, "cpu", precision)
+
+
+def _check_fits(ck: Checkpoint, device: str, precision: str) -> None:
     need, free = needed_memory(ck.params, precision), available_memory(device)
     if free is not None and need > free:
         gib = 1 << 30

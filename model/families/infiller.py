@@ -44,6 +44,7 @@ from model.layout import trim_context
 MASK_GLYPH = "\u2591"
 # DreamOn's evaluation settings (eval/configs/eval_infill.yaml of its authors), temperature 0
 DREAMON = GrowConfig(start=4, max_expansions=64, steps=128, alg="entropy", top_p=0.9)
+INT8_AUTO_MAX = 1_500_000_000  # "auto" precision on the CPU: int8 up to this many weights
 DEFAULT_CONTEXT = 2048  # window used when the config allows more (the authors' max_tokens)
 
 
@@ -91,7 +92,7 @@ class FamilyInfiller:
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise CheckpointError("device 'cuda' requested but no CUDA device is available")
         self.device = torch.device(device)
-        self.precision = self._precision(precision)
+        self.precision = self._precision(precision, ck.params)
         self.spec = SPECS[ck.family]
         self.path, self.family, self.cache = ck.path, ck.family, cache
         self.tok = FamilyTokenizer(ck.path)
@@ -115,6 +116,7 @@ class FamilyInfiller:
             quantize.quantize_int8(net)
         self.lm = BidirectionalLM(net, s.shift, self.device)
         self.window = min(self.lm.window, context_tokens or DEFAULT_CONTEXT)
+        self.max_len = self.window  # (the model server reads the window under this name)
         self.growing = self.ids.expand is not None
         # the variable-length loop's settings (DreamOn's evaluation ones); a request's steps,
         # threshold, temperature and tokens_per_step override theirs
@@ -126,7 +128,10 @@ class FamilyInfiller:
         self.last_timing: dict[str, float] = {}
         self.params = ck.params
 
-    def _precision(self, precision: str | None) -> str:
+    def _precision(self, precision: str | None, params: int) -> str:
+        """bf16 on CUDA; on the CPU int8 weights for checkpoints up to INT8_AUTO_MAX weights
+        ("auto"; a pass reads every weight, so int8 halves it against fp32), fp32 above (their
+        int8 conversion's fp32 peak is what a bigger model cannot afford) or when asked."""
         from model import quantize
 
         precision = precision or "auto"
@@ -140,6 +145,8 @@ class FamilyInfiller:
             raise CheckpointError("bf16 is slow on this kind of CPU; use int8 or fp32")
         if precision == "int8" and not quantize.available():
             raise CheckpointError("int8 precision needs torch's quantized CPU engine")
+        if precision == "auto" and params <= INT8_AUTO_MAX and quantize.available():
+            return "int8"
         return "int8" if precision == "int8" else "fp32"
 
     def count_tokens(self, text: str) -> int:

@@ -144,7 +144,9 @@ def build(family: str, cfg: dict, shards: list[Path], dtype: torch.dtype):
             raise CheckpointError(
                 f"{shards[0].parent}: weight {k} has shape {tuple(v.shape)}, config says {tuple(want)}"
             )
-    net.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True, strict=False)
+    for k in list(state):  # one tensor at a time: the peak is the model plus one weight
+        state[k] = state[k].to(dtype)
+    net.load_state_dict(state, assign=True, strict=False)
     if config.tie_word_embeddings:
         net.lm_head.weight = net.model.embed_tokens.weight
     # buffers computed at construction (rotary frequencies) were made on the meta device
