@@ -96,7 +96,13 @@ def check_published(path: str, family: str | None = None) -> Check:
         tok = FamilyTokenizer(ck.path)
         ids = find_specials(tok, spec.mask, spec.end, spec.begin, spec.expand)
     except CheckpointError as exc:
-        return Check("checkpoint", False, str(exc), "see docs/bigger-models.md")
+        return Check(
+            "checkpoint",
+            False,
+            str(exc),
+            "check --model: the shipped format, or a published coder's directory as "
+            "`hf download` leaves it (docs/bigger-models.md)",
+        )
     decoding = "expand/delete (DreamOn)" if ids.expand is not None else "fixed-length holes"
     found = (
         f"{ck.path}: {ck.family} family, {ck.params / 1e9:.2f}B weights in {len(ck.shards)} "

@@ -40,6 +40,7 @@ FULL = InfillRequest(
     length_estimate=False,
     reuse_context=False,
     deadline=1_790_000_000.25,
+    tokens_per_step=2,
 )
 
 

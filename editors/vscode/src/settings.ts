@@ -12,6 +12,8 @@ export const SERVER_KEYS = [
   'modelPath',
   'device',
   'precision',
+  'modelFamily',
+  'passCache',
   'schedule',
   'steps',
   'threshold',
