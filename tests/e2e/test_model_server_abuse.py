@@ -431,7 +431,7 @@ def test_health_answers_while_a_large_prompt_is_counted(shipped):
             slowest = max(slowest, time.perf_counter() - t0)
             time.sleep(0.02)
         thread.join()
-        assert slowest < 0.3, slowest
+        assert slowest < 0.5, slowest  # 2.3 s when the count held the GIL on the loop
 
 
 def test_a_client_that_leaves_mid_body_logs_no_error(caplog):
