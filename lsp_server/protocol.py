@@ -32,7 +32,10 @@ lost. A position past a document's end is not an error (LSP clamps it; lsp_serve
 `parafill serve --tcp` reads its frames with the same reader (lsp_server/framing.py `start_tcp`).
 
 This overrides pygls 2's request and notification dispatch (`handle_message`, `_handle_request`,
-`_handle_notification`: tested by tests/e2e/test_lsp_raw.py against the installed pygls).
+`_handle_notification`, `_execute_handler`: private methods, tested by tests/e2e/test_lsp_raw.py
+against the installed pygls). pyproject.toml pins the minor version they were tested with
+(`TESTED_PYGLS`), and `check_pygls` refuses, when the protocol is built, any other version or
+one whose private methods no longer take the arguments these overrides pass.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+from importlib import metadata
 from typing import Any
 
 import cattrs
@@ -56,6 +60,33 @@ from pygls.protocol.json_rpc import JsonRPCResponseMessage, RPCRequest
 from pygls.protocol.language_server import lsp_method
 
 log = logging.getLogger("parafill.protocol")
+
+TESTED_PYGLS = "2.1"  # the minor version the overrides below were tested with (pyproject.toml)
+# the private pygls methods overridden here, with the parameters the overrides pass on
+OVERRIDDEN = {
+    "_handle_request": ["msg_id", "method_name", "params"],
+    "_handle_notification": ["method_name", "params"],
+    "_execute_handler": ["msg_id", "handler", "callback", "args", "kwargs"],
+    "_send_response": ["msg_id", "result", "error"],
+    "_handle_response": ["msg_id", "result", "error"],
+}
+
+
+def check_pygls(version: str | None = None) -> None:
+    """Refuse a pygls whose minor version is not TESTED_PYGLS, or whose overridden private
+    methods take other parameters (RuntimeError, saying what to install)."""
+    version = version or metadata.version("pygls")
+    fix = f"install the tested version: pip install 'pygls=={TESTED_PYGLS}.*'"
+    if ".".join(version.split(".")[:2]) != TESTED_PYGLS:
+        raise RuntimeError(
+            f"parafill's language server runs on pygls {TESTED_PYGLS}.x (it overrides private "
+            f"parts of it), not {version}: {fix}"
+        )
+    for name, params in OVERRIDDEN.items():
+        method = getattr(LanguageServerProtocol, name, None)
+        got = list(inspect.signature(method).parameters)[1:] if callable(method) else None
+        if got != params:
+            raise RuntimeError(f"pygls {version}'s {name} is not the one tested ({got}): {fix}")
 
 
 def _valid_id(msg_id: Any) -> bool:
@@ -106,6 +137,7 @@ class ParafillProtocol(LanguageServerProtocol):
     exit_code: int | None = None  # set by `exit`: 0 after shutdown, 1 without
 
     def __init__(self, server, converter) -> None:
+        check_pygls()
         super().__init__(server, converter)
         # pygls's converter casts ("3" -> 3, 1.5 -> 1, true -> 1, 5 -> "5"): params must be typed
         converter.register_structure_hook(bool, _strict(bool, "a boolean"))

@@ -47,3 +47,24 @@ def test_notifications_leave_nothing_behind():
     assert len(p._request_futures) == 0
     assert server.docs.get(URI).text.startswith("a" * n)  # the edits were applied
     assert grown / n < 200, f"{grown / n:.0f} bytes kept per change + open + close"
+
+
+def test_only_the_tested_pygls_is_accepted(monkeypatch):
+    """protocol.py overrides pygls's private dispatch: the installed pygls is the tested minor
+    version (pyproject.toml pins it), and another version, or one whose private methods take
+    other parameters, is refused when the protocol is built, saying what to install."""
+    import pytest
+    from pygls.protocol import LanguageServerProtocol
+
+    from lsp_server.protocol import TESTED_PYGLS, check_pygls
+
+    check_pygls()  # the installed one
+    for version in ("2.0.3", "2.2.0", "3.0.0"):
+        with pytest.raises(RuntimeError, match=f"pygls=={TESTED_PYGLS}"):
+            check_pygls(version)
+
+    def changed(self, msg_id, method_name, params, extra=None): ...
+
+    monkeypatch.setattr(LanguageServerProtocol, "_handle_request", changed)
+    with pytest.raises(RuntimeError, match="_handle_request"):
+        create_server(load)
