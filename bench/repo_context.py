@@ -210,6 +210,7 @@ async def latency(ws, ctx, engine, settings, sample: list[Task], every: int) -> 
     }
     ms = {"off": [], "on": []}
     reused = {"off": 0, "on": 0}
+    typing = {"off": [0, 0], "on": [0, 0]}  # reused / completions after a line's first
     pack_ms = []
     n = 0
     for t in sample:
@@ -225,6 +226,9 @@ async def latency(ws, ctx, engine, settings, sample: list[Task], every: int) -> 
                 await comp.complete(doc, cursor0 + k, Ask())
                 ms[name].append((time.perf_counter() - t0) * 1000)
                 reused[name] += engine.stats.context_reused - before
+                if k > 0:
+                    typing[name][0] += engine.stats.context_reused - before
+                    typing[name][1] += 1
                 if name == "on" and ctx.last_ms is not None:
                     pack_ms.append(ctx.last_ms)
             n += 1
@@ -234,6 +238,7 @@ async def latency(ws, ctx, engine, settings, sample: list[Task], every: int) -> 
             "p50_ms": round(statistics.median(ms[name]), 1),
             "p95_ms": round(pct(ms[name], 0.95), 1),
             "context_reused": round(reused[name] / max(1, n), 3),
+            "reused_while_typing": round(typing[name][0] / max(1, typing[name][1]), 3),
         }
     out["pack_p50_ms"] = round(statistics.median(pack_ms), 2) if pack_ms else None
     out["pack_p95_ms"] = round(pct(pack_ms, 0.95), 2) if pack_ms else None

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from lsp_server import pipeline
 from lsp_server.acceptance import Tracker, log_line
-from lsp_server.config import Settings
+from lsp_server.config import MODEL_WINDOW, Settings
 from lsp_server.context import EMPTY, Packed, RepoContext
 from lsp_server.engine import Engine, TypingThrough
 from lsp_server.planner import InfillPlan, plan_completion, with_budget
@@ -152,12 +152,14 @@ class Completer:
     def plan(
         self, snapshot: Snapshot, cursor: int, ask: Ask, doc: Document | None = None
     ) -> tuple[InfillPlan, Packed]:
-        """The plan at `cursor`, with the repository context of `doc` ahead of its prefix and
-        the file's own window smaller by as much (the same plan as without when there is none)."""
+        """The plan at `cursor`, with the repository context of `doc` ahead of its prefix: in
+        the model's window beyond contextTokens (112 tokens at the defaults) first, the file's
+        own window smaller by the rest (the same plan as without when there is none)."""
         packed = self.repo_context(doc, snapshot.text, cursor)
         budgets = self.settings.budgets()
-        if packed.text:
-            budgets = replace(budgets, context_tokens=budgets.context_tokens - packed.tokens)
+        if packed.text:  # in the window's room beyond contextTokens first, then the file's own
+            over = packed.tokens - max(0, MODEL_WINDOW - budgets.context_tokens)
+            budgets = replace(budgets, context_tokens=budgets.context_tokens - max(0, over))
         plan = plan_completion(snapshot.text, cursor, snapshot.language, snapshot, budgets)
         if packed.text:
             plan = replace(plan, header=packed.text)

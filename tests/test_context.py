@@ -12,7 +12,7 @@ import pytest
 from context_workspace import make_workspace
 
 from lsp_server.completion import Ask, Completer
-from lsp_server.config import Settings
+from lsp_server.config import MODEL_WINDOW, Settings
 from lsp_server.context import files
 from lsp_server.context.chunks import Chunk, definitions
 from lsp_server.context.imports import Binding, bindings
@@ -296,8 +296,17 @@ def test_the_plan_is_unchanged_when_the_context_has_nothing_to_add(ws):
     base, _ = Completer(_Engine(), Settings()).plan(snap, len(main.text), Ask(), main)
     assert packed.text.startswith("# pkg/core.py\n")
     assert plan.segments(main.text)[0].startswith(packed.text)
-    assert plan.context_start > base.context_start
     assert packed.tokens <= Settings().context_tokens * settings.repo_context_share
+    # in the room the window has beyond contextTokens: the file's own window is the same
+    assert packed.tokens <= MODEL_WINDOW - Settings().context_tokens
+    assert (plan.context_start, plan.context_end) == (base.context_start, base.context_end)
+    # past that room, the file's own window gives way
+    full = replace(settings, context_tokens=MODEL_WINDOW)
+    plan, packed = Completer(_Engine(), full, context=ctx).plan(snap, len(main.text), Ask(), main)
+    base, _ = Completer(_Engine(), replace(full, repo_context=False)).plan(
+        snap, len(main.text), Ask(), main
+    )
+    assert packed.text and plan.context_start > base.context_start
 
 
 def test_a_context_for_one_file_outside_an_editor(ws):
