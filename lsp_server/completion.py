@@ -140,22 +140,30 @@ class Completer:
             idle = self.context.index.idle
             idle.clear() if self.running else idle.set()
 
-    def repo_context(self, doc: Document | None, text: str, cursor: int) -> Packed:
+    def repo_context(
+        self, doc: Document | None, text: str, cursor: int, shown: bool = True
+    ) -> Packed:
         """What of the workspace goes ahead of the prefix (lsp_server/context/): at most the
         repoContextShare of the context budget; EMPTY when it is off or has nothing to add."""
         s = self.settings
         if self.context is None or doc is None or not s.repo_context:
             return EMPTY
         budget = int(s.context_tokens * s.repo_context_share)
-        return self.context.pack_for(doc, text, cursor, budget, s.budgets().chars_per_token)
+        cpt = s.budgets().chars_per_token
+        return self.context.pack_for(doc, text, cursor, budget, cpt, shown)
 
     def plan(
-        self, snapshot: Snapshot, cursor: int, ask: Ask, doc: Document | None = None
+        self,
+        snapshot: Snapshot,
+        cursor: int,
+        ask: Ask,
+        doc: Document | None = None,
+        shown: bool = True,
     ) -> tuple[InfillPlan, Packed]:
         """The plan at `cursor`, with the repository context of `doc` ahead of its prefix: in
         the model's window beyond contextTokens (112 tokens at the defaults) first, the file's
         own window smaller by the rest (the same plan as without when there is none)."""
-        packed = self.repo_context(doc, snapshot.text, cursor)
+        packed = self.repo_context(doc, snapshot.text, cursor, shown)
         budgets = self.settings.budgets()
         if packed.text:  # in the window's room beyond contextTokens first, then the file's own
             over = packed.tokens - max(0, MODEL_WINDOW - budgets.context_tokens)
@@ -292,7 +300,7 @@ class Completer:
                 return  # the text changed
             snap = doc.snapshot_with(cursor, inserted)
             ask = Ask(want_trajectory=want_trajectory)
-            plan, _ = self.plan(snap, cursor + len(inserted), ask, doc)
+            plan, _ = self.plan(snap, cursor + len(inserted), ask, doc, shown=False)
             req = self.request(plan, snap.text, ask, prefetch=True)
             self.engine.submit(doc.uri, req, plan.kind, speculative=True)
 

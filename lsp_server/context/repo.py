@@ -120,10 +120,17 @@ class RepoContext:
         return out, texts
 
     def pack_for(
-        self, doc, text: str, cursor: int, budget_tokens: int, chars_per_token: float = 3.0
+        self,
+        doc,
+        text: str,
+        cursor: int,
+        budget_tokens: int,
+        chars_per_token: float = 3.0,
+        shown: bool = True,
     ) -> Packed:
         """The context for `doc` at `cursor` of `text` (the text as the plan sees it), within
-        `budget_tokens`; EMPTY when nothing may or can be added."""
+        `budget_tokens`; EMPTY when nothing may or can be added. `shown`: a completion's, which
+        the status reports (a prefetch's is not)."""
         t0 = time.perf_counter()
         here = self.relative(doc.uri, doc)
         if here is None or FAMILIES.get(doc.language) is None or budget_tokens <= 0:
@@ -137,8 +144,9 @@ class RepoContext:
         packed = pack(ranked, budget_tokens, doc.language, chars_per_token)
         packed = stable(self.previous.get(doc.uri), packed, ranked)
         self.previous[doc.uri] = packed
-        self.last = (doc.uri, packed)
-        self.last_ms = (time.perf_counter() - t0) * 1000
+        if shown:
+            self.last = (doc.uri, packed)
+            self.last_ms = (time.perf_counter() - t0) * 1000
         return packed
 
     def status(self) -> dict:
