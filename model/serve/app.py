@@ -205,7 +205,7 @@ def create_app(state: ServerState) -> FastAPI:
         """The request's results; a client that goes away (a disconnect, or Ray Serve cancelling
         its request) stops the work: skipped before it starts, stopped between steps."""
         assert state.submit is not None
-        item.deadline = state.budget_deadline(item.enqueued)
+        item.budget_s = opts.request_seconds
         watcher = asyncio.create_task(watch(request, item))
         # the outcome as soon as the request leaves its batch (model thread -> this loop), or
         # the batch's answer, whichever comes first
@@ -319,6 +319,7 @@ def create_app(state: ServerState) -> FastAPI:
                     "owned_by": "parafill",
                     "backend": getattr(state.infiller, "name", None),
                     "max_tokens": opts.max_hole_tokens,
+                    "max_request_tokens": opts.max_request_tokens,
                     "device": str(getattr(state.infiller, "device", "")),
                 }
             ],
@@ -337,6 +338,7 @@ def create_app(state: ServerState) -> FastAPI:
             authorize(request)
             try:
                 ask = fim.parse_fim(await read_json(request), opts)
+                check_limits(ask.request, opts)
             except RequestError as exc:
                 raise ApiError(exc.status, str(exc), code=exc.code) from None
             prompt = "".join(s for s in ask.request.segments if isinstance(s, str))

@@ -5,8 +5,8 @@
 where it has one (`BuiltinInfiller.infill_batch`: the contexts encoded together, one network
 call per step for every request still going, a request that is done leaving the batch), and
 runs them one after another otherwise (another backend, or a batch of one: the single-request
-path). A request whose client went away, or whose time budget is spent (`BatchItem.deadline`:
-then `expired`), is skipped before it starts and leaves the batch between denoising steps while it
+path). A request whose client went away, or whose time budget on the model is spent
+(`BatchItem.budget_s` from when its run began: then `expired`), is skipped before it starts and leaves the batch between denoising steps while it
 runs (`BatchItem.should_stop`, which also lets the server run cheaper waiting requests there:
 `BatchItem.pause`, model/serve/interleave.py). Each request's steps (`BatchItem.on_step`) and
 its outcome (`BatchItem.on_outcome`) are handed back from the model thread as they happen, so its
@@ -50,7 +50,7 @@ StepView = Callable[[int, list[list[str]]], None]
 @dataclass
 class BatchItem:
     """One request in a batch, with its cancellation (`stop`: set when its client disconnected),
-    its time budget (`deadline`, perf_counter seconds; `expired` once it is spent), timings
+    its time budget on the model (`budget_s` from `started`; `expired` once it is spent), timings
     (perf_counter seconds) and callbacks, called from the model thread: `on_step` after each
     denoising step (where the infiller can: `live_steps`), `on_outcome` once its outcome is known
     (it may come before the batch ends), `pause` between its steps (the server's interleaving)."""
@@ -58,7 +58,7 @@ class BatchItem:
     request: InfillRequest
     stop: threading.Event = field(default_factory=threading.Event)
     enqueued: float = field(default_factory=time.perf_counter)
-    deadline: float | None = None
+    budget_s: float | None = None
     expired: bool = False
     started: float | None = None
     finished: float | None = None
@@ -70,7 +70,8 @@ class BatchItem:
         """Asked between denoising steps: the infiller stops this request when True."""
         if self.pause is not None:
             self.pause(self)
-        if self.deadline is not None and time.perf_counter() >= self.deadline:
+        started, budget = self.started, self.budget_s
+        if budget is not None and started is not None and time.perf_counter() - started >= budget:
             self.expired = True
         return self.expired or self.stop.is_set()
 
@@ -104,7 +105,7 @@ def infill_batch(infiller: Infiller, requests: Sequence[BatchItem]) -> list[Outc
 
     waiting = []
     for k, item in enumerate(requests):
-        if item.should_stop():  # its client disconnected, or its budget ran out, while it waited
+        if item.should_stop():  # its client disconnected while it waited
             done(k, InfillCancelled())
         else:
             waiting.append(k)
@@ -129,7 +130,7 @@ def infill_batch(infiller: Infiller, requests: Sequence[BatchItem]) -> list[Outc
     steps = live_steps(infiller)
     for k in waiting:
         item = requests[k]
-        if item.should_stop():  # its client went away (or its budget ran out) meanwhile
+        if item.should_stop():  # its client went away while the one before it ran
             done(k, InfillCancelled())
             continue
         item.started = time.perf_counter()

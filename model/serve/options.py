@@ -16,6 +16,7 @@ from model.interface import Infiller, InfillRequest
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 DEFAULT_API_KEY_ENV = "PARAFILL_API_KEY"
+CPU_REQUEST_TOKENS = 1024
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,8 @@ class ServeOptions:
     max_batch_size: int = 8
     calibrate_batch: bool = True
     batch_wait_ms: float = 5.0  # how long a batch waits for more, while others are in flight
-    # every request's time budget on the model (seconds); past it, it ends with a 408 error
+    # every request's time budget on the model (seconds, from when its run begins: waiting is
+    # bounded by the queue); past it, it ends with a 408 error
     request_seconds: float = 30.0
     # a request that costs more than others waiting pauses between its denoising steps (after
     # this long) for them to run (model/serve/interleave.py)
@@ -50,6 +52,11 @@ class ServeOptions:
     max_hole_tokens: int = 512
     max_candidates: int = 8
     max_steps: int = 1024
+    # the most candidates x hole tokens one request may ask for: a denoising step's cost grows
+    # with it, and a small request waits at most one step of a running one (interleave.py);
+    # 0: automatic, CPU_REQUEST_TOKENS on a CPU (a step of 8 x 256 took 1.9 s here, of 4 x 256
+    # 0.9 s), no limit beyond max_candidates x max_hole_tokens on a GPU
+    max_request_tokens: int = 0
 
     def api_key(self) -> str | None:
         if not self.api_key_env:
@@ -122,6 +129,12 @@ def check_limits(req: InfillRequest, opts: ServeOptions) -> None:
                 f"a hole's min_tokens must be in [0, max_tokens], got {h.min_tokens}"
             )
     total = sum(h.max_tokens for h in holes)
+    asked = total * max(1, req.candidates)
+    if opts.max_request_tokens and asked > opts.max_request_tokens:
+        raise RequestError(
+            f"{req.candidates} candidates x {total} tokens = {asked}; this server fills at most "
+            f"{opts.max_request_tokens} tokens per request (fewer candidates or tokens)"
+        )
     if total > opts.max_hole_tokens:
         raise RequestError(
             f"the holes total {total} tokens; this server fills at most {opts.max_hole_tokens}"

@@ -20,16 +20,21 @@ from model.serve.batching import BatchItem, Outcome, bucket_of, infill_batch
 from model.serve.calibrate import BatchChoice, batch_size
 from model.serve.interleave import Interleaver, one_bucket
 from model.serve.metrics import Metrics
-from model.serve.options import ServeOptions
+from model.serve.options import CPU_REQUEST_TOKENS, ServeOptions
 
 
 def effective_options(infiller: Infiller, opts: ServeOptions) -> ServeOptions:
-    """`opts` with the model's own limit on a hole's tokens: at most half its window
+    """`opts` with the limits the model sets: a hole's tokens at most half its window
     (`max_len`, the built-in model's 512 tokens: 256), so that a request over it is refused
-    before it is admitted, with the number that is enforced."""
+    before it is admitted, with the number that is enforced; and the automatic
+    `max_request_tokens` for its device."""
     window = getattr(infiller, "max_len", None)
     if isinstance(window, int) and window > 1:
-        return replace(opts, max_hole_tokens=min(opts.max_hole_tokens, window // 2))
+        opts = replace(opts, max_hole_tokens=min(opts.max_hole_tokens, window // 2))
+    if not opts.max_request_tokens:
+        cpu = str(getattr(infiller, "device", "cpu")).startswith("cpu")
+        most = opts.max_candidates * opts.max_hole_tokens
+        opts = replace(opts, max_request_tokens=min(most, CPU_REQUEST_TOKENS) if cpu else most)
     return opts
 
 
@@ -77,10 +82,6 @@ class ServerState:
     @property
     def max_batch_size(self) -> int:
         return max(1, self.batch.max_batch_size if self.batch else self.options.max_batch_size)
-
-    def budget_deadline(self, arrived: float) -> float:
-        """When a request that arrived at `arrived` (perf_counter) has spent its time budget."""
-        return arrived + self.options.request_seconds
 
     async def run_batch(self, items: list[BatchItem]) -> list[Outcome]:
         """Run `items` on the model thread (the event loop stays free for other clients). While
