@@ -197,6 +197,12 @@ MALFORMED = [
     ("an object id", status({"a": 1}), [(None, INVALID_REQUEST)]),
     ("a null id", status(None), [(None, INVALID_REQUEST)]),
     ("a boolean id", status(True), [(None, INVALID_REQUEST)]),
+    ("a float id", status(1.5), [(None, INVALID_REQUEST)]),
+    (
+        "a 20 MB body that is not JSON",
+        b'{"jsonrpc": "2.0", "id": 43, "method": "x", "params": "' + b"a" * (20 << 20),
+        [(None, PARSE_ERROR)],
+    ),
     ("a numeric method", status(39, method=5), [(39, INVALID_REQUEST)]),
     ("not an object", b"5", [(None, INVALID_REQUEST)]),
     ("nothing to do", {"jsonrpc": "2.0", "id": 40}, [(40, INVALID_REQUEST)]),
