@@ -61,3 +61,46 @@ def test_requests_in_flight_together_still_form_a_batch():
     batches = state.metrics.registry.get_sample_value("parafill_batch_size_count")
     requests = state.metrics.registry.get_sample_value("parafill_batch_size_sum")
     assert requests == len(words) and batches < requests  # some ran in a batch of several
+
+
+class Timed(FakeInfiller):
+    """A request costs `alone_s` by itself; a batch of n costs `batch_s(n)`."""
+
+    def __init__(self, alone_s: float, batch_s):
+        super().__init__()
+        self.alone_s, self.batch_s = alone_s, batch_s
+
+    def infill(self, req, should_stop=None, late=None):
+        time.sleep(self.alone_s)
+        return super().infill(req)
+
+    def infill_batch(self, reqs, *args, **kwargs):
+        time.sleep(self.batch_s(len(reqs)))
+        return [super(Timed, self).infill(r) for r in reqs]
+
+
+def test_the_batch_size_is_chosen_by_measuring_it():
+    """A batch is never slower than its requests one at a time (issue #22 item 7): where a
+    batch of n costs more than n requests alone, no batching; where it costs less, the
+    ceiling; in between, the largest size that pays."""
+    from model.serve.calibrate import batch_size
+
+    slower = batch_size(Timed(0.01, lambda n: 0.03 * n), 8)
+    assert slower.max_batch_size == 1 and slower.measured
+    assert set(slower.timings) == {8, 4, 2}
+    faster = batch_size(Timed(0.02, lambda n: 0.005 * n), 8)
+    assert faster.max_batch_size == 8 and list(faster.timings) == [8]
+    # a batch pays up to 4 requests (a fixed 0.06 s, then 0.05 s a request beyond 4)
+    knee = batch_size(Timed(0.02, lambda n: 0.06 + 0.05 * max(0, n - 4)), 8)
+    assert knee.max_batch_size == 4
+    assert batch_size(FakeInfiller(), 8).max_batch_size == 8  # no batched loop: one by one
+
+
+def test_a_replica_batches_at_most_the_size_it_chose():
+    app = local_app(ServeOptions(api_key_env=""), Timed(0.01, lambda n: 0.03 * n))
+    from fastapi.testclient import TestClient
+
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        chosen = client.get("/health").json()["batching"]
+    assert chosen["max_batch_size"] == 1 and chosen["measured"]
+    assert app.state.parafill.max_batch_size == 1
