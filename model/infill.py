@@ -112,19 +112,17 @@ StepView = Callable[[int, list[list[str]]], None]
 
 @dataclass
 class SamplerRun:
-    """One request's sampler inputs (`BuiltinInfiller.sampler_run`): its step function, the
-    sampler settings, hooks and generator, and `ended_by`, which its stop rules fill."""
+    """One request's sampler inputs (`BuiltinInfiller.sampler_run`): its step function over the
+    span and its canvas (model/decoding.py's FixedRun: the Denoiser and where its stop rules
+    write why fills ended)."""
 
     step: Callable
-    cfg: object  # model/sampler.py DenoiseConfig
-    hooks: object  # model/sampler.py Hooks
-    generator: object  # torch.Generator | None
-    ended_by: dict[tuple[int, int], str] = field(default_factory=dict)
+    run: object  # model/decoding.py FixedRun
 
     def denoised(self, out: DenoiseOutput) -> Denoised:
         return Denoised(
             out,
-            self.ended_by,
+            self.run.ended_by,
             getattr(self.step, "full_steps", 0),
             getattr(self.step, "partial_steps", 0),
         )
@@ -307,6 +305,7 @@ class BuiltinInfiller:
         self.bases: list = []  # the last REUSE_BASES fully encoded contexts, most recent first
         # the denoising step whose end curve the head was fitted on (config.json)
         self.length_step = int(config.length_head_step or 1)
+        self.mask_id, self.end_id = self.tok.mask_id, self.tok.pad_id  # model/decoding.py's Model
         self.vocab = Vocab(
             self.tok.mask_id,
             self.tok.pad_id,
@@ -509,22 +508,12 @@ class BuiltinInfiller:
         says so."""
         import torch
 
-        from model.sampler import Cancelled, denoise
+        from model.sampler import Cancelled, denoise_run
 
         run = self.sampler_run(layout, cache, req, should_stop, late, options, step_fn, on_step)
         try:
             with torch.inference_mode():
-                out = denoise(
-                    run.step,
-                    layout.span,
-                    self.vocab,
-                    run.cfg,
-                    batch=max(1, int(req.candidates)),
-                    hooks=run.hooks,
-                    generator=run.generator,
-                    want_trajectory=req.want_trajectory,
-                    device=self.device,
-                )
+                out = denoise_run(run.run.denoiser, run.step)
         except Cancelled:
             raise InfillCancelled() from None
         return run.denoised(out)
@@ -541,31 +530,28 @@ class BuiltinInfiller:
         on_step: StepView | None = None,
     ) -> SamplerRun:
         """What `denoise` hands the sampler for `req` (and `infill_batch` for each request):
-        its step function, settings, hooks and generator, and where the stop rules write why
-        fills ended."""
-        import torch
-
-        from model.sampler import Hooks
+        its step function and its canvas (model/decoding.py: the stop rules, the length
+        signal, the live view)."""
+        from model.decoding import fixed_run
 
         opts = options or self.options
         rel = layout.span.holes
         min_length = self.length_fn(req, rel, options=opts)
         cfg = self.sampler_config(req, layout, min_length is not None, opts)
         step = step_fn or self.span_step(cache, layout.span_pos, rel, cfg, opts)
-        gen = None
-        if cfg.temperature > 0:
-            gen = torch.Generator(device=self.device)
-            gen.manual_seed(0 if req.seed is None else int(req.seed))
-        ended_by: dict[tuple[int, int], str] = {}  # (row, hole) -> why the stop rules ended it
-        ended = self.ended_fn(req, rel, late or (lambda: past(req.deadline)), ended_by)
-        view = None
-        if on_step is not None:
-
-            def view(step_no: int, x: torch.Tensor) -> None:
-                on_step(step_no, [self._render(row, rel, show_masks=True) for row in x])
-
-        hooks = Hooks(should_stop, ended, min_length, view)
-        return SamplerRun(step, cfg, hooks, gen, ended_by)
+        run = fixed_run(
+            self,
+            req,
+            layout.span,
+            self.vocab,
+            cfg,
+            should_stop=should_stop,
+            late=late or (lambda: past(req.deadline)),
+            on_step=on_step,
+            min_length=min_length,
+            device=self.device,
+        )
+        return SamplerRun(step, run)
 
     def infill_batch(
         self,
@@ -600,7 +586,7 @@ class BuiltinInfiller:
         import torch
 
         from model.cpu_threads import Fitter
-        from model.sampler import Cancelled, Denoiser, denoise_batch
+        from model.sampler import Cancelled, denoise_batch
         from model.span_step import BatchSpanStep
 
         n = len(reqs)
@@ -666,18 +652,7 @@ class BuiltinInfiller:
                     run = self.sampler_run(
                         layout, caches[i], req, stops[i], lates[i], options, None, on_steps[i]
                     )
-                    runs.append(
-                        Denoiser(
-                            layout.span,
-                            self.vocab,
-                            run.cfg,
-                            max(1, int(req.candidates)),
-                            run.hooks,
-                            run.generator,
-                            req.want_trajectory,
-                            self.device,
-                        )
-                    )
+                    runs.append(run.run.denoiser)
                 except Exception as exc:  # noqa: BLE001 - a request's failure stays its own
                     finish(i, exc)
                     continue
@@ -715,33 +690,11 @@ class BuiltinInfiller:
         return outcomes  # type: ignore[return-value]
 
     def decode(self, done: Denoised, layout: Layout, req: InfillRequest) -> list[InfillResult]:
-        """Step 4: each row's fills as text (up to its first PAD), its score (mean
-        log-probability of its tokens, with one end per hole), why each fill ended (the stop
-        rules', else "pad" or "budget") and, when asked, its trajectory; identical candidates
-        once, best first."""
-        from model.codetext import BUDGET, PAD
+        """Step 4: each row's fills as text, scores, why each fill ended and trajectories
+        (model/decoding.py `fixed_results`)."""
+        from model.decoding import fixed_results
 
-        out, rel = done.out, layout.span.holes
-        results, seen = [], set()
-        for i in range(out.tokens.shape[0]):
-            fills = self._render(out.tokens[i], rel, show_masks=False)
-            tokens = int(out.committed[i])
-            score = float(out.logprob_sum[i]) / max(1, tokens + len(rel))
-            traj = None
-            if req.want_trajectory:
-                traj = [self._render(t[i], rel, show_masks=True) for t in out.trajectory]
-            key = tuple(fills)
-            if key in seen:
-                continue
-            seen.add(key)
-            row = out.tokens[i].tolist()
-            why = [
-                done.ended_by.get((i, h), PAD if self.tok.pad_id in row[a:b] else BUDGET)
-                for h, (a, b) in enumerate(rel)
-            ]
-            results.append(InfillResult(fills, score, out.steps_used, traj, tokens, why))
-        results.sort(key=lambda r: -r.score)
-        return results
+        return fixed_results(self, req, done.out, layout.span.holes, done.ended_by)
 
     # ------------------------------------------------------------------ parts of the steps
     def sampler_config(
@@ -774,23 +727,20 @@ class BuiltinInfiller:
         """Drop the kept context encodings (the next request encodes its context in full)."""
         self.bases = []
 
-    def _render(self, row, holes: list[tuple[int, int]], show_masks: bool) -> list[str]:
-        out = []
-        for a, b in holes:
-            ids = row[a:b].tolist()
-            if show_masks:
-                text, run = "", []
-                for i in ids:
-                    if i == self.tok.mask_id:
-                        text += self.tok.decode(run) + MASK_GLYPH
-                        run = []
-                    elif i != self.tok.pad_id:
-                        run.append(i)
-                out.append(text + self.tok.decode(run))
-            else:
-                end = ids.index(self.tok.pad_id) if self.tok.pad_id in ids else len(ids)
-                out.append(self.tok.decode(ids[:end]))
-        return out
+    def text(self, ids: list[int], show_masks: bool = False) -> str:
+        """A hole's ids as text (model/decoding.py's Model): up to its first PAD; with
+        `show_masks`, every slot but PAD, masked ones as MASK_GLYPH."""
+        if show_masks:
+            text, run = "", []
+            for i in ids:
+                if i == self.tok.mask_id:
+                    text += self.tok.decode(run) + MASK_GLYPH
+                    run = []
+                elif i != self.tok.pad_id:
+                    run.append(i)
+            return text + self.tok.decode(run)
+        end = ids.index(self.tok.pad_id) if self.tok.pad_id in ids else len(ids)
+        return self.tok.decode(ids[:end])
 
     def span_step(
         self,
@@ -818,40 +768,6 @@ class BuiltinInfiller:
             pad_id=self.tok.pad_id,
             stale_ends=opts.stale_ends,
         )
-
-    def ended_fn(self, req: InfillRequest, rel: list[tuple[int, int]], late, ended_by: dict):
-        """The sampler's `ended` check from the holes' stop rules (None if no hole has any):
-        each row's hole text from its start up to the first masked slot, decoded and judged by
-        model/codetext.py's `end_reason` (`late()`: the deadline has passed). Why a fill ended
-        is written to `ended_by[(row, hole)]`."""
-        import torch
-
-        from model.codetext import end_reason
-
-        holes = req.holes
-        if not any(h.stop is not None for h in holes):
-            return None
-        mask, pad, language = self.tok.mask_id, self.tok.pad_id, req.language or "python"
-
-        def ended(x: torch.Tensor) -> torch.Tensor:
-            out = torch.zeros(x.shape[0], len(holes), dtype=torch.bool)
-            rows = x.tolist()
-            is_late = late()
-            for h, (hole, (a, b)) in enumerate(zip(holes, rel)):
-                if hole.stop is None:
-                    continue
-                for r, row in enumerate(rows):
-                    ids = row[a:b]
-                    if mask not in ids:
-                        continue  # nothing left to stop
-                    ids = [i for i in ids[: ids.index(mask)] if i != pad]
-                    why = ids and end_reason(self.tok.decode(ids), hole.stop, language, is_late)
-                    if why:
-                        out[r, h] = True
-                        ended_by[(r, h)] = why
-            return out.to(x.device)
-
-        return ended
 
     def length_fn(
         self,

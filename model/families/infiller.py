@@ -24,12 +24,20 @@ from dataclasses import dataclass
 
 import torch
 
-from model.codetext import BUDGET, PAD, end_reason
+from model.decoding import (
+    MASK_GLYPH,
+    fixed_results,
+    fixed_run,
+    grow_results,
+    growing_run,
+    stop_verdicts,
+    temperature_of,
+)
 from model.families.checkpoint import check_memory, inspect
 from model.families.networks import BidirectionalLM, build
 from model.families.specs import PASS_CACHES, SPECS
 from model.families.tokens import FamilyTokenizer, find_specials
-from model.growing import GrowConfig, GrowHooks, GrowIds, GrowingDenoiser
+from model.growing import GrowConfig
 from model.interface import (
     CheckpointError,
     Hole,
@@ -41,7 +49,6 @@ from model.interface import (
 )
 from model.layout import trim_context
 
-MASK_GLYPH = "\u2591"
 # DreamOn's evaluation settings (eval/configs/eval_infill.yaml of its authors), temperature 0
 DREAMON = GrowConfig(start=4, max_expansions=64, steps=128, alg="entropy", top_p=0.9)
 INT8_AUTO_MAX = 1_500_000_000  # "auto" precision on the CPU: int8 up to this many weights
@@ -121,7 +128,8 @@ class FamilyInfiller:
         # the variable-length loop's settings (DreamOn's evaluation ones); a request's steps,
         # threshold, temperature and tokens_per_step override theirs
         self.defaults = DREAMON
-        self.special = sorted(self.tok.special_ids() | {self.ids.mask, self.ids.end})
+        self.special = set(self.tok.special_ids() | {self.ids.mask, self.ids.end})
+        self.mask_id, self.end_id = self.ids.mask, self.ids.end  # model/decoding.py's Model
         self.newlines = self.tok.line_break_ids()
         self.name = f"{ck.family}:{ck.path.name}"
         self.lock = threading.Lock()
@@ -202,6 +210,10 @@ class FamilyInfiller:
         return results
 
     def text(self, ids: list[int], show_masks: bool = False) -> str:
+        """A hole's ids as text (model/decoding.py's Model): up to its end token, special
+        tokens left out; with `show_masks`, masked slots as MASK_GLYPH."""
+        if not show_masks and self.ids.end in ids:
+            ids = ids[: ids.index(self.ids.end)]
         out, run = "", []
         for i in ids:
             if i == self.ids.mask and show_masks:
@@ -211,41 +223,9 @@ class FamilyInfiller:
                 run.append(i)
         return out + self.tok.decode(run)
 
-    def _temperature(self, req: InfillRequest) -> float:
-        t = float(req.temperature)
-        return 0.7 if int(req.candidates) > 1 and t <= 0 else t
-
-    def _generator(self, temperature: float, seed: int | None):
-        if temperature <= 0:
-            return None
-        g = torch.Generator(device=self.device)
-        g.manual_seed(0 if seed is None else int(seed))
-        return g
-
     def stop_rules(self, req: InfillRequest, late: Callable[[], bool]):
-        """Per row, per hole: why the stop rules end the fill so far (text up to its first
-        masked slot), else None."""
-        holes, language = req.holes, req.language or "python"
-        if not any(h.stop is not None for h in holes):
-            return None
-        mask = self.ids.mask
-
-        def verdicts(rows: list[list[list[int]]]) -> list[list[str | None]]:
-            is_late = late()
-            out = []
-            for row in rows:
-                v = []
-                for hole, ids in zip(holes, row):
-                    if hole.stop is None or mask not in ids:
-                        v.append(None)
-                        continue
-                    done = [i for i in ids[: ids.index(mask)] if i != self.ids.end]
-                    why = done and end_reason(self.text(done), hole.stop, language, is_late)
-                    v.append(why or None)
-                out.append(v)
-            return out
-
-        return verdicts
+        """The holes' stop rules over the canvas (model/decoding.py `stop_verdicts`)."""
+        return stop_verdicts(self, req, late)
 
     # ------------------------------------------------------------------ passes
     def _passes(self, lay: FamilyLayout, batch: int):
@@ -286,21 +266,7 @@ class FamilyInfiller:
         return run
 
     def _grow(self, req, lay, should_stop, late, on_step) -> list[InfillResult]:
-        out = self.grow(req, lay, should_stop, late, on_step)
-        results, seen = [], set()
-        for r, row in enumerate(out.rows):
-            fills = [self.text(h) for h in row]
-            if tuple(fills) in seen:
-                continue
-            seen.add(tuple(fills))
-            traj = None
-            if req.want_trajectory:
-                traj = [[self.text(h, True) for h in t[r]] for t in out.trajectory]
-            why = [out.ended_by.get((r, h), BUDGET) for h in range(len(row))]
-            score = out.logprob_sum[r] / max(1, out.committed[r] + len(row))
-            results.append(InfillResult(fills, score, out.steps_used, traj, out.committed[r], why))
-        results.sort(key=lambda x: -x.score)
-        return results
+        return grow_results(self, req, self.grow(req, lay, should_stop, late, on_step))
 
     def grow(
         self,
@@ -314,8 +280,6 @@ class FamilyInfiller:
         row's holes as token ids, why each ended, the passes): what `infill` decodes."""
         from model.sampler import Cancelled, denoise_run
 
-        late = late or (lambda: past(req.deadline))
-        temperature = self._temperature(req)
         d = self.defaults
         cfg = GrowConfig(
             start=d.start,
@@ -324,41 +288,33 @@ class FamilyInfiller:
             alg=d.alg,
             tokens_per_step=req.tokens_per_step,
             threshold=d.threshold if req.threshold is None else float(req.threshold),
-            temperature=temperature,
+            temperature=temperature_of(req),
             top_p=d.top_p,
         )
-        batch = max(1, int(req.candidates))
         fixed_room = sum(len(p) for p in lay.pieces) + len(lay.begin) + len(lay.end)
-        view = None
-        if on_step is not None:
-
-            def view(step: int, rows) -> None:
-                on_step(step, [[self.text(h, True) for h in row] for row in rows])
-
-        hooks = GrowHooks(should_stop, self.stop_rules(req, late), view)
-        run = GrowingDenoiser(
+        run = growing_run(
+            self,
+            req,
             lay.sizes,
-            GrowIds(self.ids.mask, self.ids.end, self.ids.expand),
+            self.ids.expand,
             cfg,
-            batch,
-            hooks,
-            self._generator(temperature, req.seed),
-            req.want_trajectory,
+            should_stop=should_stop,
+            late=late or (lambda: past(req.deadline)),
+            on_step=on_step,
             room=self.window - fixed_room,
+            device=self.device,
         )
-        step = self._passes(lay, batch)
         try:
-            return denoise_run(run, step)
+            with torch.inference_mode():
+                return denoise_run(run, self._passes(lay, max(1, int(req.candidates))))
         except Cancelled:
             raise InfillCancelled() from None
 
     def _fixed(self, req, lay, should_stop, late, on_step) -> list[InfillResult]:
         from model.infill import denoise_config
         from model.layout import span_slots
-        from model.sampler import Cancelled, Hooks, Span, Vocab, denoise
+        from model.sampler import Cancelled, Span, Vocab, denoise_run
 
-        temperature = self._temperature(req)
-        batch = max(1, int(req.candidates))
         slots, o = [], 0
         for n in lay.sizes:
             slots.append((o, o + n))
@@ -372,76 +328,33 @@ class FamilyInfiller:
         banned = [i for i in (self.ids.mask, self.ids.begin, self.ids.expand) if i is not None]
         vocab = Vocab(self.ids.mask, self.ids.end, banned, self.newlines)
         schedule = req.schedule or ("fixed" if req.steps or req.tokens_per_step else "threshold")
-        steps = req.steps
-        extra = {}
+        steps, extra = req.steps, {}
         if req.tokens_per_step:
             steps = -(-sum(lay.sizes) // int(req.tokens_per_step))
             extra["pad_run"] = False
         if req.end_rule is not None:
             extra["pad_at_frontier"] = req.end_rule == "frontier"
-        cfg = denoise_config(schedule, steps, req.threshold, temperature, max(lay.sizes), **extra)
-        passes = self._passes(lay, batch)
+        cfg = denoise_config(
+            schedule, steps, req.threshold, temperature_of(req), max(lay.sizes), **extra
+        )
+        passes = self._passes(lay, max(1, int(req.candidates)))
 
         def step_fn(x: torch.Tensor) -> torch.Tensor:
-            rows = [[row[a:b] for a, b in rel] for row in x.tolist()]
-            return torch.stack(passes(rows))
+            return torch.stack(passes([[row[a:b] for a, b in rel] for row in x.tolist()]))
 
-        ended_by: dict[tuple[int, int], str] = {}
-        rules = self.stop_rules(req, late)
-        ended = None
-        if rules is not None:
-
-            def ended(x: torch.Tensor) -> torch.Tensor:
-                rows = [[row[a:b] for a, b in rel] for row in x.tolist()]
-                v = rules(rows)
-                out = torch.zeros(x.shape[0], len(rel), dtype=torch.bool)
-                for r, row in enumerate(v):
-                    for h, why in enumerate(row):
-                        if why:
-                            out[r, h] = True
-                            ended_by[(r, h)] = why
-                return out.to(x.device)
-
-        view = None
-        if on_step is not None:
-
-            def view(step: int, x: torch.Tensor) -> None:
-                on_step(step, [[self.text(row[a:b], True) for a, b in rel] for row in x.tolist()])
-
-        hooks = Hooks(should_stop, ended, None, view)
+        run = fixed_run(
+            self,
+            req,
+            span,
+            vocab,
+            cfg,
+            should_stop=should_stop,
+            late=late,
+            on_step=on_step,
+            device=self.device,
+        )
         try:
-            out = denoise(
-                step_fn,
-                span,
-                vocab,
-                cfg,
-                batch=batch,
-                hooks=hooks,
-                generator=self._generator(temperature, req.seed),
-                want_trajectory=req.want_trajectory,
-                device=self.device,
-            )
+            out = denoise_run(run.denoiser, step_fn)
         except Cancelled:
             raise InfillCancelled() from None
-        results, seen = [], set()
-        end = self.ids.end
-        for r in range(out.tokens.shape[0]):
-            row = out.tokens[r].tolist()
-            holes = [row[a:b] for a, b in rel]
-            fills = [self.text(h[: h.index(end)] if end in h else h) for h in holes]
-            if tuple(fills) in seen:
-                continue
-            seen.add(tuple(fills))
-            traj = None
-            if req.want_trajectory:
-                traj = [
-                    [self.text(t[r].tolist()[a:b], True) for a, b in rel] for t in out.trajectory
-                ]
-            why = [
-                ended_by.get((r, h), PAD if end in hole else BUDGET) for h, hole in enumerate(holes)
-            ]
-            tokens = int(out.committed[r])
-            score = float(out.logprob_sum[r]) / max(1, tokens + len(rel))
-            results.append(InfillResult(fills, score, out.steps_used, traj, tokens, why))
-        results.sort(key=lambda x: -x.score)
-        return results
+        return fixed_results(self, req, out, rel, run.ended_by)
