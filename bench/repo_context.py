@@ -225,9 +225,10 @@ async def latency(ws, ctx, engine, settings, sample: list[Task], every: int) -> 
                 t0 = time.perf_counter()
                 await comp.complete(doc, cursor0 + k, Ask())
                 ms[name].append((time.perf_counter() - t0) * 1000)
-                reused[name] += engine.stats.context_reused - before
+                hit = engine.stats.context_reused > before  # (a fallback decode counts too)
+                reused[name] += hit
                 if k > 0:
-                    typing[name][0] += engine.stats.context_reused - before
+                    typing[name][0] += hit
                     typing[name][1] += 1
                 if name == "on" and ctx.last_ms is not None:
                     pack_ms.append(ctx.last_ms)
