@@ -297,6 +297,8 @@ def serve_model(args) -> int:
         backend=args.backend,
         device=args.device,
         precision=args.precision,
+        model_family=args.model_family,
+        pass_cache=args.pass_cache,
         threads=args.threads,
         model_id=args.model_id,
         api_key_env=args.api_key_env,

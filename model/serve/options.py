@@ -25,6 +25,10 @@ class ServeOptions:
     backend: str | None = None  # "package.module:factory(path, device)" instead of the built-in
     device: str | None = None  # None / "auto": cuda when there is one, else cpu
     precision: str = "auto"  # the built-in model's weights (model.infill.PRECISIONS)
+    # a published checkpoint's family where its config does not say, and its passes
+    # (model/families: "exact" | "dual"); None: from config.json / exact
+    model_family: str | None = None
+    pass_cache: str | None = None
     threads: int = 0  # CPU threads per replica; 0: automatic
     model_id: str = "parafill"  # the name /v1/models lists and answers carry
     # the NAME of the environment variable holding the bearer token (read in each replica, so the
@@ -98,7 +102,9 @@ def load_model(opts: ServeOptions) -> Infiller:
     from model import cpu_threads
     from model.infill import load_infiller
 
-    infiller = load_infiller(opts.model, device, opts.precision)
+    infiller = load_infiller(
+        opts.model, device, opts.precision, family=opts.model_family, cache=opts.pass_cache
+    )
     cpu_threads.apply(infiller, opts.threads)
     return infiller
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_lsp
-from family_checkpoints import build_dream
+from family_checkpoints import build_dream, build_open_dcoder
 from lsp_helpers import (
     as_dict,
     cursor_of,
@@ -150,5 +150,25 @@ def test_model_server_serves_a_dreamon_checkpoint():
         assert fim.status_code == 200, fim.text
         choice = fim.json()["choices"][0]
         assert isinstance(choice["text"], str) and choice["finish_reason"] in ("stop", "length")
+    finally:
+        server.stop()
+
+
+def test_model_server_takes_the_family_and_the_pass_cache():
+    """Open-dCoder's config says plain qwen2: --model-family says what it is; --pass-cache dual
+    reaches the replica's infiller (its answer is the dual-cache one, not the exact one)."""
+    path = build_open_dcoder(CKPT_DIR / "open-dcoder")
+    server = ModelServer(
+        "--model", str(path), "--model-family", "open-dcoder", "--pass-cache", "dual", "--no-ray"
+    )
+    try:
+        req = InfillRequest(["def add(a, b):\n    return ", Hole(12), "\n"], candidates=2, seed=3)
+        local = FamilyInfiller(path, "cpu", None, family="open-dcoder", cache="dual")
+        want = [r.fills for r in local.infill(req)]
+        local.cache = "exact"
+        assert [r.fills for r in local.infill(req)] != want  # (so the check below can fail)
+        got = httpx.post(server.url + "/v1/infill", json=request_to_json(req), timeout=TIMEOUT_S)
+        assert got.status_code == 200, got.text
+        assert [r["fills"] for r in got.json()["results"]] == want
     finally:
         server.stop()
