@@ -191,16 +191,16 @@ def test_dual_cache_first_pass_is_exact(coder):
     lay = coder.layout(req)
     rows = [[[coder.ids.mask] * 6]]
     coder.cache = "exact"
-    exact = coder._passes(lay, 1)(rows)[0]
+    exact = coder.passes(lay)(rows)[0]
     coder.cache = "dual"
     try:
-        passes = coder._passes(lay, 1)
+        passes = coder.passes(lay)
         first = passes(rows)[0]
         assert torch.allclose(first, exact, atol=1e-4)
         rows2 = [[[5, 6, coder.ids.mask, coder.ids.mask, coder.ids.mask, coder.ids.mask]]]
         cached = passes(rows2)[0]  # the context's K/V from the first pass, the span anew
         coder.cache = "exact"
-        exact2 = coder._passes(lay, 1)(rows2)[0]
+        exact2 = coder.passes(lay)(rows2)[0]
         assert cached.shape == exact2.shape
         assert (cached - exact2).abs().max() < 1.0  # close to exact, not bit-equal
     finally:
@@ -409,3 +409,33 @@ def test_failed_load_keeps_the_previous_model(tmp_path, ckpts):
     assert engine.infiller is first
     req = InfillRequest(["x = ", Hole(3), "\n"])
     assert first.infill(req)[0].fills
+
+
+@pytest.mark.parametrize("name", ["dreamon", "dream-coder"])
+def test_a_batch_equals_its_requests_one_by_one(ckpts, name):
+    """The model server's batches: windows of different lengths padded into one pass each
+    step; every request's fills, passes and ends are what it gets alone."""
+    inf = FamilyInfiller(ckpts[name], "cpu", "fp32")
+    reqs = [
+        InfillRequest(["def add(a, b):\n    return ", Hole(8), "\n"]),
+        InfillRequest(["x = [1, 2, 3]\ny = ", Hole(6), "\nprint(y)\n# more text here\n"]),
+        InfillRequest(["a = ", Hole(4), "\nb = ", Hole(4), "\n"], candidates=2, seed=5),
+        InfillRequest(["no holes here"]),
+    ]
+    alone = []
+    for r in reqs:
+        try:
+            alone.append(inf.infill(r))
+        except ValueError as exc:
+            alone.append(exc)
+    left = []
+    together = inf.infill_batch(reqs, on_done=lambda i, out: left.append(i))
+    assert sorted(left) == [0, 1, 2, 3]
+    assert isinstance(together[3], ValueError)
+    for a, b in zip(alone[:3], together[:3]):
+        assert [(x.fills, x.steps_used, x.ended_by) for x in a] == [
+            (x.fills, x.steps_used, x.ended_by) for x in b
+        ]
+        assert [x.score for x in a] == pytest.approx([x.score for x in b], abs=1e-4)
+    stopped = inf.infill_batch(reqs[:2], [lambda: False, lambda: True])
+    assert isinstance(stopped[1], InfillCancelled) and stopped[0]

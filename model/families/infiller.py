@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -198,16 +198,91 @@ class FamilyInfiller:
     ) -> list[InfillResult]:
         """Fill the request's holes; `on_step(step, canvas)` after each pass with each row's
         holes as text so far (masked slots as MASK_GLYPH)."""
-        lay = self.layout(req)
-        late = late or (lambda: past(req.deadline))
+        from model.sampler import Cancelled, denoise_run
+
         t0 = time.perf_counter()
         with self.lock, torch.inference_mode():
-            if self.growing:
-                results = self._grow(req, lay, should_stop, late, on_step)
-            else:
-                results = self._fixed(req, lay, should_stop, late, on_step)
+            job = self.prepare(req, should_stop, late, on_step)
+            passes = self.passes(job.layout)
+            try:
+                out = denoise_run(job.canvas, lambda x: job.logits(passes(job.rows(x))))
+            except Cancelled:
+                raise InfillCancelled() from None
+            results = job.results(out)
         self.last_timing = {"denoise_ms": (time.perf_counter() - t0) * 1e3}
         return results
+
+    def infill_batch(
+        self,
+        reqs: Sequence[InfillRequest],
+        stops: Sequence[Callable[[], bool]] | None = None,
+        lates: Sequence[Callable[[], bool] | None] | None = None,
+        *,
+        on_steps: Sequence[Callable | None] | None = None,
+        on_done: Callable[[int, list[InfillResult] | Exception], None] | None = None,
+    ) -> list[list[InfillResult] | Exception]:
+        """Several requests denoised together (the model server's batches): one outcome per
+        request, in order (its results, or the exception it raised), each with its own canvas,
+        settings, stop rules and deadline; every pass is one network call for all the requests
+        still going (their windows right-padded, the padding masked), exact. With the dual cache
+        (its keys and values are one request's) they run one after another. `on_done(i,
+        outcome)` as each request leaves."""
+        from model.sampler import Cancelled, denoise_batch
+
+        n = len(reqs)
+        stops = list(stops) if stops is not None else [never] * n
+        lates = list(lates) if lates is not None else [None] * n
+        on_steps = list(on_steps) if on_steps is not None else [None] * n
+        outcomes: list = [None] * n
+
+        def finish(i: int, outcome) -> None:
+            outcomes[i] = outcome
+            if on_done is not None:
+                on_done(i, outcome)
+
+        if self.cache != "exact":
+            for i, req in enumerate(reqs):
+                try:
+                    finish(i, self.infill(req, stops[i], lates[i], on_step=on_steps[i]))
+                except Exception as exc:  # noqa: BLE001 - a request's failure stays its own
+                    finish(i, exc)
+            return outcomes
+        with self.lock, torch.inference_mode():
+            jobs, idx = [], []
+            for i, req in enumerate(reqs):
+                try:
+                    jobs.append(self.prepare(req, stops[i], lates[i], on_steps[i]))
+                    idx.append(i)
+                except Exception as exc:  # noqa: BLE001 - a request's failure stays its own
+                    finish(i, exc)
+
+            def step(active: list[int], xs: list) -> list:
+                rows = [jobs[k].rows(x) for k, x in zip(active, xs)]
+                seqs = [jobs[k].layout.sequence(r) for k, rr in zip(active, rows) for r in rr]
+                logits, out, at = self.forward(seqs), [], 0
+                for k, rr in zip(active, rows):
+                    out.append(jobs[k].logits(logits[at : at + len(rr)]))
+                    at += len(rr)
+                return out
+
+            def left(k: int, out) -> None:
+                if isinstance(out, Cancelled):
+                    finish(idx[k], InfillCancelled())
+                elif isinstance(out, Exception):
+                    finish(idx[k], out)
+                else:
+                    try:
+                        finish(idx[k], jobs[k].results(out))
+                    except Exception as exc:  # noqa: BLE001 - one request's failure is its own
+                        finish(idx[k], exc)
+
+            try:
+                denoise_batch(step, [j.canvas for j in jobs], on_done=left)
+            except Exception as exc:  # noqa: BLE001 - the network failed: every request left
+                for i in idx:
+                    if outcomes[i] is None:
+                        finish(i, exc)
+        return outcomes
 
     def text(self, ids: list[int], show_masks: bool = False) -> str:
         """A hole's ids as text (model/decoding.py's Model): up to its end token, special
@@ -228,58 +303,89 @@ class FamilyInfiller:
         return stop_verdicts(self, req, late)
 
     # ------------------------------------------------------------------ passes
-    def _passes(self, lay: FamilyLayout, batch: int):
-        """A function (rows of holes) -> per row the logits at its slots, exact or through the
-        dual cache (its context rebuilt whenever the holes' lengths change)."""
+    def forward(self, seqs: list[tuple[list[int], list[int]]]) -> list[torch.Tensor]:
+        """Exact passes over several windows at once (`(ids, slot indices)` each; shorter ones
+        right-padded, the padding masked out of attention): per window, its slots' logits."""
+        lengths = [len(ids) for ids, _ in seqs]
+        width, n = max(lengths), max(len(sl) for _, sl in seqs)
+        ids = torch.full((len(seqs), width), self.ids.end, dtype=torch.long)
+        at = torch.zeros(len(seqs), n, dtype=torch.long)
+        mask = torch.zeros(len(seqs), width, dtype=torch.long)
+        for b, (s, sl) in enumerate(seqs):
+            ids[b, : len(s)] = torch.tensor(s)
+            at[b, : len(sl)] = torch.tensor(sl, dtype=torch.long)
+            mask[b, : len(s)] = 1
+        pos = torch.arange(width).expand_as(ids)
+        padded = min(lengths) < width
+        logits = self.lm.logits_at(
+            ids.to(self.device),
+            pos.to(self.device),
+            at.to(self.device),
+            mask.to(self.device) if padded else None,
+        )
+        return [logits[b, : len(sl)] for b, (_, sl) in enumerate(seqs)]
+
+    def passes(self, lay: FamilyLayout):
+        """The step function of one request: (rows of holes) -> per row the logits at its
+        slots; exact, or through the dual cache (the context's keys and values from an exact
+        pass, rebuilt whenever a hole changes length; rows of different lengths pass exactly)."""
         state: dict = {}
 
         def run(rows: list[list[list[int]]]) -> list[torch.Tensor]:
             seqs = [lay.sequence(r) for r in rows]
-            same = all(len(s) == len(seqs[0][0]) for s, _ in seqs)
-            if not same:  # candidates of different lengths: one pass each
-                return [run_rows([r], [s])[0] for r, s in zip(rows, seqs)]
-            return run_rows(rows, seqs)
-
-        def run_rows(rows, seqs) -> list[torch.Tensor]:
+            if self.cache == "exact" or len({len(s) for s, _ in seqs}) > 1:
+                state.clear()
+                return self.forward(seqs)
+            key = tuple(tuple(len(h) for h in r) for r in rows)
             ids = torch.tensor([s for s, _ in seqs], device=self.device)
             at = torch.tensor([sl for _, sl in seqs], device=self.device)
             pos = torch.arange(ids.shape[1], device=self.device).expand_as(ids)
-            if self.cache == "exact" or len(rows) != batch:
-                return list(self.lm.logits_at(ids, pos, at))
-            slots = seqs[0][1]
-            key = tuple(len(h) for h in rows[0])
-            if state.get("key") != key:  # a full pass; keep its context's keys and values
-                read = self.lm.read_index(at[0]).tolist()
+            if state.get("key") != key:  # an exact pass; keep its context's keys and values
+                slots, read = seqs[0][1], self.lm.read_index(at[0]).tolist()
                 query = sorted(set(slots) | set(read))
-                keep = [i for i in range(ids.shape[1]) if i not in set(query)]
-                cache, hidden = self.lm.context(ids[:1], pos[:1], keep)
-                if batch > 1:
-                    cache.batch_repeat_interleave(batch)
-                qi = torch.tensor(query, device=self.device)
+                skip = set(query)
+                keep = [i for i in range(ids.shape[1]) if i not in skip]
+                cache, hidden = self.lm.context(ids, pos, keep)
                 where = {p: k for k, p in enumerate(query)}
-                state.update(key=key, cache=cache, q=qi, at=[where[p] for p in read])
-                return list(self.lm._read(hidden.expand(len(rows), -1, -1), self.lm.read_index(at)))
-            q = state["q"]
-            at_q = torch.tensor(state["at"], device=self.device).expand(len(rows), -1)
+                state.update(
+                    key=key,
+                    cache=cache,
+                    q=torch.tensor(query, device=self.device),
+                    at=torch.tensor([where[p] for p in read], device=self.device),
+                )
+                return list(self.lm.read(hidden, self.lm.read_index(at)))
+            q, at_q = state["q"], state["at"].expand(len(rows), -1)
             return list(self.lm.logits_cached(state["cache"], ids[:, q], pos[:, q], at_q))
 
         return run
 
-    def _grow(self, req, lay, should_stop, late, on_step) -> list[InfillResult]:
-        return grow_results(self, req, self.grow(req, lay, should_stop, late, on_step))
-
-    def grow(
+    # ------------------------------------------------------------------ a request's canvas
+    def prepare(
         self,
         req: InfillRequest,
-        lay: FamilyLayout,
         should_stop: Callable[[], bool] = never,
         late: Callable[[], bool] | None = None,
         on_step=None,
-    ):
-        """The variable-length loop's own output for `req` (model/growing.py GrowOutput: each
-        row's holes as token ids, why each ended, the passes): what `infill` decodes."""
-        from model.sampler import Cancelled, denoise_run
+    ) -> Job:
+        """A request laid out, with its canvas (model/decoding.py: growing holes for a checkpoint
+        with an expand token, fixed slots otherwise) and how the loop talks to it."""
+        lay = self.layout(req)
+        late = late or (lambda: past(req.deadline))
+        if self.growing:
+            return self._growing(req, lay, should_stop, late, on_step)
+        return self._fixed(req, lay, should_stop, late, on_step)
 
+    def grow(self, req: InfillRequest, lay: FamilyLayout | None = None):
+        """The variable-length loop's own output for `req` (model/growing.py GrowOutput: each
+        row's holes as token ids, why each ended, the passes), before it becomes results."""
+        from model.sampler import denoise_run
+
+        with torch.inference_mode():
+            job = self._growing(req, lay or self.layout(req), never, lambda: past(req.deadline))
+            passes = self.passes(job.layout)
+            return denoise_run(job.canvas, lambda x: job.logits(passes(job.rows(x))))
+
+    def _growing(self, req, lay, should_stop, late, on_step=None) -> Job:
         d = self.defaults
         cfg = GrowConfig(
             start=d.start,
@@ -292,28 +398,30 @@ class FamilyInfiller:
             top_p=d.top_p,
         )
         fixed_room = sum(len(p) for p in lay.pieces) + len(lay.begin) + len(lay.end)
-        run = growing_run(
+        canvas = growing_run(
             self,
             req,
             lay.sizes,
             self.ids.expand,
             cfg,
             should_stop=should_stop,
-            late=late or (lambda: past(req.deadline)),
+            late=late,
             on_step=on_step,
             room=self.window - fixed_room,
             device=self.device,
         )
-        try:
-            with torch.inference_mode():
-                return denoise_run(run, self._passes(lay, max(1, int(req.candidates))))
-        except Cancelled:
-            raise InfillCancelled() from None
+        return Job(
+            lay,
+            canvas,
+            rows=lambda x: x,
+            logits=list,
+            results=lambda out: grow_results(self, req, out),
+        )
 
-    def _fixed(self, req, lay, should_stop, late, on_step) -> list[InfillResult]:
+    def _fixed(self, req, lay, should_stop, late, on_step=None) -> Job:
         from model.infill import denoise_config
         from model.layout import span_slots
-        from model.sampler import Cancelled, Span, Vocab, denoise_run
+        from model.sampler import Span, Vocab
 
         slots, o = [], 0
         for n in lay.sizes:
@@ -337,11 +445,6 @@ class FamilyInfiller:
         cfg = denoise_config(
             schedule, steps, req.threshold, temperature_of(req), max(lay.sizes), **extra
         )
-        passes = self._passes(lay, max(1, int(req.candidates)))
-
-        def step_fn(x: torch.Tensor) -> torch.Tensor:
-            return torch.stack(passes([[row[a:b] for a, b in rel] for row in x.tolist()]))
-
         run = fixed_run(
             self,
             req,
@@ -353,8 +456,23 @@ class FamilyInfiller:
             on_step=on_step,
             device=self.device,
         )
-        try:
-            out = denoise_run(run.denoiser, step_fn)
-        except Cancelled:
-            raise InfillCancelled() from None
-        return fixed_results(self, req, out, rel, run.ended_by)
+        return Job(
+            lay,
+            run.denoiser,
+            rows=lambda x: [[row[a:b] for a, b in rel] for row in x.tolist()],
+            logits=torch.stack,
+            results=lambda out: fixed_results(self, req, out, rel, run.ended_by),
+        )
+
+
+@dataclass
+class Job:
+    """One request ready for the loop: its layout, its canvas (a Denoiser or a
+    GrowingDenoiser), the canvas as rows of holes, the pass's logits as the canvas takes them,
+    and the loop's output as results."""
+
+    layout: FamilyLayout
+    canvas: object
+    rows: Callable
+    logits: Callable
+    results: Callable

@@ -163,7 +163,7 @@ class BidirectionalLM:
         self.base = net.model
         self.window = int(net.config.max_position_embeddings)
 
-    def _read(self, hidden: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+    def read(self, hidden: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
         """Logits at hidden-state rows `at` ((B, n) indices into the sequence axis)."""
         idx = at[..., None].expand(*at.shape, hidden.shape[-1])
         return self.net.lm_head(torch.gather(hidden, 1, idx)).float()
@@ -172,11 +172,18 @@ class BidirectionalLM:
         """The sequence indices whose hidden states give the logits of slots `at`."""
         return (at - 1).clamp(min=0) if self.shift else at
 
-    def logits_at(self, ids: torch.Tensor, pos: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+    def logits_at(
+        self,
+        ids: torch.Tensor,
+        pos: torch.Tensor,
+        at: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Exact pass over the whole window: (B, T) ids and positions -> (B, n, V) logits of
-        the slots at sequence indices `at` (B, n)."""
-        hidden = self.base(input_ids=ids, position_ids=pos).last_hidden_state
-        return self._read(hidden, self.read_index(at))
+        the slots at sequence indices `at` (B, n); `mask` (B, T): 0 for padding no position
+        attends to."""
+        hidden = self.base(input_ids=ids, position_ids=pos, attention_mask=mask).last_hidden_state
+        return self.read(hidden, self.read_index(at))
 
     def context(self, ids: torch.Tensor, pos: torch.Tensor, keep: list[int]):
         """An exact pass; returns the keys and values at sequence indices `keep` (the context
@@ -206,4 +213,4 @@ class BidirectionalLM:
             added = cache.get_seq_length() - n
             if added:
                 cache.crop(-added)
-        return self._read(hidden, at)
+        return self.read(hidden, at)
