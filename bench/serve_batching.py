@@ -1,13 +1,15 @@
 """The model server's batching against its requests one at a time (issue #22 item 7): 16 short
 FIM requests (`def fN(values): ... total += `, max_tokens 24) sent one after another, then the
-same 16 sent at once, by a server per setting (`--max-batch-size`, or the automatic choice the
-server measures at start), side by side in one sitting: rounds alternate sequential and at-once,
-and each setting's figures are medians over its rounds. The ratio is sequential / at-once wall
+same 16 sent at once, by a server per setting (`--max-batch-size`, the server's own choice
+`auto`, or the code before: `base:N` with `--base DIR`), side by side in one sitting: every
+server is up at once, each round visits them in turn (sequential, then at once), and each
+setting's figures are medians over its rounds. The ratio is sequential / at-once wall
 time (above 1: the batch pays). Server-side figures from its Prometheus metrics: mean batch size
 and the model's seconds per request.
 
     .venv/bin/python bench/serve_batching.py                        # --no-ray, about 2 minutes
     .venv/bin/python bench/serve_batching.py --ray --settings 8,1,auto
+    .venv/bin/python bench/serve_batching.py --base /tmp/before --settings base:8,base:1,auto
 Results: bench/results/serve_batching.json (or --out)
 """
 
@@ -82,37 +84,70 @@ def model_seconds(server: Server) -> tuple[float, float, float, float]:
     )
 
 
-def run_setting(setting: str, ray: bool, rounds: int, extra: list[str]) -> dict:
-    args = [] if setting == "auto" else ["--max-batch-size", setting]
-    server = Server(args + extra, ray)
+def start(setting: str, ray: bool, extra: list[str], base: str | None) -> Server:
+    """`setting`: a --max-batch-size, "auto" (the server's default), or "base:N": the base
+    checkout's server (`--base`, the code before) with --max-batch-size N."""
+    root, size = ROOT, setting
+    if setting.startswith("base:"):
+        if base is None:
+            raise SystemExit("a base: setting needs --base DIR")
+        root, size = Path(base), setting.split(":", 1)[1]
+    args = [] if size == "auto" else ["--max-batch-size", size]
+    server = Server(args + extra, ray, root=root)
+    server.code = str(root)  # type: ignore[attr-defined]
+    sequential(server.url, bodies(f"w{setting}_"))
+    return server
+
+
+def one_round(server: Server, tag: str) -> dict:
+    seq = sequential(server.url, bodies(f"s{tag}_"))
+    m0 = model_seconds(server)
+    par = at_once(server.url, bodies(f"p{tag}_"))
+    m1 = model_seconds(server)
+    return {
+        "sequential_s": seq,
+        "at_once_s": par,
+        "batch_size": (m1[2] - m0[2]) / max(1.0, m1[3] - m0[3]),
+        "model_ms": (m1[0] - m0[0]) / max(1.0, m1[1] - m0[1]) * 1e3,
+    }
+
+
+def summary(setting: str, server: Server, runs: list[dict]) -> dict:
+    seq = [r["sequential_s"] for r in runs]
+    par = [r["at_once_s"] for r in runs]
+    health = httpx.get(server.url + "/health", timeout=10).json()
+    return {
+        "setting": setting,
+        "code": server.code,  # type: ignore[attr-defined]
+        "batching": health.get("batching"),
+        "server_command": " ".join(server.cmd[2:]),
+        "sequential_s": [round(x, 3) for x in seq],
+        "at_once_s": [round(x, 3) for x in par],
+        "sequential_median_s": round(statistics.median(seq), 3),
+        "at_once_median_s": round(statistics.median(par), 3),
+        "ratio_sequential_over_at_once": round(statistics.median(seq) / statistics.median(par), 2),
+        "at_once_mean_batch_size": round(statistics.median(r["batch_size"] for r in runs), 2),
+        "at_once_model_ms_per_request": round(statistics.median(r["model_ms"] for r in runs), 1),
+    }
+
+
+def run_all(settings: list[str], ray: bool, rounds: int, extra: list[str], base) -> list[dict]:
+    """Every setting's server up at once; each round visits them in turn (the same load)."""
+    servers: dict[str, Server] = {}
     try:
-        health = httpx.get(server.url + "/health", timeout=10).json()
-        sequential(server.url, bodies(f"w{setting}_"))
-        seq, par, batch_sizes, model_ms = [], [], [], []
+        for setting in settings:
+            servers[setting] = start(setting, ray, extra, base)
+        runs: dict[str, list[dict]] = {s: [] for s in settings}
         for r in range(rounds):
-            seq.append(sequential(server.url, bodies(f"s{setting}_{r}_")))
-            m0 = model_seconds(server)
-            par.append(at_once(server.url, bodies(f"p{setting}_{r}_")))
-            m1 = model_seconds(server)
-            model_ms.append((m1[0] - m0[0]) / max(1.0, m1[1] - m0[1]) * 1e3)
-            batch_sizes.append((m1[2] - m0[2]) / max(1.0, m1[3] - m0[3]))
-            print(setting, f"round {r}: sequential {seq[-1]:.2f} s, at once {par[-1]:.2f} s")
-        return {
-            "setting": setting,
-            "batching": health.get("batching"),
-            "server_command": " ".join(server.cmd[2:]),
-            "sequential_s": [round(x, 3) for x in seq],
-            "at_once_s": [round(x, 3) for x in par],
-            "sequential_median_s": round(statistics.median(seq), 3),
-            "at_once_median_s": round(statistics.median(par), 3),
-            "ratio_sequential_over_at_once": round(
-                statistics.median(seq) / statistics.median(par), 2
-            ),
-            "at_once_mean_batch_size": round(statistics.median(batch_sizes), 2),
-            "at_once_model_ms_per_request": round(statistics.median(model_ms), 1),
-        }
+            for setting, server in servers.items():
+                runs[setting].append(one_round(server, f"{setting.replace(':', '')}_{r}"))
+                last = runs[setting][-1]
+                print(setting, f"round {r}: sequential {last['sequential_s']:.2f} s, "
+                      f"at once {last['at_once_s']:.2f} s", flush=True)  # fmt: skip
+        return [summary(s, servers[s], runs[s]) for s in settings]
     finally:
-        server.stop()
+        for server in servers.values():
+            server.stop()
 
 
 def main() -> None:
@@ -121,14 +156,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--ray", action="store_true", help="on Ray Serve (default: --no-ray)")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--base", default=None, help="a checkout of the code before (base:N rows)")
     ap.add_argument("--out", default=str(ROOT / "bench/results/serve_batching.json"))
     args = ap.parse_args()
     extra = ["--device", args.device] if args.device else []
     result = run_header("python bench/serve_batching.py " + " ".join(sys.argv[1:]))
     result["ray"] = args.ray
-    result["rows"] = [
-        run_setting(s, args.ray, args.rounds, extra) for s in args.settings.split(",")
-    ]
+    result["rows"] = run_all(args.settings.split(","), args.ray, args.rounds, extra, args.base)
     result["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text()
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     for row in result["rows"]:

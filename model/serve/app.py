@@ -301,7 +301,10 @@ def create_app(state: ServerState) -> FastAPI:
             "status": "ok",
             "model": opts.model_id,
             "queue": state.inflight,
-            "batching": state.batch.to_json() if state.batch else None,
+            "batching": {
+                **(state.batch.to_json() if state.batch else {}),
+                **state.pacer.to_json(),
+            },
             "interleaved": state.interleaver.pauses,
             "uptimeSeconds": round(time.time() - state.started, 1),
         }

@@ -1,8 +1,8 @@
 """What one model-server replica serves and how its model thread is shared: `ServerState` (the
 Infiller, the options with the limits the model itself sets, the metrics, the bounded queue, the
 batches run on the model thread, the interleaving of cheaper requests between a running one's
-steps, model/serve/interleave.py, and the batch size chosen by measurement,
-model/serve/calibrate.py).
+steps, model/serve/interleave.py, and the batch size chosen by measurement at start and kept
+by measurement as requests run, model/serve/calibrate.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from model.interface import Infiller
 from model.serve.batching import BatchItem, Outcome, bucket_of, infill_batch
-from model.serve.calibrate import BatchChoice, batch_size
+from model.serve.calibrate import BatchChoice, BatchPacer, batch_size
 from model.serve.interleave import Interleaver, one_bucket
 from model.serve.metrics import Metrics
 from model.serve.options import CPU_REQUEST_TOKENS, ServeOptions
@@ -71,6 +71,7 @@ class ServerState:
         self.options = effective_options(self.infiller, self.options)
         if self.batch is None:
             self.batch = BatchChoice(self.options.max_batch_size, measured=False)
+        self.pacer = BatchPacer(self.max_batch_size, self.batch)
         self.interleaver = Interleaver(
             self.infiller,
             self.options.interleave_after_s,
@@ -114,7 +115,8 @@ class ServerState:
         if not waiting:
             return []
         bucket = bucket_of(waiting[0].request)
-        return [w for w in waiting if bucket_of(w.request) == bucket][: self.max_batch_size]
+        same = [w for w in waiting if bucket_of(w.request) == bucket]
+        return same[: self.pacer.limit(len(same))]
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -122,12 +124,14 @@ class ServerState:
             while take := self._take(self._next_batch):
                 items = [item for item, _ in take]
                 self.metrics.batch_size.observe(len(items))
+                t0 = time.perf_counter()
                 try:
                     outcomes = await loop.run_in_executor(
                         self.pool, infill_batch, self.infiller, items
                     )
                 except Exception as exc:  # noqa: BLE001 - the batch failed as a whole
                     outcomes = [exc] * len(items)
+                self.pacer.ran(len(items), time.perf_counter() - t0)
                 self._settle(take, outcomes)
         finally:
             self.draining = False
