@@ -339,7 +339,7 @@ def main() -> int:
     from lsp_server.config import Settings
     from lsp_server.planner import Budgets
 
-    out: dict = {"package": args.package, "commit": os.popen("git rev-parse --short HEAD").read()}
+    out: dict = {"package": args.package, "commit": os.popen("git rev-parse --short HEAD").read().strip()}
     t_start = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         ws = copy_package(args.package, Path(tmp) / "ws")
