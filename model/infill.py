@@ -182,9 +182,12 @@ def mid_line_holes(segments: list) -> list[bool]:
 
 
 def validate_checkpoint(path: Path, tokenizer: bool = True) -> dict:
-    """Check the files of a checkpoint directory; return its config dict or raise CheckpointError.
-    `tokenizer`: parse tokenizer.json too (False: only its presence; a loader that parses it
-    next says itself when it is corrupt)."""
+    """Check the files of a checkpoint of the shipped format; return its config dict or raise
+    CheckpointError. `tokenizer`: parse tokenizer.json too (False: only its presence; a loader
+    that parses it next says itself when it is corrupt). The weight files are checked as any
+    checkpoint's (model/families/checkpoint.py)."""
+    from model.families.checkpoint import SHIPPED_MODEL_TYPE, check_safetensors, shards_of
+
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint directory not found: {path}")
@@ -196,46 +199,18 @@ def validate_checkpoint(path: Path, tokenizer: bool = True) -> dict:
         cfg = json.loads(cfg_file.read_text())
     except (OSError, ValueError) as e:
         raise CheckpointError(f"checkpoint file is not valid JSON: {cfg_file} ({e})") from None
-    if cfg.get("model_type") != "parafill_mdlm":
+    if cfg.get("model_type") != SHIPPED_MODEL_TYPE:
         raise CheckpointError(
-            f"{cfg_file}: model_type is {cfg.get('model_type')!r}, expected 'parafill_mdlm'"
+            f"{cfg_file}: model_type is {cfg.get('model_type')!r}, expected {SHIPPED_MODEL_TYPE!r}"
         )
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (OSError, ValueError, KeyError) as e:
-            raise CheckpointError(f"checkpoint index is corrupt: {index} ({e})") from None
-    else:
-        shards = ["model.safetensors"]
-    for s in shards:
-        _check_safetensors(path / s)
+    for shard in shards_of(path):
+        check_safetensors(shard)
     if tokenizer:
         try:
             json.loads(tok_file.read_text())
         except (OSError, ValueError) as e:
             raise CheckpointError(f"tokenizer file is corrupt: {tok_file} ({e})") from None
     return cfg
-
-
-def _check_safetensors(f: Path) -> None:
-    """A safetensors file is an 8-byte header length, a JSON header, then the tensor bytes."""
-    if not f.is_file():
-        raise CheckpointError(f"checkpoint file missing: {f}")
-    size = f.stat().st_size
-    try:
-        with open(f, "rb") as fh:
-            n = int.from_bytes(fh.read(8), "little")
-            if n <= 0 or n > size - 8:
-                raise ValueError("bad header length")
-            header = json.loads(fh.read(n))
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint file is corrupt: {f} ({e})") from None
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    if 8 + n + end != size:
-        raise CheckpointError(
-            f"checkpoint file is truncated or corrupt: {f} (expected {8 + n + end} bytes, found {size})"
-        )
 
 
 class BuiltinInfiller:
