@@ -104,3 +104,23 @@ def test_a_replica_batches_at_most_the_size_it_chose():
         chosen = client.get("/health").json()["batching"]
     assert chosen["max_batch_size"] == 1 and chosen["measured"]
     assert app.state.parafill.max_batch_size == 1
+
+
+def test_batching_stops_while_batches_cost_more_than_requests_alone():
+    """The pacer batches while a batched request costs no more than one alone, and stops when
+    the runs say otherwise (requests a kept encode serves are cheap alone); it tries the other
+    way now and then, so a change back is seen."""
+    from model.serve.calibrate import EXPLORE_EVERY, BatchChoice, BatchPacer
+
+    pacer = BatchPacer(8, BatchChoice(8, True, {8: [0.4, 0.3]}))  # batching paid at start
+    assert pacer.limit(16) == 8
+    for _ in range(20):
+        pacer.ran(8, 8 * 0.05)  # 50 ms a request in a batch
+        pacer.ran(1, 0.01)  # 10 ms alone
+    limits = [pacer.limit(16) for _ in range(2 * EXPLORE_EVERY)]
+    assert limits.count(1) == 2 * EXPLORE_EVERY - 2 and limits.count(8) == 2
+    assert pacer.limit(1) == 8  # one waiting: nothing to decide
+    for _ in range(8):
+        pacer.ran(8, 8 * 0.004)
+    assert pacer.batching_pays() and pacer.limit(16) == 8
+    assert abs(pacer.to_json()["ms_per_request"]["alone"] - 10.0) < 0.1
