@@ -142,7 +142,8 @@ class Forwarder(http.server.BaseHTTPRequestHandler):
 
 
 def test_plain_http_goes_through_the_proxy_of_the_environment(monkeypatch):
-    app = local_app(ServeOptions(api_key_env=""), FakeInfiller())
+    # reached under a name that is not loopback and without a token: a name it allows (#24)
+    app = local_app(ServeOptions(api_key_env="", allowed_hosts=("model.test",)), FakeInfiller())
     with serving(app) as url:
         Forwarder.target = ("127.0.0.1", int(url.rsplit(":", 1)[1]))
         proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forwarder)
