@@ -382,6 +382,13 @@ class Engine:
         device = None if device in (None, "auto") else device
         return self.loader(model_path, device, precision, self.threads, **options)
 
+    def use_threads(self, threads: int) -> None:
+        """A new `threads` setting for the loaded model (and the next one loaded), without
+        loading it again."""
+        self.threads = threads
+        if self.infiller is not None:
+            cpu_threads.apply(self.infiller, threads)
+
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until the load finished (ready or error); True when ready."""
         self._ready.wait(timeout)

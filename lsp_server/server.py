@@ -101,6 +101,8 @@ class ParafillServer(LanguageServer):
             self.engine.loader = self._loader_for(new)
         if new.repo_context and (initial or not old.repo_context):
             self.context.set_folders(self.folders)
+        if not initial and new.threads != old.threads and _model_key(new) == _model_key(old):
+            self.engine.use_threads(new.threads)  # the same model: no reload
         if switched or _model_key(new) != _model_key(old):
             self.reported_load_error = False
             name = new.model_path or DEFAULT_MODEL
@@ -206,7 +208,7 @@ class ParafillServer(LanguageServer):
 
 def _model_key(s: Settings) -> tuple:
     """The settings whose change loads the model again."""
-    return (s.model_path, s.device, s.precision, s.threads, s.model_family, s.pass_cache)
+    return (s.model_path, s.device, s.precision, s.model_family, s.pass_cache)
 
 
 def _backend_key(s: Settings) -> tuple:

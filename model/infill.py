@@ -11,7 +11,8 @@ four steps, each a public method that benchmarks call as `infill` does:
   decode(denoised, layout, req) -> [InfillResult]   texts, why each fill ended, ranked candidates
 How it decodes beyond what a request asks is a `DecodeOptions` (immutable; the defaults are the
 shipped behaviour): the infiller's own, or one a benchmark passes to `denoise` / `infill`.
-`load_infiller` keeps the last loaded infiller only (a new path, device or precision drops it).
+`load_infiller` builds the backend a checkpoint needs (this one, or model/families' for a
+published coder); it keeps nothing.
 """
 
 from __future__ import annotations
@@ -784,12 +785,6 @@ class BuiltinInfiller:
         return min_length
 
 
-# the last infiller loaded, with its (path, device, precision): one at a time, so that a new
-# configuration does not keep the old model (about 43 MB) alive
-_loaded: tuple[tuple, BuiltinInfiller] | None = None
-_load_lock = threading.Lock()
-
-
 def load_infiller(
     path: str | os.PathLike | None = None,
     device: str | None = None,
@@ -797,24 +792,16 @@ def load_infiller(
     family: str | None = None,
     cache: str | None = None,
 ):
-    """The in-process backend for `path`: the shipped weights (None), another checkpoint of the
-    shipped format (a BuiltinInfiller), or a published diffusion coder's directory or hub id in
-    the local cache (model/families: `family` names it where its config does not; `cache` is
-    its pass mode, "exact" or "dual"). The same configuration gives the same infiller; loading
-    another one drops the last one (whoever still holds it keeps it)."""
-    global _loaded
+    """A new in-process backend for `path`: the shipped weights (None) or another checkpoint of
+    the shipped format (a BuiltinInfiller), or a published diffusion coder's directory or hub
+    id in the local cache (model/families: `family` names it where its config does not;
+    `cache` is its pass mode, "exact" or "dual"). Nothing is kept here: whoever loads it owns
+    it (the language server's engine, a model server's replica, a test or a benchmark)."""
     from model.families.checkpoint import is_shipped, resolve
     from model.families.infiller import FamilyInfiller
 
-    resolved = resolve(path) if path else WEIGHTS_DIR
-    key = (str(Path(resolved).resolve()), device or "auto", precision or "auto", family, cache)
-    with _load_lock:
-        if _loaded is None or _loaded[0] != key:
-            if family in (None, "", "parafill") and is_shipped(path):
-                infiller = BuiltinInfiller(path, device, precision)
-            else:
-                infiller = FamilyInfiller(
-                    resolved, device, precision, family or None, cache or "exact"
-                )
-            _loaded = (key, infiller)
-        return _loaded[1]
+    if family in (None, "", "parafill") and is_shipped(path):
+        return BuiltinInfiller(path, device, precision)
+    return FamilyInfiller(
+        resolve(path or WEIGHTS_DIR), device, precision, family or None, cache or "exact"
+    )

@@ -233,3 +233,16 @@ async def test_the_shipped_model_survives_bad_model_settings(real_client: Langua
         assert await inline(real_client, "file:///s/real.py", line, col), setting
         configure(real_client, modelPath=None, device="auto")  # back to the working settings
         await until(real_client, lambda st: st["loading"] is None and st["loadError"] is None)
+
+
+async def test_a_threads_change_keeps_the_loaded_model(real_client: LanguageClient):
+    """`threads` applies to the model already loaded: nothing is loaded again."""
+    st = await until(real_client, lambda st: st["state"] == "ready" and st["loading"] is None)
+    loaded = st["loadSeconds"]
+    configure(real_client, threads=1)
+    st = await until(real_client, lambda st: st["settings"]["threads"] == 1)
+    assert (st["threads"], st["adaptiveThreads"]) == (1, False)
+    assert (st["loading"], st["loadSeconds"]) == (None, loaded)  # no load
+    configure(real_client, threads=0)
+    st = await until(real_client, lambda st: st["adaptiveThreads"] is True)
+    assert st["loadSeconds"] == loaded
