@@ -682,6 +682,7 @@ def test_a_stream_whose_client_left_before_the_first_byte_gives_its_queue_slot_b
             "server": ("test", 80),
             "client": ("client", 1),
             "headers": [
+                (b"host", b"127.0.0.1"),
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(payload)).encode()),
             ],
@@ -700,4 +701,5 @@ def test_a_stream_whose_client_left_before_the_first_byte_gives_its_queue_slot_b
     for _ in range(3):
         asyncio.run(gone_client())
     assert app.state.parafill.inflight == 0
-    assert TestClient(app).post("/v1/infill", json=req).status_code == 200
+    client = TestClient(app, base_url="http://127.0.0.1")
+    assert client.post("/v1/infill", json=req).status_code == 200
