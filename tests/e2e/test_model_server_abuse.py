@@ -128,32 +128,54 @@ fim_bodies = st.fixed_dictionaries(
         "seed": small_ints,
     },
 )
+
+
+def mostly(valid, junk=json_values):
+    """Valid values most of the time (so that whole bodies are often valid), junk otherwise."""
+    return st.one_of(valid, valid, valid, valid, junk)
+
+
+stop_rules = st.fixed_dictionaries(
+    {},
+    optional={
+        "single_line": mostly(st.booleans()),
+        "max_lines": mostly(st.integers(0, 4), small_ints),
+        "dedent_below": mostly(st.integers(0, 8), small_ints),
+        "open_brackets": mostly(st.integers(0, 3), small_ints),
+        "inside_bracket": mostly(st.booleans()),
+    },
+)
 holes = st.fixed_dictionaries(
     {
         "hole": st.fixed_dictionaries(
-            {},
+            {"max_tokens": mostly(st.integers(1, 12), small_ints)},
             optional={
-                "max_tokens": small_ints,
-                "min_tokens": small_ints,
-                "single_line": json_values,
-                "stop": json_values,
+                "min_tokens": mostly(st.integers(0, 2), small_ints),
+                "single_line": mostly(st.booleans()),
+                "stop": mostly(stop_rules),
             },
         )
     }
 )
+texts = st.text(max_size=20)
+segments = mostly(
+    st.tuples(texts, holes, texts).map(list)
+    | st.lists(st.one_of(texts, holes), min_size=1, max_size=4)
+)
 native_bodies = st.fixed_dictionaries(
-    {"segments": st.lists(st.one_of(st.text(max_size=20), holes, json_values), max_size=4)},
+    {"segments": segments},
     optional={
-        "candidates": small_ints,
-        "steps": small_ints,
-        "temperature": st.one_of(st.floats(-1, 3), json_values),
-        "threshold": st.one_of(st.floats(-1, 2), json_values),
-        "seed": small_ints,
-        "schedule": st.one_of(st.sampled_from(["threshold", "linear", "x"]), json_values),
-        "end_rule": json_values,
-        "tokens_per_step": small_ints,
-        "stream": json_values,
-        "language": json_values,
+        "candidates": mostly(st.integers(1, 3), small_ints),
+        "steps": mostly(st.integers(1, 8), small_ints),
+        "temperature": mostly(st.floats(0, 2), st.floats(-1, 3)),
+        "threshold": mostly(st.floats(0.1, 1), st.floats(-1, 2)),
+        "seed": mostly(st.integers(0, 2**31), small_ints),
+        "schedule": mostly(st.sampled_from(["threshold", "linear", "cosine"]), st.text(max_size=5)),
+        "tokens_per_step": mostly(st.integers(1, 4), small_ints),
+        "stream": mostly(st.booleans()),
+        "language": mostly(st.sampled_from(["python", "go", "rust"])),
+        "want_trajectory": mostly(st.booleans()),
+        "reuse_context": mostly(st.booleans()),
     },
 )
 # text with lone surrogates, as JSON escapes
@@ -164,12 +186,16 @@ surrogate_text = st.text(
 
 @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
-    path=st.sampled_from([FIM, INFILL]),
-    body=st.one_of(fim_bodies, native_bodies, json_values),
+    asked=st.one_of(
+        st.tuples(st.just(FIM), fim_bodies),
+        st.tuples(st.just(INFILL), native_bodies),
+        st.tuples(st.sampled_from([FIM, INFILL]), json_values),
+    ),
     spoil=st.one_of(st.none(), surrogate_text, st.sampled_from(["NaN", "-Infinity", "deep"])),
 )
-def test_every_body_gets_json_and_never_a_500(shipped_url, path, body, spoil):
+def test_every_body_gets_json_and_never_a_500(shipped_url, asked, spoil):
     """Any body, in either endpoint: a JSON answer, 200 or 4xx, never 500."""
+    path, body = asked
     content = json.dumps(body).encode()
     if spoil == "deep":
         content = b"[" * 3000 + content + b"]" * 3000
