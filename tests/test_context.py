@@ -159,6 +159,14 @@ def test_packing_holds_the_budget_with_a_path_line_per_chunk_best_last():
     assert cut.text.endswith("line\n\n")
 
 
+def test_packing_in_file_order_keeps_each_chunk_in_its_place():
+    ranked = ranked_chunks(3, 20)[::-1]  # m2 best
+    p = pack(ranked, 200, "python", order="path")
+    assert [r.chunk.path for r in p.chunks] == ["m0.py", "m1.py", "m2.py"]
+    q = pack(ranked[:1] + ranked[2:], 200, "python", order="path")  # m1 out: the rest as before
+    assert p.text.replace("# m1.py\n" + "x" * 20 + "\n", "") == q.text
+
+
 def test_packing_is_stable_while_the_same_chunks_are_chosen():
     a = pack(ranked_chunks(2, 20), 100, "python")
     reordered = [replace(r, score=-r.score) for r in ranked_chunks(2, 20)][::-1]

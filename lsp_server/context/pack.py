@@ -2,8 +2,9 @@
 
 Owns the text the model reads ahead of the current file's prefix: each chunk under a path comment
 line (`# path/to/file.py` for Python, `// path/to/file.ts` for the brace languages: the shipped
-network reads a path comment best: docs/benchmarks.md), chunks in rank order with the best one
-last, nearest the prefix. Coverage first: as many chunks as fit in rank order, each definition as
+network reads a path comment best: docs/benchmarks.md), in file order (by path and line: a chunk
+coming in or going out moves nothing else, which the model's context reuse needs) or in rank
+order with the best one last, nearest the prefix (`order`). Coverage first: as many chunks as fit in rank order, each definition as
 its signature alone (`Chunk.short`; a chunk that does not fit is skipped for smaller ones after
 it, except the best, which is cut at a line end), then each, best first, whole (docstring, class
 members) where what is left allows. The budget is in tokens, estimated with the
@@ -75,8 +76,15 @@ def _cut_to(text: str, chars: int) -> str:
     return text[: nl + 1] if nl > 0 else ""
 
 
+ORDERS = ("rank", "path")
+
+
 def pack(
-    ranked: list[Ranked], budget_tokens: int, language: str, chars_per_token: float = 3.0
+    ranked: list[Ranked],
+    budget_tokens: int,
+    language: str,
+    chars_per_token: float = 3.0,
+    order: str = "rank",
 ) -> Packed:
     """The best chunks within `budget_tokens` (estimated at `chars_per_token`): first as many
     as fit in rank order, each definition as its signature alone, then each, best first, whole
@@ -103,7 +111,10 @@ def pack(
             item[1] = whole
     if not chosen:
         return EMPTY
-    chosen.reverse()  # the best nearest the prefix
+    if order == "path":  # by file and line: a chunk in or out changes only its own place
+        chosen.sort(key=lambda item: (item[0].chunk.path, item[0].chunk.start))
+    else:
+        chosen.reverse()  # the best nearest the prefix
     text = "".join(p for _, p in chosen) + "\n"
     return Packed(text, tuple(r for r, _ in chosen), int(len(text) / chars_per_token) + 1)
 

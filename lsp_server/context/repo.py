@@ -32,6 +32,10 @@ class RepoContext:
     def __init__(self, index: WorkspaceIndex | None = None):
         self.open: dict[str, object] = {}  # uri -> its open syntax.Document
         self.index = index or WorkspaceIndex()
+        # the packed chunks' order (pack.ORDERS): by file and line, so that a chunk coming in or
+        # going out as one types moves nothing else and the model's context reuse keeps the rest
+        # (bench/repo_context.py: reused 85 % against 81 % in rank order, the best one last)
+        self.order = "path"
         self.ring = EditRing()
         self.previous: dict[str, Packed] = {}  # uri -> its last packing
         self.last: tuple[str, Packed] | None = None  # the last completion's (uri, packing)
@@ -141,7 +145,7 @@ class RepoContext:
         others, texts = self._others(doc)
         edits = [c for c in self.ring.chunks(texts) if c.path != here]
         ranked = rank(text, cursor, binds, defs_of, [*edits, *others], here)
-        packed = pack(ranked, budget_tokens, doc.language, chars_per_token)
+        packed = pack(ranked, budget_tokens, doc.language, chars_per_token, self.order)
         packed = stable(self.previous.get(doc.uri), packed, ranked)
         self.previous[doc.uri] = packed
         if shown:

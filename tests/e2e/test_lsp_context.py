@@ -113,6 +113,21 @@ async def test_files_created_and_deleted_on_disk(client: LanguageClient):
     assert await fill(client, other.as_uri(), 4, 4) == "pass"  # the fake's fill without context
 
 
+async def test_workspace_folders_added_and_removed(client: LanguageClient):
+    ws, other = client.ws, client.ws.parent / "other"
+    other.mkdir()
+    (other / "lib.py").write_text("def helper():\n    pass\n")
+    folder = types.WorkspaceFolder(other.as_uri(), "other")
+    event = types.WorkspaceFoldersChangeEvent(added=[folder], removed=[])
+    client.workspace_did_change_workspace_folders(types.DidChangeWorkspaceFoldersParams(event))
+    st = await indexed(client, 7)
+    assert st["index"]["folders"] == [str(ws.resolve()), str(other.resolve())]
+    event = types.WorkspaceFoldersChangeEvent(added=[], removed=[folder])
+    client.workspace_did_change_workspace_folders(types.DidChangeWorkspaceFoldersParams(event))
+    st = await indexed(client, 6)
+    assert st["index"]["folders"] == [str(ws.resolve())]
+
+
 async def test_turned_off_nothing_is_added(client: LanguageClient):
     ws = client.ws
     client.workspace_did_change_configuration(
