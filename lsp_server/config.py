@@ -159,7 +159,7 @@ def _env_name(v: Any):
 
 _FILL_LIMIT = f"the model fills at most {MAX_FILL_TOKENS} tokens, half its {MODEL_WINDOW} window"
 # the shipped model reads 512 tokens and trims a longer context to that; a published coder
-# reads more (its config's window, capped at model/families/infiller.py's DEFAULT_CONTEXT)
+# reads more (up to the window its config gives: model/families/infiller.py)
 MAX_CONTEXT_TOKENS = 8192
 _WINDOW_LIMIT = f"at most {MAX_CONTEXT_TOKENS} tokens (the shipped model reads {MODEL_WINDOW})"
 

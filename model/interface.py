@@ -117,7 +117,12 @@ class Infiller(Protocol):
     """Anything that can fill holes. `should_stop` is polled between denoising steps (True:
     raise InfillCancelled). `late`, when given, replaces the request's own deadline test (True
     once the caller's deadline has passed): a prefetch that a request takes over while it runs
-    gets that request's deadline (lsp_server/engine.py)."""
+    gets that request's deadline (lsp_server/engine.py).
+
+    An Infiller may also say what its last `infill` call spent, as a dict `last_timing`
+    (milliseconds by phase, "context_reused": whether it reused a kept context encoding): the
+    language server logs it and counts the reuse. The built-in, published-coder and remote
+    backends do; a backend without it is timed from outside only."""
 
     def infill(
         self,

@@ -350,7 +350,7 @@ def test_bad_requests(coder):
     with pytest.raises(ValueError, match="at least one Hole"):
         coder.layout(InfillRequest(["no holes"]))
     with pytest.raises(ValueError, match="hole budgets"):
-        coder.layout(InfillRequest(["x", Hole(5000), "y"]))
+        coder.layout(InfillRequest(["x", Hole(coder.window), "y"]))
 
 
 # ---------------------------------------------------------------- the CLI

@@ -52,7 +52,6 @@ from model.layout import trim_context
 # DreamOn's evaluation settings (eval/configs/eval_infill.yaml of its authors), temperature 0
 DREAMON = GrowConfig(start=4, max_expansions=64, steps=128, alg="entropy", top_p=0.9)
 INT8_AUTO_MAX = 1_500_000_000  # "auto" precision on the CPU: int8 up to this many weights
-DEFAULT_CONTEXT = 2048  # window used when the config allows more (the authors' max_tokens)
 
 
 @dataclass(frozen=True)
@@ -122,7 +121,9 @@ class FamilyInfiller:
 
             quantize.quantize_int8(net)
         self.lm = BidirectionalLM(net, s.shift, self.device)
-        self.window = min(self.lm.window, context_tokens or DEFAULT_CONTEXT)
+        # the window the checkpoint was built for (its config); what fills it is the caller's
+        # choice (the server's contextTokens); `context_tokens` caps it further
+        self.window = min(self.lm.window, context_tokens or self.lm.window)
         self.max_len = self.window  # (the model server reads the window under this name)
         self.growing = self.ids.expand is not None
         # the variable-length loop's settings (DreamOn's evaluation ones); a request's steps,
