@@ -11,6 +11,7 @@ from dataclasses import replace
 import pytest
 from context_workspace import make_workspace
 
+from lsp_server import syntax
 from lsp_server.completion import Ask, Completer
 from lsp_server.config import MODEL_WINDOW, Settings
 from lsp_server.context import files
@@ -105,6 +106,25 @@ def test_imports_resolve_to_workspace_files():
         Binding("api", "web/api.ts", "default"),
         Binding("f", "web/api.ts", "fetchUser"),
         Binding("lib", "lib/index.js", None),
+    ]
+
+
+def test_imports_of_a_file_being_written_are_read():
+    """A line being written breaks the parse (an ERROR node can hold the whole module): the
+    imports are still read."""
+    have = {"pkg/core.py", "web/api.ts"}.__contains__
+    src = (
+        "from pkg.core import Order\n\n\nclass A:\n    def f(self, x):\n        for i in x:\n"
+        "            try:\n                y = 1\n                if (\n                    z = Order(i)\n"
+        "                elif i:\n                    pass\n            finally:\n                pass\n"
+    )  # `if (` just typed
+    assert [n.type for n in syntax.parse(src, "python").root_node.named_children] == ["ERROR"]
+    assert bindings(src, "python", "pkg/main.py", have) == [
+        Binding("Order", "pkg/core.py", "Order")
+    ]
+    js = "import { fetchUser } from './api';\nfunction g( {\n  return fetchUser(1);\n"
+    assert bindings(js, "typescript", "web/app.ts", have) == [
+        Binding("fetchUser", "web/api.ts", "fetchUser")
     ]
 
 

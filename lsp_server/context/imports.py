@@ -113,10 +113,18 @@ def _walk_imports(root, types: tuple[str, ...]):
             elif child.type in (
                 "if_statement", "try_statement", "block", "function_definition",
                 "class_definition", "decorated_definition", "else_clause", "except_clause",
-                "finally_clause", "with_statement", "elif_clause",
+                "finally_clause", "with_statement", "elif_clause", "ERROR",
             ):  # fmt: skip
                 stack.append(child)
     return sorted(found, key=lambda n: n.start_byte)
+
+
+def _top_level(root) -> list:
+    """The root's children, those of ERROR nodes among them too (a file being written)."""
+    out = []
+    for node in root.named_children:
+        out += _top_level(node) if node.type == "ERROR" else [node]
+    return out
 
 
 def _js_module_path(spec: str, here: str, exists: Callable[[str], bool]) -> str | None:
@@ -137,7 +145,7 @@ def _string_value(node) -> str | None:
 
 def _js_bindings(tree, here: str, exists: Callable[[str], bool]) -> list[Binding]:
     out: list[Binding] = []
-    for node in tree.root_node.named_children:
+    for node in _top_level(tree.root_node):
         if node.type != "import_statement":
             if node.type in ("lexical_declaration", "variable_declaration"):
                 out += _js_requires(node, here, exists)
