@@ -78,6 +78,12 @@ def test_python_definitions_are_signatures_not_bodies(ws):
     assert (cls.start, cls.end) == (12, 22)  # 0-based, the class to its last line
 
 
+def test_definitions_of_a_file_being_written():
+    text = "X = 1\n\n\ndef f(a):\n    if (\n        pass\n    elif a:\n        pass\n\n\ndef g(b):\n    pass\n"
+    assert [n.type for n in syntax.parse(text, "python").root_node.named_children] == ["ERROR"]
+    assert {c.names[0] for c in definitions("m.py", text, "python")} == {"X", "f"}  # (g: swallowed)
+
+
 def test_typescript_definitions(ws):
     text = (ws / "web/api.ts").read_text()
     defs = {c.names[0]: c.text for c in definitions("web/api.ts", text, "typescript")}

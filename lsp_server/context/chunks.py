@@ -149,9 +149,17 @@ def _py_class(src: bytes, node, wrapper) -> tuple[str, tuple[str, ...]]:
     return "\n".join(out), tuple(names)
 
 
-def _python_defs(path: str, src: bytes, root) -> list[Chunk]:
+def top_level(root) -> list:
+    """The root's children, those of ERROR nodes among them too (a file being written)."""
     out = []
     for node in root.named_children:
+        out += top_level(node) if node.type == "ERROR" else [node]
+    return out
+
+
+def _python_defs(path: str, src: bytes, root) -> list[Chunk]:
+    out = []
+    for node in top_level(root):
         d, w = _unwrap(node)
         start = (w or d).start_point[0]
         if d.type == "function_definition":
@@ -198,7 +206,7 @@ def _js_class(src: bytes, node) -> tuple[str, tuple[str, ...]]:
 
 def _js_defs(path: str, src: bytes, root) -> list[Chunk]:
     out = []
-    for top in root.named_children:
+    for top in top_level(root):
         node = top
         if node.type == "export_statement":
             node = node.child_by_field_name("declaration") or node

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lsp_server import syntax
+from lsp_server.context.chunks import top_level
 
 JS_EXTENSIONS = (".ts", ".tsx", ".js", ".jsx", ".mjs", ".cjs", ".d.ts")
 
@@ -119,14 +120,6 @@ def _walk_imports(root, types: tuple[str, ...]):
     return sorted(found, key=lambda n: n.start_byte)
 
 
-def _top_level(root) -> list:
-    """The root's children, those of ERROR nodes among them too (a file being written)."""
-    out = []
-    for node in root.named_children:
-        out += _top_level(node) if node.type == "ERROR" else [node]
-    return out
-
-
 def _js_module_path(spec: str, here: str, exists: Callable[[str], bool]) -> str | None:
     if not spec.startswith("."):
         return None  # a package: not a workspace file
@@ -145,7 +138,7 @@ def _string_value(node) -> str | None:
 
 def _js_bindings(tree, here: str, exists: Callable[[str], bool]) -> list[Binding]:
     out: list[Binding] = []
-    for node in _top_level(tree.root_node):
+    for node in top_level(tree.root_node):
         if node.type != "import_statement":
             if node.type in ("lexical_declaration", "variable_declaration"):
                 out += _js_requires(node, here, exists)
