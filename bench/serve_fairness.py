@@ -12,7 +12,9 @@ uvicorn in this process, the shipped model on the CPU), medians over rounds:
   asked of model/infill.py): the small one runs between the heavy one's denoising steps
   (model/serve/interleave.py).
 
-The small request alone (nothing running) is measured too, as its own cost.
+The small request alone (nothing running) is measured too, as its own cost. With `--base DIR`
+(a checkout of the code before), its `serve-model --no-ray` runs the same rounds first, with the
+heaviest request legal there (8 candidates x 256 tokens) and no time budget.
 
     .venv/bin/python bench/serve_fairness.py --rounds 3       # about 2 minutes
 Results: bench/results/serve_fairness.json
@@ -54,17 +56,25 @@ def small(k: int) -> dict:
     }
 
 
-def post(url: str, body: dict) -> tuple[int, float]:
+def post(url: str, body: dict, timeout: float = 300) -> tuple[int | str, float]:
+    """The status (or "gave up": the client's timeout) and the seconds it took."""
     t = time.perf_counter()
-    r = httpx.post(url + FIM, json=body, timeout=300)
-    return r.status_code, time.perf_counter() - t
+    try:
+        status: int | str = httpx.post(url + FIM, json=body, timeout=timeout).status_code
+    except httpx.TimeoutException:
+        status = "gave up"
+    return status, time.perf_counter() - t
 
 
-def one_round(url: str, k: int, delay: float) -> dict:
+def one_round(
+    url: str, k: int, delay: float, heavy_body: dict = HEAVY, patience: float = 300
+) -> dict:
+    """The heavy request (its client gives up after `patience` s), the small one `delay` s
+    later."""
     heavy: dict = {}
 
     def run_heavy() -> None:
-        heavy["status"], heavy["s"] = post(url, HEAVY)
+        heavy["status"], heavy["s"] = post(url, heavy_body, patience)
 
     thread = threading.Thread(target=run_heavy)
     thread.start()
@@ -75,11 +85,40 @@ def one_round(url: str, k: int, delay: float) -> dict:
             "heavy_s": heavy["s"]}  # fmt: skip
 
 
+def before(args) -> dict:
+    """The rounds against the code before (`--base`): its own server process, no time budget,
+    the heaviest request legal there (it ran over 300 s here), whose client gives up after
+    `--patience` s, as the issue's did."""
+    from serve_throughput import Server
+
+    heavy = {**HEAVY, "n": 8}
+    server = Server(["--max-batch-size", "8"], ray=False, root=Path(args.base))
+    try:
+        runs = [
+            one_round(server.url, 2000 + r, args.delay, heavy, args.patience)
+            for r in range(args.rounds)
+        ]
+    finally:
+        server.stop()
+    for run in runs:
+        print("base", run, flush=True)
+    return {
+        "code": args.base,
+        "heavy": heavy,
+        "heavy_client_gives_up_after_s": args.patience,
+        "rounds": runs,
+        "small_s_median": round(statistics.median(x["small_s"] for x in runs), 3),
+        "heavy_s_median": round(statistics.median(x["heavy_s"] for x in runs), 3),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--delay", type=float, default=1.0, help="seconds between heavy and small")
     ap.add_argument("--request-seconds", type=float, default=30.0, help="the time budget")
+    ap.add_argument("--base", default=None, help="a checkout of the code before")
+    ap.add_argument("--patience", type=float, default=60, help="the base's heavy client, s")
     ap.add_argument("--out", default=str(ROOT / "bench/results/serve_fairness.json"))
     args = ap.parse_args()
     from model import cpu_threads
@@ -92,6 +131,8 @@ def main() -> None:
     result["request_seconds"] = args.request_seconds
     opts = ServeOptions(api_key_env="", request_seconds=args.request_seconds)
     rows: dict[str, list[dict]] = {"lock": [], "rlock": []}
+    if args.base:
+        result["base"] = before(args)
     alone = []
     shipped_lock = infiller.lock
     for r in range(args.rounds):
@@ -108,8 +149,8 @@ def main() -> None:
             "rounds": runs,
             "small_s_median": round(statistics.median(x["small_s"] for x in runs), 3),
             "heavy_s_median": round(statistics.median(x["heavy_s"] for x in runs), 3),
-            "heavy_status": sorted({x["heavy_status"] for x in runs}),
-            "small_status": sorted({x["small_status"] for x in runs}),
+            "heavy_status": sorted({str(x["heavy_status"]) for x in runs}),
+            "small_status": sorted({str(x["small_status"]) for x in runs}),
         }
         for name, runs in rows.items()
     }
