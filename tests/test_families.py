@@ -307,6 +307,15 @@ def test_equals_the_reference_sampler_token_for_token(tmp_path):
         grew += len(got) > 4
         shrank += len(got) < 4
     assert grew and shrank  # the fixture exercises both
+    # the CLI as a user runs it (DreamOn's defaults: top-p 0.9), a case that grew and shrank
+    case = next(c for c in ref["cases"] if c.get("top_p") == 0.9 and len(c["middle_ids"]) > 4)
+    f = tmp_path / "case.py"
+    f.write_text(case["prefix"] + "<|fill|>" + case["suffix"])
+    args = ("--tokens-per-step", "1", "--raw")
+    out = _cli("fill", str(f), "--model", str(path), "--precision", "fp32", *args)
+    assert out.returncode == 0, out.stderr
+    middle = inf.tok.hf.decode(case["middle_ids"], skip_special_tokens=True)
+    assert out.stdout == case["prefix"] + middle + case["suffix"]
 
 
 # ---------------------------------------------------------------- requests
