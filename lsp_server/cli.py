@@ -133,9 +133,42 @@ def _serve_model_parser(sub) -> None:
     m.add_argument(
         "--api-key-env",
         metavar="NAME",
-        default=DEFAULT_API_KEY_ENV,
+        default=None,
         help="environment variable holding the bearer token clients must send "
-        f"(default {DEFAULT_API_KEY_ENV}; required when --host is not loopback)",
+        f"(default {DEFAULT_API_KEY_ENV}, used when set; named here, it must be set; required "
+        "when --host is not loopback)",
+    )
+    m.add_argument(
+        "--request-seconds",
+        type=float,
+        default=d.request_seconds,
+        help="every request's time budget on the model; past it, a 408 error",
+    )
+    m.add_argument(
+        "--max-request-tokens",
+        type=int,
+        default=d.max_request_tokens,
+        help="the most candidates x hole tokens one request may ask (0: automatic, by device)",
+    )
+    m.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name accepted besides loopback without a token (repeatable)",
+    )
+    m.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="an origin that gets CORS headers (repeatable; default: no CORS)",
+    )
+    m.add_argument(
+        "--no-calibrate-batch",
+        dest="calibrate_batch",
+        action="store_false",
+        help="batch up to --max-batch-size as given, without measuring at start",
     )
     m.add_argument("--max-queue", type=int, default=d.max_queue, help="per replica; past it 429")
     m.add_argument("--max-batch-size", type=int, default=d.max_batch_size)
@@ -290,7 +323,7 @@ def serve_model(args) -> int:
             f"serve-model needs the serve extra ({', '.join(missing)} missing): "
             "pip install 'parafill[serve]'"
         )
-    from model.serve.options import ServeOptions, is_loopback
+    from model.serve.options import DEFAULT_API_KEY_ENV, ServeOptions, is_loopback
 
     opts = ServeOptions(
         model=args.model,
@@ -301,7 +334,13 @@ def serve_model(args) -> int:
         pass_cache=args.pass_cache,
         threads=args.threads,
         model_id=args.model_id,
-        api_key_env=args.api_key_env,
+        api_key_env=args.api_key_env or DEFAULT_API_KEY_ENV,
+        api_key_env_given=args.api_key_env is not None,
+        request_seconds=args.request_seconds,
+        max_request_tokens=args.max_request_tokens,
+        allowed_hosts=tuple(args.allowed_host),
+        cors_origins=tuple(args.cors_origin),
+        calibrate_batch=args.calibrate_batch,
         max_queue=args.max_queue,
         max_batch_size=args.max_batch_size,
         batch_wait_ms=args.batch_wait_ms,
@@ -312,7 +351,7 @@ def serve_model(args) -> int:
     if opts.api_key() is None and not is_loopback(args.host):
         raise CliError(
             f"binding to {args.host} (not loopback) needs a token: set the environment variable "
-            f"{args.api_key_env} (named by --api-key-env); clients send it as a bearer token"
+            f"{opts.api_key_env} (named by --api-key-env); clients send it as a bearer token"
         )
     if min(args.replicas, args.max_queue, args.max_batch_size) < 1:
         raise CliError("--replicas, --max-queue and --max-batch-size must be at least 1")

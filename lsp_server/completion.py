@@ -125,8 +125,12 @@ class Completer:
         """The engine's results for `req`; a cancelled task cancels the job between steps."""
         job = self.engine.submit(uri, req, label)
         self._hold(1)
+        inner = asyncio.wrap_future(job.future)
+        # a request cancelled while its job runs leaves the job's InfillCancelled on `inner`:
+        # read it, or asyncio logs "Future exception was never retrieved"
+        inner.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:  # shielded: the job may be shared (a request joined it); release says who left
-            return await asyncio.shield(asyncio.wrap_future(job.future))
+            return await asyncio.shield(inner)
         except asyncio.CancelledError:
             self.engine.release(job)
             raise

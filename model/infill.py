@@ -273,7 +273,9 @@ class BuiltinInfiller:
         self.config = config
         self.max_len = int(config.train_seq_len)
         self.name = f"parafill-builtin:{self.path.name}"
-        self.lock = threading.Lock()
+        # reentrant: the model server runs a cheaper request from within a running one's
+        # stop check, on the same thread (model/serve/interleave.py)
+        self.lock = threading.RLock()
         self.last_timing: dict[str, float] = {}
         self.options = options or DecodeOptions()
         self.reuse_context = reuse_context

@@ -211,3 +211,12 @@ def test_doctor_checks_everything_and_says_what_to_fix(tmp_path):
     assert bad.returncode == 1
     assert "BAD checkpoint" in out(bad) and "fix: check --model" in out(bad)
     assert "server start" not in out(bad)  # no server started on a broken checkpoint
+
+
+def test_serve_model_refuses_a_named_token_variable_that_is_unset(monkeypatch):
+    """Named on purpose (even the default's name), an unset token variable stops the start;
+    the server would otherwise run without the auth that was asked for."""
+    monkeypatch.delenv("PARAFILL_API_KEY", raising=False)
+    proc = parafill("serve-model", "--no-ray", "--port", "1", "--api-key-env", "PARAFILL_API_KEY")
+    assert proc.returncode == 2
+    assert "PARAFILL_API_KEY, which is not set" in err(proc)

@@ -133,7 +133,7 @@ class FamilyInfiller:
         self.mask_id, self.end_id = self.ids.mask, self.ids.end  # model/decoding.py's Model
         self.newlines = self.tok.line_break_ids()
         self.name = f"{ck.family}:{ck.path.name}"
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # (reentrant: model/serve/interleave.py)
         self.last_timing: dict[str, float] = {}
         self.params = ck.params
 

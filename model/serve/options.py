@@ -34,6 +34,9 @@ class ServeOptions:
     # the NAME of the environment variable holding the bearer token (read in each replica, so the
     # token never travels in the deployment's configuration); unset or empty: no auth (loopback)
     api_key_env: str = DEFAULT_API_KEY_ENV
+    # the variable was named on purpose (`--api-key-env`): unset, the server refuses to start
+    # even when it is the default's name
+    api_key_env_given: bool = False
     max_queue: int = 32  # requests admitted per replica (running or waiting); past it: 429
     # the most requests one batch denoises together; the replica measures at start which batch
     # size is no slower than its requests one at a time on its device (model/serve/calibrate.py)
@@ -70,9 +73,10 @@ class ServeOptions:
 
 def check_options(opts: ServeOptions) -> None:
     """Refuse to start on options that would silently serve something else than asked:
-    `api_key_env` naming a variable other than the default that is not set (the server would
-    run with no auth), a time budget that is not positive."""
-    if opts.api_key_env and opts.api_key_env != DEFAULT_API_KEY_ENV and opts.api_key() is None:
+    `api_key_env` naming a variable that is not set (the default's name counts only when given
+    on purpose: the server would run with no auth), a time budget that is not positive."""
+    named = opts.api_key_env_given or opts.api_key_env != DEFAULT_API_KEY_ENV
+    if opts.api_key_env and named and opts.api_key() is None:
         raise ValueError(
             f"--api-key-env names {opts.api_key_env}, which is not set (or empty): set it to the "
             "bearer token clients must send, or leave --api-key-env out to serve loopback "

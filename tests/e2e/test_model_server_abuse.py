@@ -353,11 +353,9 @@ def test_a_small_request_runs_between_a_large_ones_steps(lock_kind):
 def test_the_shipped_model_answers_a_small_request_behind_the_heaviest_legal_one(shipped):
     """The heaviest legal FIM request on a CPU (256 tokens x 4 candidates, temperature 1.5: 8
     candidates of 256 are refused, each of their steps took 1.9 s) runs; a small one sent 1 s
-    later is answered within 3 s. Needs the infiller's lock to be re-entrant (model/infill.py:
-    `self.lock = threading.RLock()`, asked of its owner in issue #24's report); until then this
-    test sets it."""
-    if not isinstance(shipped.lock, type(threading.RLock())):
-        shipped.lock = threading.RLock()
+    later is answered within 3 s: the infiller's lock is re-entrant, so the cheaper request
+    runs from within the heavy one's stop check (model/serve/interleave.py)."""
+    assert isinstance(shipped.lock, type(threading.RLock()))
     with serving(local_app(options(request_seconds=8, calibrate_batch=False), shipped)) as url:
         heavy = {"prompt": "def f(x):\n", "max_tokens": 256, "n": 8, "temperature": 1.5}
         assert "at most 1024" in error_of(post(url, FIM, heavy), 422)["message"]
@@ -470,3 +468,14 @@ def test_a_client_that_leaves_mid_body_logs_no_error(caplog):
             time.sleep(0.5)
             assert httpx.get(url + "/health").status_code == 200
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+def test_a_token_variable_named_on_purpose_must_be_set(monkeypatch):
+    """`--api-key-env` naming the default's variable on purpose, unset: refused like any other
+    named variable (left out, the default's variable is only used when it is set)."""
+    from model.serve.options import DEFAULT_API_KEY_ENV, check_options
+
+    monkeypatch.delenv(DEFAULT_API_KEY_ENV, raising=False)
+    check_options(ServeOptions())  # not named: loopback without a token
+    with pytest.raises(ValueError, match="not set"):
+        check_options(ServeOptions(api_key_env=DEFAULT_API_KEY_ENV, api_key_env_given=True))
