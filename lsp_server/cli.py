@@ -210,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--show-steps", action="store_true", help="print the span after each step on stderr"
     )
+    c.add_argument(
+        "--repo-context",
+        action="store_true",
+        help="read the definitions the cursor's code uses from the other files of FILE's "
+        "repository (the nearest folder with .git) ahead of the prefix; --show-steps says which",
+    )
     _model_options(c)
     _sampling_options(c)
     _remote_options(c)
@@ -468,10 +474,18 @@ def _settings(args):
     )
 
 
-def _completer(args):
+def _completer(args, path: str | None = None):
+    """The one completion path as the server runs it; with `--repo-context`, the repository of
+    `path` indexed first (lsp_server/context/)."""
     from lsp_server.completion import Completer
 
-    return Completer(_engine(args), _settings(args))
+    settings, context = _settings(args), None
+    if path is not None and getattr(args, "repo_context", False):
+        from lsp_server.context import RepoContext
+
+        context = RepoContext.for_file(path)
+        settings = replace(settings, repo_context=True)
+    return Completer(_engine(args), settings, context=context)
 
 
 def _ask(args, **extra):
@@ -513,7 +527,7 @@ def complete(args) -> int:
         raise CliError(f"{path}:{line}: column {col} is outside the line (1..{width + 1})")
     cursor = doc.line_starts[line - 1] + col - 1
     ask = _ask(args, want_trajectory=args.show_steps)
-    done = asyncio.run(_completer(args).complete(doc, cursor, ask))
+    done = asyncio.run(_completer(args, path).complete(doc, cursor, ask))
     if done.error is not None:
         raise _model_error(done.error)
     first = done.results[0] if done.results else None
@@ -524,6 +538,8 @@ def complete(args) -> int:
             f"[{done.kind} region, {first.steps_used} steps, {first.tokens} tokens]",
             file=sys.stderr,
         )
+        if done.context.chunks:
+            print(f"[{done.context.describe()}]", file=sys.stderr)
     if done.candidates:
         best = done.candidates[0]
         text = best.text[: len(best.text) - best.extend] if best.extend else best.text

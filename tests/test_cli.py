@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -220,3 +221,18 @@ def test_serve_model_refuses_a_named_token_variable_that_is_unset(monkeypatch):
     proc = parafill("serve-model", "--no-ray", "--port", "1", "--api-key-env", "PARAFILL_API_KEY")
     assert proc.returncode == 2
     assert "PARAFILL_API_KEY, which is not set" in err(proc)
+
+
+def test_complete_with_the_repository_context_says_which_files_fed_it(tmp_path):
+    """`complete --repo-context --show-steps`: the definitions the cursor's code uses come from
+    the other files of the file's repository, and stderr says which."""
+    ws = tmp_path / "ws"
+    shutil.copytree(ROOT / "tests" / "fixtures" / "workspace", ws)
+    (ws / ".git").mkdir()
+    main = ws / "pkg" / "main.py"
+    proc = parafill("complete", f"{main}:7:5", "--repo-context", "--show-steps")
+    assert proc.returncode == 0, err(proc)
+    said = [line for line in err(proc).splitlines() if line.startswith("[context: ")]
+    assert said and ("core.py" in said[0] or "grouping.py" in said[0]), err(proc)
+    plain = parafill("complete", f"{main}:7:5", "--show-steps")
+    assert plain.returncode == 0 and "[context: " not in err(plain)
