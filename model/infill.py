@@ -187,19 +187,20 @@ def validate_checkpoint(path: Path, tokenizer: bool = True) -> dict:
     CheckpointError. `tokenizer`: parse tokenizer.json too (False: only its presence; a loader
     that parses it next says itself when it is corrupt). The weight files are checked as any
     checkpoint's (model/families/checkpoint.py)."""
-    from model.families.checkpoint import SHIPPED_MODEL_TYPE, check_safetensors, shards_of
+    from model.families.checkpoint import (
+        SHIPPED_MODEL_TYPE,
+        check_safetensors,
+        read_config,
+        shards_of,
+    )
 
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"checkpoint directory not found: {path}")
     cfg_file, tok_file = path / "config.json", path / "tokenizer.json"
-    for f in (cfg_file, tok_file):
-        if not f.is_file():
-            raise CheckpointError(f"checkpoint file missing: {f}")
-    try:
-        cfg = json.loads(cfg_file.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint file is not valid JSON: {cfg_file} ({e})") from None
+    cfg = read_config(path)
+    if not tok_file.is_file():
+        raise CheckpointError(f"checkpoint file missing: {tok_file}")
     if cfg.get("model_type") != SHIPPED_MODEL_TYPE:
         raise CheckpointError(
             f"{cfg_file}: model_type is {cfg.get('model_type')!r}, expected {SHIPPED_MODEL_TYPE!r}"
