@@ -107,7 +107,10 @@ function M.status(on_result, bufnr)
     end
     for k, v in vim.spairs(result or {}) do
       if k ~= 'context' then
-        parts[#parts + 1] = ('%s: %s'):format(k, type(v) == 'table' and vim.inspect(v) or tostring(v))
+        parts[#parts + 1] = ('%s: %s'):format(
+          k,
+          type(v) == 'table' and vim.inspect(v) or tostring(v)
+        )
       end
     end
     vim.notify('Parafill\n' .. table.concat(parts, '\n'), vim.log.levels.INFO)
