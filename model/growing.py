@@ -19,6 +19,7 @@ slots in order ((slots, V) per row).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -38,6 +39,7 @@ class GrowConfig:
     threshold: float = 0.9
     temperature: float = 0.0
     top_p: float | None = None
+    banned: tuple[int, ...] = ()  # ids never committed (none in DreamOn's reference sampler)
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,8 @@ class GrowingDenoiser:
                 o += len(hole)
             flat = torch.tensor([offsets[h] + j for h, j in where], device=logits[r].device)
             lg = logits[r].float().index_select(0, flat)
+            if self.cfg.banned:
+                lg[:, list(self.cfg.banned)] = -math.inf
             blocked = [h for h in range(len(row)) if not self.may_grow(r, h)]
             if blocked:
                 rows_blocked = torch.tensor([h in blocked for h, _ in where], device=lg.device)

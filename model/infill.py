@@ -36,7 +36,7 @@ from model.interface import (
     never,
     past,
 )
-from model.layout import place, span_slots, trim_context
+from model.layout import fit_pieces, place, span_slots, text_pieces
 
 if TYPE_CHECKING:
     from model.sampler import DenoiseOutput, Span
@@ -58,6 +58,8 @@ LENGTH_QUANTILE = 0.3
 LENGTH_RULE = "soft"  # model/sampler.py's length_rule for the estimate
 LENGTH_END_PROB = None  # model/sampler.py's length_end_prob (None: the threshold)
 LENGTH_THRESHOLD = 0.7  # a line decoded with its length estimate: the default threshold
+GROW_START = 4  # a checkpoint with an expand token: masks a hole starts from (DreamOn's)
+GROW_STEPS = 128  # and the most passes its fill takes
 
 
 @dataclass(frozen=True)
@@ -285,6 +287,9 @@ class BuiltinInfiller:
         # the denoising step whose end curve the head was fitted on (config.json)
         self.length_step = int(config.length_head_step or 1)
         self.mask_id, self.end_id = self.tok.mask_id, self.tok.pad_id  # model/decoding.py's Model
+        # a checkpoint trained with expand and delete (training/expand.py) decodes its holes
+        # growing and shrinking (model/growing.py); the shipped one has no expand token
+        self.expand_id = self.tok.expand_id
         self.vocab = Vocab(
             self.tok.mask_id,
             self.tok.pad_id,
@@ -340,6 +345,8 @@ class BuiltinInfiller:
 
         from model.cpu_threads import Fitter
 
+        if self.expand_id is not None:
+            return self.grow(req, should_stop, late, on_step=on_step)
         layout = self.layout(req)
         cpu = self.adaptive_threads and self.device.type == "cpu"
         with self.lock, torch.inference_mode(), Fitter(cpu) as fitter:
@@ -367,6 +374,80 @@ class BuiltinInfiller:
         }
         return self.decode(done, layout, req)
 
+    def grow(
+        self,
+        req: InfillRequest,
+        should_stop: Callable[[], bool] = never,
+        late: Callable[[], bool] | None = None,
+        *,
+        on_step: StepView | None = None,
+    ) -> list[InfillResult]:
+        """`infill` for a checkpoint with an expand token: each hole starts from GROW_START
+        masks and grows (a committed expand becomes two masks) or shrinks (a committed PAD
+        deletes itself and the masks after it) to its length (model/growing.py), within its
+        budget. The suffix sits right after a hole's slots, as training/expand.py trains it, so
+        the context is encoded again whenever a hole changes length; passes run over the span."""
+        import torch
+
+        from model.decoding import grow_results, growing_run, temperature_of
+        from model.growing import GrowConfig
+        from model.sampler import Cancelled, denoise_run
+
+        pieces, budgets = self.pieces(req)
+        cfg = GrowConfig(
+            start=GROW_START,
+            steps=req.steps or GROW_STEPS,
+            tokens_per_step=req.tokens_per_step,
+            threshold=DEFAULT_THRESHOLD if req.threshold is None else float(req.threshold),
+            temperature=temperature_of(req),
+            banned=(self.tok.mask_id, self.tok.sep_id),
+        )
+        canvas = growing_run(
+            self,
+            req,
+            budgets,
+            self.expand_id,
+            cfg,
+            should_stop=should_stop,
+            late=late or (lambda: past(req.deadline)),
+            on_step=on_step,
+            room=self.max_len - sum(len(p) for p in pieces),
+            device=self.device,
+        )
+        encoded: dict[tuple[int, ...], object] = {}
+
+        def step(rows: list[list[list[int]]]) -> list[torch.Tensor]:
+            out = []
+            for row in rows:
+                lengths = tuple(len(h) for h in row)
+                ctx_ids, ctx_pos, slots = place(pieces, list(lengths))
+                if lengths not in encoded:  # a hole changed length: the suffix moved
+                    encoded.clear()
+                    encoded[lengths] = self.net.encode_context(
+                        torch.tensor([ctx_ids], device=self.device),
+                        torch.tensor([ctx_pos], device=self.device),
+                        should_stop=should_stop,
+                    )
+                span = [t for h in row for t in h]
+                pos = [p for a, b in slots for p in range(a, b)]
+                out.append(
+                    self.net.span_forward(
+                        torch.tensor([span], device=self.device),
+                        torch.tensor([pos], device=self.device),
+                        encoded[lengths],
+                    )[0]
+                )
+            return out
+
+        t0 = time.perf_counter()
+        with self.lock, torch.inference_mode():
+            try:
+                out = denoise_run(canvas, step)
+            except Cancelled:
+                raise InfillCancelled() from None
+        self.last_timing = {"denoise_ms": (time.perf_counter() - t0) * 1e3}
+        return grow_results(self, req, out)
+
     # ------------------------------------------------------------------ the four steps
     def layout(self, req: InfillRequest) -> Layout:
         """Step 1: check the request and lay it out in the window: context ids and positions
@@ -375,8 +456,22 @@ class BuiltinInfiller:
         an unknown end rule)."""
         from model.sampler import Span
 
-        segs = list(req.segments)
-        holes = [s for s in segs if isinstance(s, Hole)]
+        holes = req.holes
+        pieces, budgets = self.pieces(req)
+        ctx_ids, ctx_pos, slots = place(pieces, budgets)
+        rel, span_pos = span_slots(slots)
+        span = Span(
+            rel,
+            min_tokens=[min(h.min_tokens, b) for h, b in zip(holes, budgets)],
+            line_holes=[h.single_line for h in holes],
+        )
+        return Layout(ctx_ids, ctx_pos, slots, span_pos, span)
+
+    def pieces(self, req: InfillRequest) -> tuple[list[list[int]], list[int]]:
+        """The request's text pieces as ids, cut to the window around its holes, and each
+        hole's budget (ValueError for a request without holes, budgets over half the window,
+        or an unknown end rule)."""
+        holes = req.holes
         if not holes:
             raise ValueError("an InfillRequest needs at least one Hole")
         budgets = [max(1, int(h.max_tokens)) for h in holes]
@@ -386,30 +481,8 @@ class BuiltinInfiller:
             )
         if req.end_rule is not None and req.end_rule not in END_RULES:
             raise ValueError(f"unknown end_rule {req.end_rule!r}; expected one of {END_RULES}")
-        # merge adjacent text segments; make the layout text, hole, text, ..., hole, text
-        texts: list[str] = [""]
-        for s in segs:
-            if isinstance(s, Hole):
-                texts.append("")
-            else:
-                texts[-1] += s
-        ids = self.tok.encode_pieces(texts)
-        room = self.max_len - sum(budgets)
-        pre, mids, suf = ids[0], ids[1:-1], ids[-1]
-        mid_n = sum(len(m) for m in mids)
-        if mid_n > room // 2:  # cut long middle segments around their centres
-            per = max(2, (room // 2) // max(1, len(mids)))
-            mids = [m if len(m) <= per else m[: per // 2] + m[len(m) - per // 2 :] for m in mids]
-            mid_n = sum(len(m) for m in mids)
-        pre, suf = trim_context(pre, suf, room - mid_n)
-        ctx_ids, ctx_pos, slots = place([pre, *mids, suf], budgets)
-        rel, span_pos = span_slots(slots)
-        span = Span(
-            rel,
-            min_tokens=[min(h.min_tokens, b) for h, b in zip(holes, budgets)],
-            line_holes=[h.single_line for h in holes],
-        )
-        return Layout(ctx_ids, ctx_pos, slots, span_pos, span)
+        ids = self.tok.encode_pieces(text_pieces(req))
+        return fit_pieces(ids, self.max_len - sum(budgets)), budgets
 
     def encode(
         self,
@@ -578,6 +651,14 @@ class BuiltinInfiller:
             outcomes[i] = outcome
             if on_done is not None:
                 on_done(i, outcome)
+
+        if self.expand_id is not None:  # growing holes: one request after another
+            for i, req in enumerate(reqs):
+                try:
+                    finish(i, self.grow(req, stops[i], lates[i], on_step=on_steps[i]))
+                except Exception as exc:  # noqa: BLE001 - a request's failure stays its own
+                    finish(i, InfillCancelled() if isinstance(exc, InfillCancelled) else exc)
+            return outcomes  # type: ignore[return-value]
 
         layouts: dict[int, Layout] = {}
         for i, req in enumerate(reqs):

@@ -17,6 +17,32 @@ def trim_context(pre: list[int], suf: list[int], room: int) -> tuple[list[int], 
     return pre[len(pre) - keep_pre :], suf[:keep_suf]
 
 
+def text_pieces(req) -> list[str]:
+    """An InfillRequest's text around its holes: [before the first hole, between holes...,
+    after the last] (adjacent text segments merged)."""
+    texts: list[str] = [""]
+    for s in req.segments:
+        if isinstance(s, str):
+            texts[-1] += s
+        else:
+            texts.append("")
+    return texts
+
+
+def fit_pieces(pieces: list[list[int]], room: int) -> list[list[int]]:
+    """Text pieces [prefix, middles..., suffix] cut to `room` tokens: middle pieces (between
+    holes) cut around their centres once they would take more than half of it, then the prefix
+    and suffix trimmed around the holes (`trim_context`)."""
+    pre, mids, suf = pieces[0], pieces[1:-1], pieces[-1]
+    mid_n = sum(len(m) for m in mids)
+    if mid_n > room // 2:
+        per = max(2, (room // 2) // max(1, len(mids)))
+        mids = [m if len(m) <= per else m[: per // 2] + m[len(m) - per // 2 :] for m in mids]
+        mid_n = sum(len(m) for m in mids)
+    pre, suf = trim_context(pre, suf, room - mid_n)
+    return [pre, *mids, suf]
+
+
 def place(
     pieces: list[list[int]], budgets: list[int]
 ) -> tuple[list[int], list[int], list[tuple[int, int]]]:

@@ -40,14 +40,13 @@ from model.families.tokens import FamilyTokenizer, find_specials
 from model.growing import GrowConfig
 from model.interface import (
     CheckpointError,
-    Hole,
     InfillCancelled,
     InfillRequest,
     InfillResult,
     never,
     past,
 )
-from model.layout import trim_context
+from model.layout import fit_pieces, text_pieces
 
 # DreamOn's evaluation settings (eval/configs/eval_infill.yaml of its authors), temperature 0
 DREAMON = GrowConfig(start=4, max_expansions=64, steps=128, alg="entropy", top_p=0.9)
@@ -172,21 +171,8 @@ class FamilyInfiller:
         room = self.window - sum(sizes) - len(begin) - len(end)
         if room < 0 or sum(sizes) > self.window // 2:
             raise ValueError(f"hole budgets total {sum(sizes)} tokens; at most {self.window // 2}")
-        texts: list[str] = [""]
-        for s in req.segments:
-            if isinstance(s, Hole):
-                texts.append("")
-            else:
-                texts[-1] += s
-        ids = self.tok.encode_pieces(texts)
-        pre, mids, suf = ids[0], ids[1:-1], ids[-1]
-        mid_n = sum(len(m) for m in mids)
-        if mid_n > room // 2:  # cut long middle segments around their centres
-            per = max(2, (room // 2) // max(1, len(mids)))
-            mids = [m if len(m) <= per else m[: per // 2] + m[len(m) - per // 2 :] for m in mids]
-            mid_n = sum(len(m) for m in mids)
-        pre, suf = trim_context(pre, suf, room - mid_n)
-        return FamilyLayout(begin, [pre, *mids, suf], end, sizes)
+        pieces = fit_pieces(self.tok.encode_pieces(text_pieces(req)), room)
+        return FamilyLayout(begin, pieces, end, sizes)
 
     # ------------------------------------------------------------------ the interface
     def infill(
