@@ -98,6 +98,10 @@ def _run(
     step_fn=None,
 ) -> Fill:
     req = request_for(p, cfg, length)
+    if getattr(m, "expand_id", None) is not None:  # trained with expand and delete: it grows
+        t0 = time.perf_counter()
+        r = m.infill(req)[0]
+        return Fill(r.fills, r.steps_used, r.tokens, (time.perf_counter() - t0) * 1e3)
     opts = options_for(m, cfg, length, options)
     t0 = time.perf_counter()
     done = m.denoise(p.layout, cache, req, options=opts, step_fn=step_fn)
