@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from model.interface import InfillResult
+from model.interface import MASK_GLYPH, InfillResult
 
 STEPS_METHOD = "parafill/steps"
-MASK = "\u2591"  # how model/infill.py (MASK_GLYPH) shows a masked slot in a trajectory
+MASK = MASK_GLYPH  # how a trajectory shows a slot still masked (model/interface.py)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ from model.growing import GrowConfig, GrowHooks, GrowIds, GrowingDenoiser, GrowO
 from model.interface import InfillRequest, InfillResult
 from model.sampler import DenoiseConfig, DenoiseOutput, Denoiser, Hooks, Span, Vocab
 
-MASK_GLYPH = "\u2591"  # shown for a still-masked slot in trajectories and live views
 Rows = list[list[list[int]]]  # per row (candidate), per hole, the ids so far
 StepView = Callable[[int, list[list[str]]], None]  # (step, each row's holes as text so far)
 
@@ -56,6 +55,37 @@ def generator_for(temperature: float, seed: int | None, device) -> torch.Generat
     g = torch.Generator(device=device)
     g.manual_seed(0 if seed is None else int(seed))
     return g
+
+
+def span_of(req: InfillRequest, rel: list[tuple[int, int]], budgets: list[int]) -> Span:
+    """The request's holes as the fixed-slot sampler sees them: their slot ranges, each fill's
+    least length (within its budget) and which end at their line's end."""
+    holes = req.holes
+    return Span(
+        rel,
+        min_tokens=[min(h.min_tokens, b) for h, b in zip(holes, budgets)],
+        line_holes=[h.single_line for h in holes],
+    )
+
+
+def best_first(results: list[InfillResult]) -> list[InfillResult]:
+    """Candidates with the same fills once (the first of them), best score first."""
+    seen, out = set(), []
+    for r in results:
+        if tuple(r.fills) not in seen:
+            seen.add(tuple(r.fills))
+            out.append(r)
+    return sorted(out, key=lambda x: -x.score)
+
+
+def one_by_one(infill: Callable, reqs, stops, lates, on_steps, finish) -> None:
+    """A batch run as its requests one after another (where a model cannot pass them
+    together): `finish(i, outcome)` with each one's results or the exception it raised."""
+    for i, req in enumerate(reqs):
+        try:
+            finish(i, infill(req, stops[i], lates[i], on_step=on_steps[i]))
+        except Exception as exc:  # noqa: BLE001 - a request's failure stays its own
+            finish(i, exc)
 
 
 def stop_verdicts(
@@ -157,14 +187,11 @@ def fixed_results(
     with one end per hole), why each fill ended (the stop rules', else "pad" or "budget") and,
     when asked, its trajectory; identical candidates once, best first."""
     end = model.end_id
-    results, seen = [], set()
+    results = []
     for r in range(out.tokens.shape[0]):
         row = out.tokens[r].tolist()
         holes = [row[a:b] for a, b in rel]
         fills = [model.text(h) for h in holes]
-        if tuple(fills) in seen:
-            continue
-        seen.add(tuple(fills))
         traj = None
         if req.want_trajectory:
             traj = [[model.text(t[r].tolist()[a:b], True) for a, b in rel] for t in out.trajectory]
@@ -172,8 +199,7 @@ def fixed_results(
         tokens = int(out.committed[r])
         score = float(out.logprob_sum[r]) / max(1, tokens + len(rel))
         results.append(InfillResult(fills, score, out.steps_used, traj, tokens, why))
-    results.sort(key=lambda x: -x.score)
-    return results
+    return best_first(results)
 
 
 # ---- holes that grow and shrink (model/growing.py) --------------------------------------------
@@ -212,17 +238,13 @@ def growing_run(
 
 def grow_results(model: Model, req: InfillRequest, out: GrowOutput) -> list[InfillResult]:
     """As `fixed_results`, for a variable-length canvas."""
-    results, seen = [], set()
+    results = []
     for r, row in enumerate(out.rows):
         fills = [model.text(h) for h in row]
-        if tuple(fills) in seen:
-            continue
-        seen.add(tuple(fills))
         traj = None
         if req.want_trajectory:
             traj = [[model.text(h, True) for h in t[r]] for t in out.trajectory]
         why = [out.ended_by.get((r, h), BUDGET) for h in range(len(row))]
         score = out.logprob_sum[r] / max(1, out.committed[r] + len(row))
         results.append(InfillResult(fills, score, out.steps_used, traj, out.committed[r], why))
-    results.sort(key=lambda x: -x.score)
-    return results
+    return best_first(results)

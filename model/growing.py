@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from model.codetext import BUDGET, PAD
+
 ALGS = ("entropy", "confidence")
 BLOCK = 1e9  # subtracted from the expand logit where a hole may not grow (as the reference)
 
@@ -126,7 +128,6 @@ class GrowingDenoiser:
         self.x = [[[ids.mask] * s for s in start] for _ in range(batch)]
         self.grown = [[0] * len(max_len) for _ in range(batch)]
         self.logp = [0.0] * batch
-        self.count = [0] * batch
         self.ended_by: dict[tuple[int, int], str] = {}
         self.traj: list = []
         self.steps = 0
@@ -143,11 +144,11 @@ class GrowingDenoiser:
     def output(self) -> GrowOutput:
         mask = self.ids.mask
         rows = [[[t for t in h if t != mask] for h in row] for row in self.x]
-        self.count = [sum(len(h) for h in row) for row in rows]
+        count = [sum(len(h) for h in row) for row in rows]
         for r, row in enumerate(self.x):
             for h in range(len(row)):
-                self.ended_by.setdefault((r, h), "budget")
-        return GrowOutput(rows, self.logp, self.count, self.steps, self.ended_by, self.traj)
+                self.ended_by.setdefault((r, h), BUDGET)
+        return GrowOutput(rows, self.logp, count, self.steps, self.ended_by, self.traj)
 
     def may_grow(self, r: int, h: int) -> bool:
         row = self.x[r]
@@ -206,7 +207,7 @@ class GrowingDenoiser:
                 cut = ends[0]
                 # the end and every slot masked before this pass after it go
                 hole = [t for j, t in enumerate(hole) if j < cut or not fresh[j]]
-                self.ended_by[(r, h)] = "pad"
+                self.ended_by[(r, h)] = PAD
             grown = []
             for t in hole:
                 if t == expand:  # one slot becomes two masks

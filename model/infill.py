@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from model.interface import (
+    MASK_GLYPH,
     PRECISIONS,
     CheckpointError,
     Hole,
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
     from model.sampler import DenoiseOutput, Span
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-MASK_GLYPH = "\u2591"  # shown for a still-masked token in trajectories
 LONG_HOLE = 40  # tokens: a hole longer than this is decoded semi-autoregressively
 LONG_HOLE_WINDOW = 8
 DEFAULT_THRESHOLD = 0.9
@@ -184,6 +184,18 @@ def mid_line_holes(segments: list) -> list[bool]:
     return out
 
 
+def resolve_device(device: str | None):
+    """The torch device for a `device` setting: "auto" (or none) is CUDA where there is one,
+    else the CPU; CUDA asked for where there is none is a CheckpointError."""
+    import torch
+
+    if device in (None, "", "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CheckpointError("device 'cuda' requested but no CUDA device is available")
+    return torch.device(device)
+
+
 def validate_checkpoint(path: Path, tokenizer: bool = True) -> dict:
     """Check the files of a checkpoint of the shipped format; return its config dict or raise
     CheckpointError. `tokenizer`: parse tokenizer.json too (False: only its presence; a loader
@@ -246,11 +258,7 @@ class BuiltinInfiller:
 
         self.path = Path(path) if path else WEIGHTS_DIR
         validate_checkpoint(self.path, tokenizer=False)
-        if device in (None, "", "auto"):
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise CheckpointError("device 'cuda' requested but no CUDA device is available")
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         tok_file = self.path / "tokenizer.json"
         try:
@@ -454,18 +462,12 @@ class BuiltinInfiller:
         (prefix and suffix trimmed, long middle segments cut around their centres) and each
         hole's slots (ValueError for a request without holes, budgets over half the window, or
         an unknown end rule)."""
-        from model.sampler import Span
+        from model.decoding import span_of
 
-        holes = req.holes
         pieces, budgets = self.pieces(req)
         ctx_ids, ctx_pos, slots = place(pieces, budgets)
         rel, span_pos = span_slots(slots)
-        span = Span(
-            rel,
-            min_tokens=[min(h.min_tokens, b) for h, b in zip(holes, budgets)],
-            line_holes=[h.single_line for h in holes],
-        )
-        return Layout(ctx_ids, ctx_pos, slots, span_pos, span)
+        return Layout(ctx_ids, ctx_pos, slots, span_pos, span_of(req, rel, budgets))
 
     def pieces(self, req: InfillRequest) -> tuple[list[list[int]], list[int]]:
         """The request's text pieces as ids, cut to the window around its holes, and each
@@ -653,11 +655,9 @@ class BuiltinInfiller:
                 on_done(i, outcome)
 
         if self.expand_id is not None:  # growing holes: one request after another
-            for i, req in enumerate(reqs):
-                try:
-                    finish(i, self.grow(req, stops[i], lates[i], on_step=on_steps[i]))
-                except Exception as exc:  # noqa: BLE001 - a request's failure stays its own
-                    finish(i, InfillCancelled() if isinstance(exc, InfillCancelled) else exc)
+            from model.decoding import one_by_one
+
+            one_by_one(self.grow, reqs, stops, lates, on_steps, finish)
             return outcomes  # type: ignore[return-value]
 
         layouts: dict[int, Layout] = {}

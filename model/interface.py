@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Protocol
 
+# InfillResult.trajectory and the streamed canvas: a slot still masked
+MASK_GLYPH = "\u2591"
 # InfillRequest.schedule: adaptive (confidence threshold), fixed steps, one token a step
 SCHEDULES = ("threshold", "fixed", "ltr")
 # the built-in model's weights on a CPU (auto: int8 where it pays; on CUDA bf16 whatever is asked)
@@ -229,6 +231,7 @@ def result_from_json(data: dict[str, Any]) -> InfillResult:
 
 
 __all__ = [
+    "MASK_GLYPH",
     "PRECISIONS",
     "SCHEDULES",
     "CheckpointError",

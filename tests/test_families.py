@@ -21,6 +21,7 @@ from family_checkpoints import (
     build_remote_code_only,
 )
 
+from model.decoding import stop_verdicts
 from model.families.checkpoint import inspect, resolve
 from model.families.infiller import FamilyInfiller
 from model.growing import GrowConfig, GrowIds, GrowingDenoiser
@@ -343,16 +344,16 @@ def test_stop_rules_read_the_fill_so_far(dreamon):
     first masked slot; past the deadline a multi-line fill ends at a finished line."""
     tok, mask = dreamon.tok, dreamon.ids.mask
     line = InfillRequest(["x = ", Hole(12, stop=StopRules(single_line=True)), "\n"])
-    rules = dreamon.stop_rules(line, lambda: False)
+    rules = stop_verdicts(dreamon, line, lambda: False)
     ran_past = tok.encode("f(1)\ny = 2")
     assert rules([[[*ran_past, mask]]]) == [["scope"]]
     assert rules([[[*tok.encode("f(1"), mask]]]) == [[None]]
     assert rules([[[mask, *ran_past]]]) == [[None]]  # nothing before the first mask yet
     block = InfillRequest(["def f():\n", Hole(30, stop=StopRules(max_lines=5)), "\n"])
     body = tok.encode("    a = 1\n    b = 2\n")
-    assert dreamon.stop_rules(block, lambda: False)([[[*body, mask]]]) == [[None]]
-    assert dreamon.stop_rules(block, lambda: True)([[[*body, mask]]]) == [["deadline"]]
-    assert dreamon.stop_rules(InfillRequest(["a", Hole(3), "b"]), lambda: True) is None
+    assert stop_verdicts(dreamon, block, lambda: False)([[[*body, mask]]]) == [[None]]
+    assert stop_verdicts(dreamon, block, lambda: True)([[[*body, mask]]]) == [["deadline"]]
+    assert stop_verdicts(dreamon, InfillRequest(["a", Hole(3), "b"]), lambda: True) is None
 
 
 def test_bad_requests(coder):

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 import torch
 
 from model.decoding import (
-    MASK_GLYPH,
     fixed_results,
     fixed_run,
     grow_results,
     growing_run,
-    stop_verdicts,
+    one_by_one,
+    span_of,
     temperature_of,
 )
 from model.families.checkpoint import check_memory, inspect
@@ -39,6 +39,7 @@ from model.families.specs import PASS_CACHES, SPECS
 from model.families.tokens import FamilyTokenizer, find_specials
 from model.growing import GrowConfig
 from model.interface import (
+    MASK_GLYPH,
     CheckpointError,
     InfillCancelled,
     InfillRequest,
@@ -92,11 +93,9 @@ class FamilyInfiller:
             raise CheckpointError(f"{ck.path}: family {ck.family!r} is not a published coder")
         if cache not in PASS_CACHES:
             raise CheckpointError(f"unknown cache mode {cache!r}; expected one of {PASS_CACHES}")
-        if device in (None, "", "auto"):
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise CheckpointError("device 'cuda' requested but no CUDA device is available")
-        self.device = torch.device(device)
+        from model.infill import resolve_device
+
+        self.device = resolve_device(device)
         self.precision = self._precision(precision, ck.params)
         self.spec = SPECS[ck.family]
         self.path, self.family, self.cache = ck.path, ck.family, cache
@@ -128,7 +127,7 @@ class FamilyInfiller:
         # the variable-length loop's settings (DreamOn's evaluation ones); a request's steps,
         # threshold, temperature and tokens_per_step override theirs
         self.defaults = DREAMON
-        self.special = set(self.tok.special_ids() | {self.ids.mask, self.ids.end})
+        self.special = self.tok.special_ids() | {self.ids.mask, self.ids.end}
         self.mask_id, self.end_id = self.ids.mask, self.ids.end  # model/decoding.py's Model
         self.newlines = self.tok.line_break_ids()
         self.name = f"{ck.family}:{ck.path.name}"
@@ -228,11 +227,7 @@ class FamilyInfiller:
                 on_done(i, outcome)
 
         if self.cache != "exact":
-            for i, req in enumerate(reqs):
-                try:
-                    finish(i, self.infill(req, stops[i], lates[i], on_step=on_steps[i]))
-                except Exception as exc:  # noqa: BLE001 - a request's failure stays its own
-                    finish(i, exc)
+            one_by_one(self.infill, reqs, stops, lates, on_steps, finish)
             return outcomes
         with self.lock, torch.inference_mode():
             jobs, idx = [], []
@@ -284,10 +279,6 @@ class FamilyInfiller:
             elif i not in self.special:
                 run.append(i)
         return out + self.tok.decode(run)
-
-    def stop_rules(self, req: InfillRequest, late: Callable[[], bool]):
-        """The holes' stop rules over the canvas (model/decoding.py `stop_verdicts`)."""
-        return stop_verdicts(self, req, late)
 
     # ------------------------------------------------------------------ passes
     def forward(self, seqs: list[tuple[list[int], list[int]]]) -> list[torch.Tensor]:
@@ -407,19 +398,13 @@ class FamilyInfiller:
 
     def _fixed(self, req, lay, should_stop, late, on_step=None) -> Job:
         from model.infill import denoise_config
-        from model.layout import span_slots
-        from model.sampler import Span, Vocab
+        from model.sampler import Vocab
 
-        slots, o = [], 0
+        rel, o = [], 0  # the holes' slots back to back
         for n in lay.sizes:
-            slots.append((o, o + n))
+            rel.append((o, o + n))
             o += n
-        rel, _ = span_slots(slots)
-        span = Span(
-            rel,
-            min_tokens=[min(h.min_tokens, n) for h, n in zip(req.holes, lay.sizes)],
-            line_holes=[h.single_line for h in req.holes],
-        )
+        span = span_of(req, rel, lay.sizes)
         banned = [i for i in (self.ids.mask, self.ids.begin, self.ids.expand) if i is not None]
         vocab = Vocab(self.ids.mask, self.ids.end, banned, self.newlines)
         schedule = req.schedule or ("fixed" if req.steps or req.tokens_per_step else "threshold")
