@@ -127,7 +127,8 @@ def build(family: str, cfg: dict, shards: list[Path], dtype: torch.dtype):
     state = read_weights(shards, rename)
     with torch.device("meta"):
         net = cls(config)
-    expected = set(net.state_dict())
+    shapes = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    expected = set(shapes)
     if config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
         expected.discard("lm_head.weight")
@@ -139,10 +140,9 @@ def build(family: str, cfg: dict, shards: list[Path], dtype: torch.dtype):
             f"unexpected {extra[:4]}{'...' if len(extra) > 4 else ''})"
         )
     for k, v in state.items():
-        want = net.state_dict()[k].shape
-        if tuple(v.shape) != tuple(want):
+        if tuple(v.shape) != shapes[k]:
             raise CheckpointError(
-                f"{shards[0].parent}: weight {k} has shape {tuple(v.shape)}, config says {tuple(want)}"
+                f"{shards[0].parent}: weight {k} has shape {tuple(v.shape)}, config says {shapes[k]}"
             )
     for k in list(state):  # one tensor at a time: the peak is the model plus one weight
         state[k] = state[k].to(dtype)
