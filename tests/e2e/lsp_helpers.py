@@ -108,6 +108,22 @@ def as_dict(obj):
     return obj
 
 
+TWO_HOLES = "def add(a, b):\n    return <|fill|>\n\n\ndef double(x):\n    return <|fill:8|>\n"
+
+
+async def fill_two_holes(client, uri: str) -> tuple[dict, list[tuple[int, int]]]:
+    """`parafill.fill` over TWO_HOLES opened as `uri` (the client's `applied_edits` records
+    workspace/applyEdit): the command's answer and where each applied edit starts."""
+    open_doc(client, uri, TWO_HOLES)
+    client.applied_edits.clear()
+    res = await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="parafill.fill", arguments=[{"uri": uri}])
+    )
+    (edit,) = client.applied_edits
+    edits = edit.document_changes[0].edits
+    return res, [(e.range.start.line, e.range.start.character) for e in edits]
+
+
 async def start_session(client, options: dict | None = None, editor: str = "visual-studio-code"):
     """initialize + initialized as `editor` would send them, with no debounce (unless `options`
     say otherwise): the InitializeResult."""

@@ -19,6 +19,7 @@ from family_checkpoints import build_dream, build_open_dcoder
 from lsp_helpers import (
     as_dict,
     cursor_of,
+    fill_two_holes,
     inline_params,
     open_doc,
     real_server_command,
@@ -95,16 +96,8 @@ async def test_language_server_runs_a_dreamon_checkpoint(client: LanguageClient)
 
 @lsp
 async def test_fill_command_with_two_holes(client: LanguageClient):
-    uri = "file:///f/holes.py"
-    text = "def add(a, b):\n    return <|fill|>\n\n\ndef double(x):\n    return <|fill:8|>\n"
-    open_doc(client, uri, text)
-    client.applied_edits.clear()
-    res = await client.workspace_execute_command_async(
-        types.ExecuteCommandParams(command="parafill.fill", arguments=[{"uri": uri}])
-    )
+    res, starts = await fill_two_holes(client, "file:///f/holes.py")
     assert res["applied"] is True and len(res["fills"]) == 2
-    (edit,) = client.applied_edits
-    starts = [(e.range.start.line, e.range.start.character) for e in edit.document_changes[0].edits]
     assert starts == [(1, 11), (5, 11)]
 
 

@@ -17,6 +17,7 @@ from lsp_helpers import (
     as_dict,
     change_doc,
     cursor_of,
+    fill_two_holes,
     inline_params,
     open_doc,
     real_server_command,
@@ -138,17 +139,9 @@ async def test_completion_items(client: LanguageClient):
 
 
 async def test_fill_command_two_holes(client: LanguageClient):
-    uri = "file:///m/holes.py"
-    text = "def add(a, b):\n    return <|fill|>\n\n\ndef double(x):\n    return <|fill:8|>\n"
-    open_doc(client, uri, text)
-    client.applied_edits.clear()
-    res = await client.workspace_execute_command_async(
-        types.ExecuteCommandParams(command="parafill.fill", arguments=[{"uri": uri}])
-    )
+    res, starts = await fill_two_holes(client, "file:///m/holes.py")
     assert res["applied"] is True and len(res["fills"]) == 2
-    (edit,) = client.applied_edits
-    edits = edit.document_changes[0].edits
-    assert [(e.range.start.line, e.range.start.character) for e in edits] == [(1, 11), (5, 11)]
+    assert starts == [(1, 11), (5, 11)]
     assert any(f.strip() for f in res["fills"])
 
 
