@@ -425,12 +425,14 @@ class BuiltinInfiller:
         encoded: dict[tuple[int, ...], object] = {}
 
         def step(rows: list[list[list[int]]]) -> list[torch.Tensor]:
+            now = {tuple(len(h) for h in row) for row in rows}
+            for gone in set(encoded) - now:  # lengths no row has any more
+                del encoded[gone]
             out = []
             for row in rows:
                 lengths = tuple(len(h) for h in row)
                 ctx_ids, ctx_pos, slots = place(pieces, list(lengths))
                 if lengths not in encoded:  # a hole changed length: the suffix moved
-                    encoded.clear()
                     encoded[lengths] = self.net.encode_context(
                         torch.tensor([ctx_ids], device=self.device),
                         torch.tensor([ctx_pos], device=self.device),
