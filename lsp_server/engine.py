@@ -237,6 +237,8 @@ class Stats:
     cache_hits: int = 0
     typed_through: int = 0
     context_reused: int = 0  # completions whose context encoding was reused (backend-reported)
+    # of those, completions with a header (the repository context) whose encoding was kept
+    header_reused: int = 0
     fallbacks: int = 0  # second decodes ending at the most confident place (pipeline.py)
     deadline_cuts: int = 0  # multi-line fills ended at a line end by the deadline (pipeline.py)
     prefetched: int = 0  # speculative fills started (lsp_server/prefetch.py)
@@ -523,6 +525,7 @@ class Engine:
             if timing.get("context_reused"):
                 with self._lock:
                     self.stats.context_reused += 1
+                    self.stats.header_reused += bool(timing.get("header_kept"))
             log.info(
                 "%s fill %.0f ms (queued %.0f ms), %s passes: %s",
                 ("prefetch " if job.speculative else "") + (job.label or "model"),
@@ -594,6 +597,7 @@ class Engine:
             "cacheHits": s.cache_hits,
             "typedThrough": s.typed_through,
             "contextReused": s.context_reused,
+            "headerReused": s.header_reused,
             "fallbacks": s.fallbacks,
             "deadlineCuts": s.deadline_cuts,
             "prefetched": s.prefetched,

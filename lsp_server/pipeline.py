@@ -62,6 +62,7 @@ def build_request(
         "length_estimate": settings.length_estimate,
         "reuse_context": settings.context_reuse,
         "deadline": time.time() + deadline_ms / 1000 if deadline_ms and multi_line else None,
+        "header_chars": len(plan.header),
     }
     fields.update({k: v for k, v in overrides.items() if v is not None})
     return InfillRequest(**fields)

@@ -15,6 +15,15 @@ kept tokens are always those of the last full encode (staleness never compounds)
 than `limit` tokens (or more than are kept) would be re-encoded, the whole context is encoded
 again and becomes the new base. bench/context_reuse.py measures how often the fill differs from
 a full encode.
+
+A context may open with a header: text from outside the document (the repository context,
+lsp_server/context/), `head` tokens at positions 0.. ahead of the file's. Its encoding is reused
+as the file's own is, and apart from the file's: `serving_order` tries the bases with the same
+header first (their header tokens keep their K/V untouched: same ids, same positions, nothing
+re-rotated; only the file's part is diffed into fresh tokens), then those with another header, and
+never a base with a header for a context without one or the other way round (every kept token of
+such a base saw, or missed, a hundred tokens the request does not have, or does). A context
+without a header meets only bases without one, in the order they always had.
 """
 
 from __future__ import annotations
@@ -24,16 +33,33 @@ from dataclasses import dataclass
 
 import torch
 
-from model.network import ContextCache, shift_keys
+from model.network import ContextCache, rope_tables, rotate
 
 
 @dataclass
 class Base:
-    """A fully encoded context: its token ids, positions and per-layer K/V."""
+    """A fully encoded context: its token ids, positions and per-layer K/V; its first `head`
+    tokens are the header (0: none)."""
 
     ids: list[int]
     pos: list[int]
     cache: ContextCache
+    head: int = 0
+
+
+def same_header(base: Base, ids: list[int], head: int) -> bool:
+    """Whether `base` opens with the header of a context (`ids`, its first `head` tokens the
+    header): the same tokens at the same positions (a header always starts at 0)."""
+    return base.head == head and base.ids[:head] == ids[:head]
+
+
+def serving_order(bases: list[Base], ids: list[int], head: int) -> list[int]:
+    """Indices of the `bases` (most recent first) to try for a context: those with its header
+    first, then those with another header (a context with one) in their order; bases with a
+    header are never tried for a context without one, nor the other way round."""
+    same = [k for k, b in enumerate(bases) if same_header(b, ids, head)]
+    other = [k for k, b in enumerate(bases) if k not in same and (b.head > 0) == (head > 0)]
+    return same + other
 
 
 def kept_pairs(
@@ -66,14 +92,9 @@ def reuse(
         return None
     dev = base.cache.keys[0].device if base.cache.keys else "cpu"
     take = torch.tensor([i for i, _ in pairs], dtype=torch.long, device=dev)
-    delta = torch.tensor([[pos[j] - base.pos[i] for i, j in pairs]], device=dev)
-    moved = bool((delta != 0).any())
-    theta = net.config.rope_theta
-    kk, vv = [], []
-    for k, v in zip(base.cache.keys, base.cache.values):
-        k = k.index_select(2, take)
-        kk.append(shift_keys(k, delta, theta) if moved else k)
-        vv.append(v.index_select(2, take))
+    kk = [k.index_select(2, take) for k in base.cache.keys]
+    vv = [v.index_select(2, take) for v in base.cache.values]
+    shift_moved(net, kk, [pos[j] - base.pos[i] for i, j in pairs])
     known = ContextCache(kk, vv)
     kept = {j for _, j in pairs}
     fresh = [j for j in range(len(ids)) if j not in kept]
@@ -88,3 +109,26 @@ def reuse(
     keys = [torch.cat([k, f], 2) for k, f in zip(kk, new.keys)]
     values = [torch.cat([v, f], 2) for v, f in zip(vv, new.values)]
     return ContextCache(keys, values)
+
+
+def shift_moved(net, keys: list[torch.Tensor], delta: list[int]) -> None:
+    """Re-rotate, in place, the kept keys (per layer, (B, H, L, Dh)) whose positions moved by
+    `delta` (one per kept token): only those (a header and the prefix before an edit stay
+    where they were), with one table of rotations for every layer. A key that did not move is
+    left as it is, as a rotation by 0 would leave it."""
+    moved = [t for t, d in enumerate(delta) if d]
+    if not moved or not keys:
+        return
+    dev, dh = keys[0].device, keys[0].shape[-1]
+    lo, hi = moved[0], moved[-1] + 1
+    if hi - lo == len(moved):  # one run (typing moves what comes after the cursor): a view
+        d = torch.tensor([delta[lo:hi]], device=dev)
+        rot = rope_tables(d, dh, net.config.rope_theta, keys[0].dtype)
+        for k in keys:
+            k[:, :, lo:hi] = rotate(k[:, :, lo:hi], rot)
+        return
+    at = torch.tensor(moved, dtype=torch.long, device=dev)
+    d = torch.tensor([[delta[t] for t in moved]], device=dev)
+    rot = rope_tables(d, dh, net.config.rope_theta, keys[0].dtype)
+    for k in keys:
+        k.index_copy_(2, at, rotate(k.index_select(2, at), rot))

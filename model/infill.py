@@ -37,7 +37,7 @@ from model.interface import (
     never,
     past,
 )
-from model.layout import fit_pieces, place, span_slots, text_pieces
+from model.layout import fit_pieces, header_tokens, place, span_slots, text_pieces
 
 if TYPE_CHECKING:
     from model.sampler import DenoiseOutput, Span
@@ -96,6 +96,7 @@ class Layout:
     slots: list[tuple[int, int]]  # each hole's slot positions [a, b) among them
     span_pos: list[int]  # the positions of the span: the holes' slots back to back
     span: Span  # the holes as the sampler sees them (ranges within the span, min tokens, lines)
+    head: int = 0  # the first context tokens that are the request's header (header_chars)
 
 
 @dataclass
@@ -377,6 +378,7 @@ class BuiltinInfiller:
             "context_ms": (t1 - t0) * 1e3,
             "denoise_ms": (t2 - t1) * 1e3,
             "context_reused": reused,
+            "header_kept": self.header_kept(layout) if reused else 0,
             "full_steps": done.full_steps,
             "partial_steps": done.partial_steps,
         }
@@ -466,15 +468,25 @@ class BuiltinInfiller:
         an unknown end rule)."""
         from model.decoding import span_of
 
-        pieces, budgets = self.pieces(req)
+        texts, ids, pieces, budgets = self._pieces(req)
+        head = 0
+        if req.header_chars > 0:  # the header's tokens among those kept (model/layout.py)
+            (alone,) = self.tok.encode_pieces([texts[0][: req.header_chars]])
+            head = header_tokens(alone, ids[0], len(ids[0]) - len(pieces[0]))
         ctx_ids, ctx_pos, slots = place(pieces, budgets)
         rel, span_pos = span_slots(slots)
-        return Layout(ctx_ids, ctx_pos, slots, span_pos, span_of(req, rel, budgets))
+        return Layout(ctx_ids, ctx_pos, slots, span_pos, span_of(req, rel, budgets), head)
 
     def pieces(self, req: InfillRequest) -> tuple[list[list[int]], list[int]]:
         """The request's text pieces as ids, cut to the window around its holes, and each
         hole's budget (ValueError for a request without holes, budgets over half the window,
         or an unknown end rule)."""
+        _, _, fitted, budgets = self._pieces(req)
+        return fitted, budgets
+
+    def _pieces(self, req: InfillRequest):
+        """`pieces`, with the text pieces and their ids before the cut: (texts, ids, fitted
+        ids, budgets)."""
         holes = req.holes
         if not holes:
             raise ValueError("an InfillRequest needs at least one Hole")
@@ -485,8 +497,9 @@ class BuiltinInfiller:
             )
         if req.end_rule is not None and req.end_rule not in END_RULES:
             raise ValueError(f"unknown end_rule {req.end_rule!r}; expected one of {END_RULES}")
-        ids = self.tok.encode_pieces(text_pieces(req))
-        return fit_pieces(ids, self.max_len - sum(budgets)), budgets
+        texts = text_pieces(req)
+        ids = self.tok.encode_pieces(texts)
+        return texts, ids, fit_pieces(ids, self.max_len - sum(budgets)), budgets
 
     def encode(
         self,
@@ -525,15 +538,28 @@ class BuiltinInfiller:
 
     def from_bases(self, layout: Layout):
         """The context cache of `layout` built from a kept full encode (model/context_reuse.py),
-        tried most recent first (one that serves moves to the front); None if none serves."""
-        from model.context_reuse import reuse
+        tried most recent first, those with the layout's header before the others (one that
+        serves moves to the front); None if none serves."""
+        from model.context_reuse import reuse, serving_order
 
-        for k, base in enumerate(self.bases):
-            cache = reuse(self.net, base, layout.ctx_ids, layout.ctx_pos, REUSE_MARGIN, REUSE_LIMIT)
+        ids, head = layout.ctx_ids, layout.head
+        for k in serving_order(self.bases, ids, head):
+            base = self.bases[k]
+            cache = reuse(self.net, base, ids, layout.ctx_pos, REUSE_MARGIN, REUSE_LIMIT)
             if cache is not None:
                 self.bases.insert(0, self.bases.pop(k))
                 return cache
         return None
+
+    def header_kept(self, layout: Layout) -> int:
+        """After a reuse: the header tokens of `layout` whose encoding was kept as it was (the
+        serving base, now the newest, had the same header), else 0."""
+        from model.context_reuse import same_header
+
+        front = self.bases[0] if self.bases else None
+        if front is None or not same_header(front, layout.ctx_ids, layout.head):
+            return 0
+        return layout.head
 
     def keep_base(self, layout: Layout, cache) -> None:
         """Keep a full encode of `layout`'s context as the newest base (the K/V only, not the
@@ -541,7 +567,8 @@ class BuiltinInfiller:
         from model.context_reuse import Base
         from model.network import ContextCache
 
-        base = Base(layout.ctx_ids, layout.ctx_pos, ContextCache(cache.keys, cache.values))
+        cc = ContextCache(cache.keys, cache.values)
+        base = Base(layout.ctx_ids, layout.ctx_pos, cc, layout.head)
         self.bases = [base, *self.bases][:REUSE_BASES]
 
     def denoise(

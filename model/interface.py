@@ -85,6 +85,10 @@ class InfillRequest:
     # commit this many tokens a pass, the most confident first (1: as the published samplers
     # do); None: the schedule decides (several a pass, by confidence)
     tokens_per_step: int | None = None
+    # the first this many characters of the first segment are text from outside the document
+    # (the repository context, lsp_server/context/): a backend may keep their encoding apart
+    # from the document's (model/context_reuse.py); 0: none
+    header_chars: int = 0
 
     @property
     def holes(self) -> list[Hole]:
@@ -199,6 +203,7 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
     "reuse_context": (_BOOL, False),
     "deadline": (_NUM, True),
     "tokens_per_step": (_INT, True),
+    "header_chars": (_INT, False),
     "max_tokens": (_INT, False),
     "min_tokens": (_INT, False),
     "single_line": (_BOOL, False),

@@ -104,7 +104,7 @@ def shift_keys(k: torch.Tensor, delta: torch.Tensor, theta: float) -> torch.Tens
 
 def _rope(x: torch.Tensor, pos: torch.Tensor, theta: float) -> torch.Tensor:
     """Rotary embedding on (B, H, L, Dh) with positions (B, L)."""
-    return _rotate(x, rope_tables(pos, x.shape[-1], theta, x.dtype))
+    return rotate(x, rope_tables(pos, x.shape[-1], theta, x.dtype))
 
 
 def rope_tables(
@@ -117,7 +117,8 @@ def rope_tables(
     return ang.cos().to(dtype), ang.sin().to(dtype)
 
 
-def _rotate(x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+def rotate(x: torch.Tensor, rot: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """(B, H, L, Dh) rotated by `rope_tables`' cos and sin."""
     cos, sin = rot
     half = x.shape[-1] // 2
     x1, x2 = x[..., :half], x[..., half:]
@@ -157,7 +158,7 @@ class Block(nn.Module):
         """Queries, keys (rotated by `rot`, from rope_tables) and values: (B, H, L, Dh) each."""
         b, n, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.h, d // self.h).permute(2, 0, 3, 1, 4)
-        return _rotate(q, rot), _rotate(k, rot), v
+        return rotate(q, rot), rotate(k, rot), v
 
     def finish(self, x: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
         b, h, n, dh = att.shape
@@ -369,7 +370,7 @@ class ParafillNet(nn.Module):
         b, n, d = x.shape
         qkv = _linear(blk.qkv, blk.norm1(x), segs)
         q, k, v = qkv.view(b, n, 3, blk.h, d // blk.h).permute(2, 0, 3, 1, 4)
-        return _rotate(q, rot), _rotate(k, rot), v
+        return rotate(q, rot), rotate(k, rot), v
 
     def _finish(self, blk: Block, x: torch.Tensor, att: torch.Tensor, segs) -> torch.Tensor:
         """Block.finish over packed tokens; `att` (1, H, N, Dh)."""

@@ -121,3 +121,114 @@ def test_infiller_keeps_several_bases_so_switching_places_stays_warm(shipped):
     assert shipped.last_timing["context_reused"] is False
     shipped.forget_contexts()
     assert shipped.bases == []
+
+
+def test_shift_moved_rotates_as_every_key_rotated_would():
+    """Only the moved keys are rotated; the result equals rotating every key by its delta (a
+    rotation by 0 leaves a key as it was), one run of moved keys or scattered ones."""
+    from model.context_reuse import shift_moved
+
+    net = type("Net", (), {"config": type("Cfg", (), {"rope_theta": 1e4})})()
+    for delta in ([0] * 5 + [3] * 4 + [0] * 3, [0, 2, 0, -1, 0, 0, 5, 0, 0, 0, 0, 1], [0] * 12):
+        keys = [torch.randn(1, 2, 12, 8) for _ in range(3)]
+        want = [shift_keys(k, torch.tensor([delta]), 1e4) for k in keys]
+        shift_moved(net, keys, delta)
+        assert all(torch.equal(k, w) for k, w in zip(keys, want))
+
+
+def test_header_tokens_are_the_shared_leading_ones_less_what_was_cut():
+    from model.layout import header_tokens
+
+    assert header_tokens([5, 6, 7], [5, 6, 7, 8, 9], 0) == 3
+    assert header_tokens([5, 6, 7], [5, 6, 70, 8], 0) == 2  # 70 straddles the header's end
+    assert header_tokens([5, 6, 7], [5, 6, 7, 8, 9], 2) == 1  # the window cut two of them
+    assert header_tokens([5, 6, 7], [5, 6, 7, 8], 5) == 0
+    assert header_tokens([], [5, 6], 0) == 0
+
+
+def test_serving_order_puts_the_same_header_first_and_never_mixes_kinds():
+    from model.context_reuse import serving_order
+
+    def base(ids, head):
+        return Base(ids, list(range(len(ids))), None, head)
+
+    bases = [
+        base([1, 2, 9, 9], 0),  # no header
+        base([7, 8, 5, 5], 2),  # another header
+        base([1, 2, 5, 5], 2),  # the request's header
+        base([3, 3, 5, 5], 0),  # no header
+    ]
+    assert serving_order(bases, [1, 2, 5, 6], 2) == [2, 1]
+    assert serving_order(bases, [1, 2, 5, 6], 0) == [0, 3]  # as they are, most recent first
+    assert serving_order(bases, [7, 8, 5, 6], 2) == [1, 2]
+
+
+HEADER = "# pkg/shapes.py\ndef area(width, height):\n    ...\nclass Box:\n    size: int\n"
+
+
+def _typed(header: str, typed: str) -> InfillRequest:
+    body = "from pkg.shapes import area\n\n" + "def total(boxes):\n    n = 0\n" * 6
+    return InfillRequest(
+        [header + body + "    " + typed, Hole(16), "\n    return n\n"], header_chars=len(header)
+    )
+
+
+def test_typing_with_a_header_keeps_its_encoding(shipped):
+    """The header is encoded with the first request and kept, untouched, while the file's part
+    changes; the engine counts such completions."""
+    from lsp_server.engine import Engine
+
+    shipped.forget_contexts()
+    head = shipped.layout(_typed(HEADER, "")).head
+    assert 0 < head <= shipped.count_tokens(HEADER)
+    assert shipped.layout(_typed(HEADER, "")).ctx_ids[:head] == shipped.tok.encode(HEADER)[:head]
+    engine = Engine(lambda *_: shipped, cache_size=0)
+    engine.load()
+    assert engine.wait_ready(30)
+    engine.run(_typed(HEADER, ""), timeout=60)
+    assert shipped.last_timing["context_reused"] is False
+    base = shipped.bases[0]
+    assert base.head == head
+    kept = [k[:, :, :head].clone() for k in base.cache.keys]
+    for typed in ("n +=", "n += area(", "n += area(b."):
+        engine.run(_typed(HEADER, typed), timeout=60)
+        assert shipped.last_timing["context_reused"] is True
+        assert shipped.last_timing["header_kept"] == head
+        assert len(shipped.bases) == 1  # nothing encoded in full
+    assert engine.stats.context_reused == engine.stats.header_reused == 3
+    assert all(torch.equal(k[:, :, :head], c) for k, c in zip(shipped.bases[0].cache.keys, kept))
+    engine.close()
+
+
+def test_a_changed_header_is_not_served_as_the_old_one(shipped):
+    shipped.forget_contexts()
+    shipped.infill(_typed(HEADER, "n +="))
+    other = HEADER.replace("width, height", "w, h, depth")
+    shipped.infill(_typed(other, "n +="))  # a small change: the header's tokens re-encoded
+    assert shipped.last_timing["context_reused"] is True
+    assert shipped.last_timing["header_kept"] == 0
+    new = "# pkg/boxes.py\n" + "def volume(box, scale=1.0, *, rounded=False):\n    ...\n" * 3
+    shipped.infill(_typed(new, "n +="))  # another header altogether: encoded in full
+    assert shipped.last_timing["context_reused"] is False
+    assert shipped.bases[0].head == shipped.layout(_typed(new, "")).head
+    shipped.infill(_typed(HEADER, "n += 1"))  # back to the first: its base serves it again
+    assert shipped.last_timing["header_kept"] == shipped.layout(_typed(HEADER, "")).head
+
+
+def test_no_header_context_never_meets_a_header_base(shipped):
+    """Without a header the layout and the reuse are as before: a context without one reuses
+    bases without one only (the same fills with header requests in between as without them),
+    and a context with one does not reuse those."""
+    plain = [_typed("", "n +="), _typed("", "n += 1")]
+    assert plain[0].header_chars == 0 and shipped.layout(plain[0]).head == 0
+    shipped.forget_contexts()
+    shipped.infill(plain[0])
+    alone = shipped.infill(plain[1])
+    shipped.forget_contexts()
+    shipped.infill(plain[0])
+    shipped.infill(_typed(HEADER, "n +="))  # not served by the base without a header
+    assert shipped.last_timing["context_reused"] is False
+    assert shipped.infill(plain[1]) == alone  # nor this by the one with it
+    assert shipped.last_timing["context_reused"] is True
+    assert shipped.bases[0].head == 0
+    shipped.forget_contexts()

@@ -41,6 +41,7 @@ FULL = InfillRequest(
     reuse_context=False,
     deadline=1_790_000_000.25,
     tokens_per_step=2,
+    header_chars=4,
 )
 
 
