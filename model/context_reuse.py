@@ -91,24 +91,24 @@ def reuse(
     if pairs is None:
         return None
     dev = base.cache.keys[0].device if base.cache.keys else "cpu"
-    take = torch.tensor([i for i, _ in pairs], dtype=torch.long, device=dev)
+    kept = {j for _, j in pairs}
+    fresh = [j for j in range(len(ids)) if j not in kept]
+    # the kept tokens first, then room for the re-encoded ones (attention is order-free): one
+    # copy of each layer's K/V, the room filled by whatever index comes first, then overwritten
+    take = [i for i, _ in pairs]
+    take = torch.tensor(take + take[:1] * len(fresh), dtype=torch.long, device=dev)
     kk = [k.index_select(2, take) for k in base.cache.keys]
     vv = [v.index_select(2, take) for v in base.cache.values]
     shift_moved(net, kk, [pos[j] - base.pos[i] for i, j in pairs])
-    known = ContextCache(kk, vv)
-    kept = {j for _, j in pairs}
-    fresh = [j for j in range(len(ids)) if j not in kept]
-    if not fresh:
-        return known
-    new = net.encode_context(
-        torch.tensor([[ids[j] for j in fresh]], dtype=torch.long, device=dev),
-        torch.tensor([[pos[j] for j in fresh]], dtype=torch.long, device=dev),
-        known=known,
-    )
-    # attention is order-free: the kept tokens first, then the re-encoded ones
-    keys = [torch.cat([k, f], 2) for k, f in zip(kk, new.keys)]
-    values = [torch.cat([v, f], 2) for v, f in zip(vv, new.values)]
-    return ContextCache(keys, values)
+    cache = ContextCache(kk, vv)
+    if fresh:
+        net.encode_into(
+            torch.tensor([[ids[j] for j in fresh]], dtype=torch.long, device=dev),
+            torch.tensor([[pos[j] for j in fresh]], dtype=torch.long, device=dev),
+            cache,
+            len(pairs),
+        )
+    return cache
 
 
 def shift_moved(net, keys: list[torch.Tensor], delta: list[int]) -> None:

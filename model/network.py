@@ -332,6 +332,27 @@ class ParafillNet(nn.Module):
         return ContextCache(keys, values)
 
     @torch.no_grad()
+    def encode_into(
+        self, ctx_ids: torch.Tensor, ctx_pos: torch.Tensor, cache: ContextCache, at: int
+    ) -> None:
+        """The K/V of new context tokens written into `cache`'s per-layer tensors from `at` on
+        (room for exactly those tokens): they attend to the tokens before `at`, whose K/V are
+        taken as given, and to each other. The same K/V as `encode_context` with the tokens
+        before `at` as `known`, without concatenating them at every layer
+        (model/context_reuse.py)."""
+        x = self.embed(ctx_ids)
+        rot = self._rot(ctx_pos, x.dtype)
+        last = len(self.blocks) - 1
+        for i, blk in enumerate(self.blocks):
+            q, k, v = blk.qkv_heads(x, rot)
+            kb, vb = cache.keys[i], cache.values[i]
+            kb[:, :, at:] = k
+            vb[:, :, at:] = v
+            if i == last:  # the last layer's output is never read: only its K/V are
+                break
+            x = blk.finish(x, F.scaled_dot_product_attention(q, kb, vb))
+
+    @torch.no_grad()
     def span_forward(
         self,
         span_ids: torch.Tensor,

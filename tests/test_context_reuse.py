@@ -9,7 +9,7 @@ import torch
 from model.context_reuse import Base, kept_pairs, reuse
 from model.infill import WEIGHTS_DIR, load_infiller
 from model.interface import Hole, InfillRequest
-from model.network import _rope, shift_keys
+from model.network import ContextCache, _rope, shift_keys
 
 OLD = list(range(100, 160))
 
@@ -232,3 +232,22 @@ def test_no_header_context_never_meets_a_header_base(shipped):
     assert shipped.last_timing["context_reused"] is True
     assert shipped.bases[0].head == 0
     shipped.forget_contexts()
+
+
+def test_encode_into_writes_what_encode_context_with_known_gives(shipped):
+    """The re-encoded tokens written into room after the kept ones: bitwise the K/V that
+    encoding them with the kept tokens `known`, then concatenating, gives."""
+    ids = shipped.tok.encode((WEIGHTS_DIR.parent / "sampler.py").read_text()[:900])
+    n, fresh = len(ids), [5, 6, 7, 8]
+    with torch.inference_mode():
+        full = shipped.net.encode_context(torch.tensor([ids]), torch.arange(n)[None])
+        known = ContextCache([k[:, :, :-4] for k in full.keys], [v[:, :, :-4] for v in full.values])
+        want = shipped.net.encode_context(
+            torch.tensor([fresh]), torch.arange(n - 4, n)[None], known=known
+        )
+        room = ContextCache([k.clone() for k in full.keys], [v.clone() for v in full.values])
+        shipped.net.encode_into(torch.tensor([fresh]), torch.arange(n - 4, n)[None], room, n - 4)
+    for got, kept, new in zip(
+        room.keys + room.values, known.keys + known.values, want.keys + want.values
+    ):
+        assert torch.equal(got, torch.cat([kept, new], 2))
