@@ -78,6 +78,83 @@ def test_python_definitions_are_signatures_not_bodies(ws):
     assert (cls.start, cls.end) == (12, 22)  # 0-based, the class to its last line
 
 
+SIGNATURES = """
+@click.command()
+@click.option(
+    "--method",
+)
+def main(url: str, method: str = "GET", params: dict | None = None, data: bytes = b"", files: list | None = None, json=None) -> None:
+    \"\"\"Send a request.\"\"\"
+
+
+def wrap(app: App, conn: Request | Socket) -> App:  # type: ignore[misc]
+    ...
+
+
+@dataclass(frozen=True)
+class Point(Base):  # a point
+    \"\"\"A point.\"\"\"
+    x: int
+    y: int = 0
+
+    def norm(self): ...
+
+
+class Client:
+    def __init__(
+        self,
+        *,
+        auth: Auth | None = None,  # who
+        timeout: float = 5.0,
+    ) -> None:
+        pass
+
+
+Types = Union[
+    "Headers",  # a mapping
+    Mapping[str, str],
+]
+
+
+@overload
+def pick(x: int) -> int: ...
+@overload
+def pick(x: str) -> str: ...
+def pick(x):
+    return x
+"""
+
+
+def test_short_forms_are_one_line_signatures():
+    defs = {c.names[0]: c for c in definitions("m.py", SIGNATURES, "python")}
+    # over SHORT_CHARS (120): the defaults go; the decorators too
+    assert (
+        defs["main"].short
+        == "def main(url: str, method: str, params: dict | None, data: bytes, files: list | None, json) -> None:"
+    )
+    assert defs["wrap"].short == "def wrap(app: App, conn: Request | Socket) -> App:"  # no comment
+    assert defs["Point"].short == "@dataclass(frozen=True)\nclass Point(Base):\n    x: int; y: int"
+    assert defs["Client"].short == (
+        "class Client:\n    def __init__(self, *, auth: Auth | None = None, timeout: float = 5.0)"
+        " -> None:"
+    )  # on one line, its comments out
+    assert defs["Types"].short == 'Types = Union["Headers", Mapping[str, str]]'
+    long = "def f(" + ", ".join(f"argument_{k}: int" for k in range(12)) + "):\n    pass\n"
+    (f,) = definitions("m.py", long, "python")
+    assert len(f.short) <= 120 and f.short.endswith(", ...):")  # the types go, then the last
+    assert f.short.startswith("def f(argument_0, argument_1, ")
+    typed = "def g(" + ", ".join(f"a{k}: Mapping[str, int]" for k in range(8)) + "):\n    pass\n"
+    (g,) = definitions("m.py", typed, "python")
+    assert g.short == "def g(" + ", ".join(f"a{k}" for k in range(8)) + "):"
+
+
+def test_of_overloads_the_definition_ranks_once():
+    defs = {"m.py": definitions("m.py", SIGNATURES, "python")}
+    text = "from m import pick\n\npick(1)\n"
+    ranked = rank(text, len(text), [Binding("pick", "m.py", "pick")], defs, [], "main.py")
+    assert len(ranked) == 1 and ranked[0].chunk.text.startswith("def pick(x):")
+
+
 def test_definitions_of_a_file_being_written():
     text = "X = 1\n\n\ndef f(a):\n    if (\n        pass\n    elif a:\n        pass\n\n\ndef g(b):\n    pass\n"
     assert [n.type for n in syntax.parse(text, "python").root_node.named_children] == ["ERROR"]
@@ -183,6 +260,36 @@ def test_packing_holds_the_budget_with_a_path_line_per_chunk_best_last():
     cut = pack(big, 40, "python")
     assert cut.chunks[-1].chunk.path == "big.py" and len(cut.text) <= 120
     assert cut.text.endswith("line\n\n")
+
+
+def test_chunks_of_one_file_share_its_path_line():
+    same = [
+        Ranked(chunk(f"f{k}", "m.py", start=k * 5, text="x" * 30), 9.0 - k, "def") for k in range(3)
+    ]
+    p = pack(same, 40, "python")  # 120 characters: "# m.py\n" once and three chunks of 31
+    assert len(p.chunks) == 3 and p.text.count("# m.py\n") == 1 and len(p.text) <= 121
+    assert p.text == "# m.py\n" + ("x" * 30 + "\n") * 3 + "\n"
+    mixed = [*same[:2], *ranked_chunks(1, 30)]  # the best file's chunks last, the best one last
+    q = pack([same[0], mixed[2], same[1]], 100, "python")
+    assert [r.chunk.path for r in q.chunks] == ["m0.py", "m.py", "m.py"]
+    assert [r.chunk.start for r in q.chunks[1:]] == [5, 0]
+    assert q.text.count("# m.py\n") == 1
+
+
+def test_lines_placed_like_the_cursors_lend_their_names():
+    """Repeated code (the same parameters in sibling functions): the names on the lines whose
+    neighbours are the cursor line's rank above names used nearby."""
+    text = (
+        "from a import Near, Cookies, Headers\n\n"
+        "def get(url,\n    headers: Headers,\n    cookies: Cookies,\n    timeout=None):\n    pass\n\n"
+        "def post(url,\n    headers: Headers,\n    |\n    timeout=None):\n    x = Near()\n"
+    )
+    cursor = text.index("|")
+    text = text.replace("|", "")
+    binds = [Binding(n, "a.py", n) for n in ("Near", "Cookies", "Headers")]
+    defs = {"a.py": [chunk("Near", start=0), chunk("Cookies", start=3), chunk("Headers", start=6)]}
+    ranked = rank(text, cursor, binds, defs, [], "main.py")
+    assert ranked[0].chunk.names == ("Cookies",)
 
 
 def test_packing_in_file_order_keeps_each_chunk_in_its_place():

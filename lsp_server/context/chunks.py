@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import cached_property
 
 from lsp_server import syntax
 
 DOC_LINES = 3  # docstring lines kept
 MAX_CHUNK_CHARS = 600  # a definition's text is cut here
 MAX_MEMBERS = 12  # class fields and method signatures kept
+SHORT_CHARS = 120  # a signature longer than this drops its defaults, then its last parameters
+SHORT_DECORATOR = 40  # a class's decorator lines up to this long stay in its short form
+SHORT_FIELDS = 8  # a class without a constructor: its first fields, in its short form
 IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -31,16 +33,22 @@ class Chunk:
     text: str
     names: tuple[str, ...] = ()  # the names it defines (a class: its name, then its members')
     kind: str = "def"  # "def" (a definition) | "open" (an open document's lines) | "edit"
+    # the signature alone, on one line where it spanned several (a class: its header and its
+    # constructor's, or its fields), for a budget too small for the whole chunk; '' for a chunk
+    # that is not a definition, or whose whole text is as short
+    short: str = ""
 
     @property
     def key(self) -> tuple:
         return (self.path, self.start, self.end, self.kind)
 
-    @cached_property
-    def short(self) -> str:
-        """The signature alone (a class: its header and its constructor's), for a budget too
-        small for the whole chunk; '' for a chunk that is not a definition."""
-        return short_form(self.text) if self.kind == "def" else ""
+
+def collapse(text: str) -> str:
+    """`text` on one line: line breaks and their indentation become one space, none inside
+    brackets' ends, and a trailing comma before a closing bracket goes."""
+    text = re.sub(r"\s*\n\s*", " ", text.strip())
+    text = re.sub(r"([(\[{]) ", r"\1", text)
+    return re.sub(r",? ([)\]}])", r"\1", text)
 
 
 def _header(lines: list[str], k: int) -> list[str]:
@@ -55,14 +63,21 @@ def _header(lines: list[str], k: int) -> list[str]:
 
 
 def short_form(text: str) -> str:
+    """A brace-language definition's header (a class: and its constructor's), each on one line."""
     lines = text.split("\n")
     k = next((i for i, ln in enumerate(lines) if not ln.lstrip().startswith("@")), 0)
-    out = _header(lines, k)
-    for i in range(k + len(out), len(lines)):
+    out = [collapse("\n".join(_header(lines, k)))]
+    for i in range(k + 1, len(lines)):
         if re.match(r"\s+(def __init__|constructor)\b", lines[i]):
-            out += _header(lines, i)
+            indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+            out.append(indent + collapse("\n".join(_header(lines, i))))
             break
     return "\n".join(out)
+
+
+def _shorter(short: str, text: str) -> str:
+    """`short`, or '' when it saves nothing over the whole `text`."""
+    return short if len(short) < len(text.rstrip()) else ""
 
 
 def _text(src: bytes, node) -> str:
@@ -97,6 +112,17 @@ def _py_header(src: bytes, node) -> str:
     return src[node.start_byte : end].decode("utf-8", "replace").rstrip()
 
 
+def uncommented(text: str) -> str:
+    """Python source lines without their trailing comments (a `#` outside quotes)."""
+    out = []
+    for line in text.split("\n"):
+        k = line.find("#")
+        while k >= 0 and (line.count("'", 0, k) % 2 or line.count('"', 0, k) % 2):
+            k = line.find("#", k + 1)
+        out.append(line if k < 0 else line[:k].rstrip())
+    return "\n".join(out)
+
+
 def _py_function(src: bytes, node, indent: str, start_node=None) -> str:
     start_node = start_node or node
     head = src[start_node.start_byte : node.start_byte].decode("utf-8", "replace")  # decorators
@@ -123,7 +149,75 @@ def _py_assign_name(node) -> str | None:
     return left.text.decode() if left is not None and left.type == "identifier" else None
 
 
-def _py_class(src: bytes, node, wrapper) -> tuple[str, tuple[str, ...]]:
+def _py_param(src: bytes, p, typed: bool = True) -> str:
+    """A parameter without its default value (and without its type unless `typed`)."""
+    if p.type in ("default_parameter", "typed_default_parameter", "typed_parameter"):
+        name = p.child_by_field_name("name")
+        name = _text(src, name) if name is not None else _text(src, p.named_children[0])
+        typ = p.child_by_field_name("type")
+        return name if typ is None or not typed else f"{name}: {collapse(_text(src, typ))}"
+    return collapse(uncommented(_text(src, p)))
+
+
+def py_signature(src: bytes, node, limit: int = SHORT_CHARS) -> str:
+    """A function's header on one line (`def f(a: int, b=1) -> str:`); over `limit` characters
+    the defaults go, then the parameters' types, then the last parameters (an `...` in their
+    place)."""
+    full = collapse(uncommented(_py_header(src, node)))
+    params = node.child_by_field_name("parameters")
+    if len(full) <= limit or params is None:
+        return full
+    head = collapse(src[node.start_byte : params.start_byte].decode("utf-8", "replace"))
+    ret = node.child_by_field_name("return_type")
+    tail = f" -> {collapse(_text(src, ret))}:" if ret is not None else ":"
+    params = [p for p in params.named_children if p.type != "comment"]
+    for typed in (True, False):
+        parts = [_py_param(src, p, typed) for p in params]
+        line = f"{head}({', '.join(parts)}){tail}"
+        if len(line) <= limit:
+            return line
+    while len(line) > limit and parts:
+        parts.pop()
+        line = f"{head}({', '.join([*parts, '...'])}){tail}"
+    return line
+
+
+def _py_field(src: bytes, child) -> str | None:
+    """`name: type` of a class field (`name` of one without a type), else None."""
+    if child.type != "expression_statement" or not child.named_children:
+        return None
+    a = child.named_children[0]
+    left = a.child_by_field_name("left") if a.type == "assignment" else None
+    if left is None or left.type != "identifier":
+        return None
+    typ = a.child_by_field_name("type")
+    return _text(src, left) + (f": {collapse(_text(src, typ))}" if typ is not None else "")
+
+
+def _py_class_short(src: bytes, node, wrapper, body) -> str:
+    """A class's short form: its short decorators, its header, and its constructor's signature
+    (else its first fields, on one line)."""
+    out = []
+    if wrapper is not None:
+        for d in wrapper.named_children:
+            if d.type == "decorator" and len(_text(src, d)) <= SHORT_DECORATOR:
+                out.append(collapse(_text(src, d)))
+    out.append(collapse(uncommented(_py_header(src, node))))
+    fields = []
+    for child in body.named_children if body is not None else []:
+        d, _ = _unwrap(child)
+        if d.type == "function_definition" and d.child_by_field_name("name").text == b"__init__":
+            return "\n".join(out + ["    " + py_signature(src, d, SHORT_CHARS - 4)])
+        field = _py_field(src, child)
+        if field is not None and len(fields) < SHORT_FIELDS:
+            fields.append(field)
+    line = "; ".join(fields)
+    if len(line) > SHORT_CHARS:
+        line = line[: line.rfind("; ", 0, SHORT_CHARS)] + "; ..."
+    return "\n".join(out + (["    " + line] if fields else []))
+
+
+def _py_class(src: bytes, node, wrapper) -> tuple[str, tuple[str, ...], str]:
     start = wrapper or node
     head = src[start.start_byte : node.start_byte].decode("utf-8", "replace")
     body = node.child_by_field_name("body")
@@ -146,7 +240,7 @@ def _py_class(src: bytes, node, wrapper) -> tuple[str, tuple[str, ...]]:
             if child.named_children and child.named_children[0].type == "assignment":
                 out.append("    " + line[:160])
                 members += 1
-    return "\n".join(out), tuple(names)
+    return "\n".join(out), tuple(names), _py_class_short(src, node, wrapper, body)
 
 
 def top_level(root) -> list:
@@ -164,16 +258,20 @@ def _python_defs(path: str, src: bytes, root) -> list[Chunk]:
         start = (w or d).start_point[0]
         if d.type == "function_definition":
             name = d.child_by_field_name("name").text.decode()
-            text = _py_function(src, d, "", w)
-            out.append(Chunk(path, start, d.end_point[0], _cut(text), (name,)))
+            text = _cut(_py_function(src, d, "", w))
+            short = _shorter(py_signature(src, d), text)
+            out.append(Chunk(path, start, d.end_point[0], text, (name,), short=short))
         elif d.type == "class_definition":
-            text, names = _py_class(src, d, w)
-            out.append(Chunk(path, start, d.end_point[0], _cut(text), names))
+            text, names, short = _py_class(src, d, w)
+            text = _cut(text)
+            out.append(Chunk(path, start, d.end_point[0], text, names, short=_shorter(short, text)))
         elif (name := _py_assign_name(node)) is not None:
             text = _text(src, node)
+            whole = text
             if len(text) > 200 or text.count("\n") > 3:
                 text = text.split("\n")[0][:200]
-            out.append(Chunk(path, start, node.end_point[0], text, (name,)))
+            short = _shorter(_one_line(uncommented(whole)), text)
+            out.append(Chunk(path, start, node.end_point[0], text, (name,), short=short))
     return out
 
 
@@ -204,6 +302,16 @@ def _js_class(src: bytes, node) -> tuple[str, tuple[str, ...]]:
     return "\n".join(out), tuple(names)
 
 
+def _one_line(text: str) -> str:
+    """`text` collapsed to one line and cut at SHORT_CHARS ('' when that saves nothing)."""
+    one = collapse(text)
+    return _shorter(one if len(one) <= SHORT_CHARS else one[:SHORT_CHARS].rstrip() + " ...", text)
+
+
+def _js_short(text: str) -> str:
+    return _shorter(short_form(text), text)
+
+
 def _js_defs(path: str, src: bytes, root) -> list[Chunk]:
     out = []
     for top in top_level(root):
@@ -214,17 +322,19 @@ def _js_defs(path: str, src: bytes, root) -> list[Chunk]:
         start, end = top.start_point[0], top.end_point[0]
         if node.type in JS_FUNCS:
             name = node.child_by_field_name("name").text.decode()
-            text = lead + _js_body_cut(src, node) + " { ... }"
-            out.append(Chunk(path, start, end, _cut(text), (name,)))
+            text = _cut(lead + _js_body_cut(src, node) + " { ... }")
+            out.append(Chunk(path, start, end, text, (name,), short=_js_short(text)))
         elif node.type in ("class_declaration", "abstract_class_declaration"):
             text, names = _js_class(src, node)
-            out.append(Chunk(path, start, end, _cut(lead + text), names))
+            text = _cut(lead + text)
+            out.append(Chunk(path, start, end, text, names, short=_js_short(text)))
         elif node.type in JS_TYPES:
             name = node.child_by_field_name("name")
             text = lead + _text(src, node)
             if text.count("\n") > 12:
                 text = "\n".join(text.split("\n")[:12]) + "\n  ...\n}"
-            out.append(Chunk(path, start, end, _cut(text), (name.text.decode(),) if name else ()))
+            text, names = _cut(text), (name.text.decode(),) if name else ()
+            out.append(Chunk(path, start, end, text, names, short=_one_line(text)))
         elif node.type in ("lexical_declaration", "variable_declaration"):
             for decl in node.named_children:
                 if decl.type != "variable_declarator":
@@ -238,7 +348,8 @@ def _js_defs(path: str, src: bytes, root) -> list[Chunk]:
                     text += _js_body_cut(src, value) + " { ... }"
                 else:
                     text = lead + _text(src, node).split("\n")[0][:200]
-                out.append(Chunk(path, start, end, _cut(text), (n.text.decode(),)))
+                text = _cut(text)
+                out.append(Chunk(path, start, end, text, (n.text.decode(),), short=_js_short(text)))
     return out
 
 

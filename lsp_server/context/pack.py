@@ -1,13 +1,13 @@
 """Packing ranked chunks into the window by a token budget (pure).
 
-Owns the text the model reads ahead of the current file's prefix: each chunk under a path comment
-line (`# path/to/file.py` for Python, `// path/to/file.ts` for the brace languages: the shipped
-network reads a path comment best: docs/benchmarks.md), in file order (by path and line: a chunk
+Owns the text the model reads ahead of the current file's prefix: the chunks of each file under
+one path comment line (`# path/to/file.py` for Python, `// path/to/file.ts` for the brace
+languages; docs/benchmarks.md measured the marking), in file order (by path and line: a chunk
 coming in or going out moves nothing else, which the model's context reuse needs) or in rank
-order with the best one last, nearest the prefix (`order`). Coverage first: as many chunks as fit in rank order, each definition as
-its signature alone (`Chunk.short`; a chunk that does not fit is skipped for smaller ones after
-it, except the best, which is cut at a line end), then each, best first, whole (docstring, class
-members) where what is left allows. The budget is in tokens, estimated with the
+order with the best file and chunk last, nearest the prefix (`order`). Coverage first: as many
+chunks as fit in rank order, each definition as its signature alone (`Chunk.short`; a chunk that
+does not fit is skipped for smaller ones after it, except the best, which is cut at a line end),
+then each, best first, whole (docstring, class members) where what is left allows. The budget is in tokens, estimated with the
 planner's characters-per-token. `stable` keeps the previous packing while it holds the best chunk
 (and its chunks are still current), so that the text ahead of the prefix does not change between
 keystrokes and the model's context reuse (model/context_reuse.py) keeps its encoding.
@@ -63,9 +63,14 @@ def comment(language: str) -> str:
     return "#" if language == "python" else "//"
 
 
-def render(r: Ranked, language: str, short: bool = False) -> str:
-    text = r.chunk.short if short else r.chunk.text
-    return f"{comment(language)} {r.chunk.path}\n{text.rstrip()}\n"
+def path_line(path: str, language: str) -> str:
+    return f"{comment(language)} {path}\n"
+
+
+def body(r: Ranked, short: bool = False) -> str:
+    """A chunk's text as packed: its signature alone (`short`, where it has one) or whole."""
+    text = r.chunk.short if short and r.chunk.short else r.chunk.text
+    return text.rstrip() + "\n"
 
 
 def _cut_to(text: str, chars: int) -> str:
@@ -79,6 +84,15 @@ def _cut_to(text: str, chars: int) -> str:
 ORDERS = ("rank", "path")
 
 
+def _grouped(chosen: list[list], order: str) -> list[list]:
+    """The chosen [ranked, body] pairs in the text's order: by file and line (`path`), or by
+    file with the file of the best chunk last and the best chunk of each file last (`rank`)."""
+    if order == "path":  # by file and line: a chunk in or out changes only its own place
+        return sorted(chosen, key=lambda item: (item[0].chunk.path, item[0].chunk.start))
+    files = list(dict.fromkeys(item[0].chunk.path for item in chosen))[::-1]
+    return [item for f in files for item in chosen[::-1] if item[0].chunk.path == f]
+
+
 def pack(
     ranked: list[Ranked],
     budget_tokens: int,
@@ -86,37 +100,43 @@ def pack(
     chars_per_token: float = 3.0,
     order: str = "rank",
 ) -> Packed:
-    """The best chunks within `budget_tokens` (estimated at `chars_per_token`): first as many
-    as fit in rank order, each definition as its signature alone, then each, best first, whole
-    where what is left allows."""
+    """The best chunks within `budget_tokens` (estimated at `chars_per_token`), a path line ahead
+    of each file's: first as many as fit in rank order, each definition as its signature alone,
+    then each, best first, whole where what is left allows."""
     room = int(budget_tokens * chars_per_token)
-    chosen: list[list] = []  # [ranked, piece]
+    least = MIN_CHUNK_TOKENS * chars_per_token
+    chosen: list[list] = []  # [ranked, body]
+    paths: set[str] = set()
     used = 0
     for k, r in enumerate(ranked):
-        piece = render(r, language, short=bool(r.chunk.short))
-        if used + len(piece) > room:
+        line = 0 if r.chunk.path in paths else len(path_line(r.chunk.path, language))
+        piece = body(r, short=True)
+        if used + line + len(piece) > room:
             if k > 0:
-                continue
-            piece = _cut_to(piece, room - used)  # the best chunk, cut at a line end
-            if len(piece) < MIN_CHUNK_TOKENS * chars_per_token or "\n" not in piece.strip("\n"):
+                continue  # skipped for smaller ones after it
+            piece = _cut_to(piece, room - used - line)  # the best chunk, cut at a line end
+            if not piece.strip() or line + len(piece) < least:
                 continue
         chosen.append([r, piece])
-        used += len(piece)
-        if room - used < MIN_CHUNK_TOKENS * chars_per_token:
-            break
+        paths.add(r.chunk.path)
+        used += line + len(piece)
     for item in chosen:  # whole definitions where they fit, best first
-        whole = render(item[0], language)
+        whole = body(item[0])
         if len(whole) > len(item[1]) and used + len(whole) - len(item[1]) <= room:
             used += len(whole) - len(item[1])
             item[1] = whole
     if not chosen:
         return EMPTY
-    if order == "path":  # by file and line: a chunk in or out changes only its own place
-        chosen.sort(key=lambda item: (item[0].chunk.path, item[0].chunk.start))
-    else:
-        chosen.reverse()  # the best nearest the prefix
-    text = "".join(p for _, p in chosen) + "\n"
-    return Packed(text, tuple(r for r, _ in chosen), int(len(text) / chars_per_token) + 1)
+    parts, last = [], None
+    ordered = _grouped(chosen, order)
+    for r, piece in ordered:
+        if r.chunk.path != last:
+            parts.append(path_line(r.chunk.path, language))
+            last = r.chunk.path
+        parts.append(piece)
+    text = "".join(parts) + "\n"
+    chunks = tuple(r for r, _ in ordered)
+    return Packed(text, chunks, int(len(text) / chars_per_token) + 1)
 
 
 def stable(previous: Packed | None, new: Packed, ranked: list[Ranked] | None = None) -> Packed:

@@ -33,6 +33,7 @@ FAR = 0.1  # per use elsewhere in the file (imported but not used near the curso
 FAR_MAX = 1.0  # this in all: below any use in the neighbourhood (NEAR / 49)
 UNUSED = NEAR / (1 + 5)  # an imported name not used yet: as if used five lines up
 MODULE = 0.001  # a name of an imported module that is not used yet
+ANALOG = 60.0  # a name on a line whose neighbour is the same as the cursor line's (per neighbour)
 EDIT_BONUS = 1.2  # a recently edited region's overlap counts this much more
 MIN_OVERLAP = 0.05  # overlap chunks under this are not worth a token
 ATTR_RE = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
@@ -128,6 +129,9 @@ def name_weights(text: str, cursor: int) -> dict[str, float]:
     for n in IDENT_RE.findall(far_text) + [f"{a}.{b}" for a, b in ATTR_RE.findall(far_text)]:
         counts[n] = counts.get(n, 0) + 1
     out = {n: min(FAR_MAX, FAR * k) for n, k in counts.items() if n not in KEYWORDS}
+    for i, w in analogous(lines, cur_line, imports).items():
+        for n in _names(lines[i]):
+            out[n] = max(out.get(n, 0.0), w)
     for i in range(lo, hi):
         if i in imports:
             continue
@@ -135,6 +139,38 @@ def name_weights(text: str, cursor: int) -> dict[str, float]:
         for n in _names(lines[i]):
             out[n] = max(out.get(n, 0.0), w)
     return out
+
+
+def _telling(line: str) -> str:
+    """A line stripped, or '' when it tells little (blank, brackets, keywords alone)."""
+    s = line.strip()
+    return s if len(s) > 3 and set(_names(s)) else ""
+
+
+def analogous(lines: list[str], cur: int, skip: set[int]) -> dict[int, float]:
+    """Lines of the file placed like the cursor's line (the line above them is the same as the
+    line above the cursor's, or the line below the same as the one below: repeated code, such
+    as the same parameters or calls in sibling functions), weighted ANALOG per neighbour alike."""
+    above = _telling(lines[cur - 1]) if cur > 0 else ""
+    below = _telling(lines[cur + 1]) if cur + 1 < len(lines) else ""
+    out: dict[int, float] = {}
+    if not above and not below:
+        return out
+    for i in range(len(lines)):
+        if i == cur or i in skip:
+            continue
+        alike = bool(above and i > 0 and lines[i - 1].strip() == above) + bool(
+            below and i + 1 < len(lines) and lines[i + 1].strip() == below
+        )
+        if alike:
+            out[i] = ANALOG * alike
+    return out
+
+
+def _by_name(defs: list[Chunk]) -> dict[str, Chunk]:
+    """A file's definitions by name; of several (`@overload`s, a redefinition) the last, which
+    is what the name is bound to."""
+    return {c.names[0]: c for c in defs if c.names}
 
 
 def rank_definitions(
@@ -150,19 +186,19 @@ def rank_definitions(
         if old is None or score > old.score:
             best[chunk.key] = Ranked(chunk, score, why)
 
+    named = {path: _by_name(defs) for path, defs in defs_of.items()}
     for b in binds:
-        defs = defs_of.get(b.path, [])
+        defs = named.get(b.path, {})
         if b.symbol is not None:
             w = weights.get(b.name, 0.0) or UNUSED  # imported, not used yet: likely next
-            for c in defs:
-                if c.names and c.names[0] == b.symbol:
-                    offer(c, w, f"def:{b.name}")
+            if b.symbol in defs:
+                offer(defs[b.symbol], w, f"def:{b.name}")
             continue
         # a module: its definitions through `name.attr` (or everything, for `import *`)
-        for c in defs:
-            if not c.names:
-                continue
-            key = c.names[0] if b.name == "*" else f"{b.name}.{c.names[0]}"
+        for name, c in defs.items():
+            if name.startswith("__") and name.endswith("__"):
+                continue  # `__all__`, `__version__`: not what a line calls
+            key = name if b.name == "*" else f"{b.name}.{name}"
             w = weights.get(key, 0.0)
             if w:
                 offer(c, w, f"def:{key}")
