@@ -34,6 +34,31 @@ class _Parser(argparse.ArgumentParser):
         raise CliError(message)
 
 
+def _backend_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend", default=None, help="Infiller factory as package.module:function(path, device)"
+    )
+
+
+def _loader(args):
+    """The infiller factory `--backend` names (the built-in one without it)."""
+    from lsp_server.engine import builtin_loader, import_loader
+
+    try:
+        return import_loader(args.backend) if args.backend else builtin_loader
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise CliError(f"cannot load backend {args.backend}: {exc}") from exc
+
+
+def _repo_context_option(parser: argparse.ArgumentParser, said: str) -> None:
+    parser.add_argument(
+        "--repo-context",
+        action="store_true",
+        help="read the definitions the code uses from the other files of FILE's repository (the "
+        f"nearest folder with .git) ahead of the prefix; {said}",
+    )
+
+
 def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
@@ -126,9 +151,7 @@ def _serve_model_parser(sub) -> None:
     m.add_argument("--host", default=DEFAULT_HOST, help="bind address (not loopback: token needed)")
     m.add_argument("--port", type=int, default=DEFAULT_PORT)
     m.add_argument("--replicas", type=int, default=1, help="copies of the model (Ray Serve)")
-    m.add_argument(
-        "--backend", default=None, help="Infiller factory as package.module:function(path, device)"
-    )
+    _backend_option(m)
     m.add_argument("--model-id", default=d.model_id, help="the model name /v1/models lists")
     m.add_argument(
         "--api-key-env",
@@ -199,9 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--tcp", type=int, metavar="PORT", help="listen on 127.0.0.1:PORT instead of stdio"
     )
-    s.add_argument(
-        "--backend", default=None, help="Infiller factory as package.module:function(path, device)"
-    )
+    _backend_option(s)
     s.add_argument("--log-file", default=None)
     _model_options(s)
 
@@ -210,12 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--show-steps", action="store_true", help="print the span after each step on stderr"
     )
-    c.add_argument(
-        "--repo-context",
-        action="store_true",
-        help="read the definitions the cursor's code uses from the other files of FILE's "
-        "repository (the nearest folder with .git) ahead of the prefix; --show-steps says which",
-    )
+    _repo_context_option(c, "--show-steps says which")
+    _backend_option(c)
     _model_options(c)
     _sampling_options(c)
     _remote_options(c)
@@ -229,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="each hole's raw fill in place: the markers as holes (budget --budget, default 64), "
         "no region planning, no stop rules, no post-processing",
     )
+    _repo_context_option(f, "ranked at the first marker")
+    _backend_option(f)
     _model_options(f)
     _sampling_options(f)
     _remote_options(f)
@@ -288,14 +307,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def serve(args) -> int:
     from lsp_server.config import Settings
-    from lsp_server.engine import builtin_loader, import_loader
     from lsp_server.server import create_server
 
-    try:
-        loader = import_loader(args.backend) if args.backend else builtin_loader
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise CliError(f"cannot load backend {args.backend}: {exc}") from exc
-    server = create_server(loader)
+    server = create_server(_loader(args))
     server.settings = replace(
         Settings(),
         model_path=args.model,
@@ -424,6 +438,8 @@ def _engine(args, required: bool = True):
 
     if getattr(args, "remote", None):
         engine = Engine(_remote_loader(args), threads=args.threads)
+    elif getattr(args, "backend", None):
+        engine = Engine(_loader(args), threads=args.threads)
     else:
         engine = Engine(threads=args.threads)
     engine.load(
@@ -561,7 +577,7 @@ def fill(args) -> int:
         raise CliError(f"{args.file}: no <|fill|> markers in the text")
     if args.raw:
         return _fill_raw(args, raw)
-    completer = _completer(args)
+    completer = _completer(args, args.file)
     try:
         filled = asyncio.run(completer.fill(doc, None, _ask(args)))
     except ValueError as exc:

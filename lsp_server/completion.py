@@ -20,7 +20,7 @@ from lsp_server.acceptance import Tracker, log_line
 from lsp_server.config import MODEL_WINDOW, Settings
 from lsp_server.context import EMPTY, Packed, RepoContext
 from lsp_server.engine import Engine, TypingThrough
-from lsp_server.planner import InfillPlan, plan_completion, with_budget
+from lsp_server.planner import Budgets, InfillPlan, plan_completion, with_budget
 from lsp_server.postprocess import Candidate
 from lsp_server.prefetch import after_enter
 from lsp_server.steps import Denoising
@@ -156,6 +156,16 @@ class Completer:
         cpt = s.budgets().chars_per_token
         return self.context.pack_for(doc, text, cursor, budget, cpt, shown)
 
+    def room(self, packed: Packed) -> Budgets:
+        """The budgets with `packed` ahead of the prefix: in the model's window beyond
+        contextTokens (112 tokens at the defaults) first, the file's own window smaller by the
+        rest (the same budgets when there is nothing packed)."""
+        budgets = self.settings.budgets()
+        if packed.text:
+            over = packed.tokens - max(0, MODEL_WINDOW - budgets.context_tokens)
+            budgets = replace(budgets, context_tokens=budgets.context_tokens - max(0, over))
+        return budgets
+
     def plan(
         self,
         snapshot: Snapshot,
@@ -164,15 +174,12 @@ class Completer:
         doc: Document | None = None,
         shown: bool = True,
     ) -> tuple[InfillPlan, Packed]:
-        """The plan at `cursor`, with the repository context of `doc` ahead of its prefix: in
-        the model's window beyond contextTokens (112 tokens at the defaults) first, the file's
-        own window smaller by the rest (the same plan as without when there is none)."""
+        """The plan at `cursor`, with the repository context of `doc` ahead of its prefix (the
+        same plan as without when there is none)."""
         packed = self.repo_context(doc, snapshot.text, cursor, shown)
-        budgets = self.settings.budgets()
-        if packed.text:  # in the window's room beyond contextTokens first, then the file's own
-            over = packed.tokens - max(0, MODEL_WINDOW - budgets.context_tokens)
-            budgets = replace(budgets, context_tokens=budgets.context_tokens - max(0, over))
-        plan = plan_completion(snapshot.text, cursor, snapshot.language, snapshot, budgets)
+        plan = plan_completion(
+            snapshot.text, cursor, snapshot.language, snapshot, self.room(packed)
+        )
         if packed.text:
             plan = replace(plan, header=packed.text)
         return with_budget(plan, ask.budget), packed
@@ -318,13 +325,20 @@ class Completer:
         their own."""
         text, version = doc.text, doc.version
         snapshot = Snapshot(text, doc.tree, doc.language)
-        budgets = self.settings.budgets()
+        if selection is not None:
+            cursor = selection[0]
+        else:  # (plan_markers says when there is none)
+            cursor = next((m.start for m in pipeline.find_markers(text)), 0)
+        packed = self.repo_context(doc, text, cursor)  # ranked at the first hole
+        budgets = self.room(packed)
         if selection is not None:
             s, e = selection
             plan = plan_completion(text, e, doc.language, snapshot, budgets, selection=(s, e))
         else:
-            plan = pipeline.plan_markers(text, doc.language, self.settings, snapshot)
-        plan = with_budget(plan, ask.budget, replacing=budgets.hole)
+            plan = pipeline.plan_markers(text, doc.language, budgets, snapshot)
+        if packed.text:
+            plan = replace(plan, header=packed.text)
+        plan = with_budget(plan, ask.budget, replacing=self.settings.budgets().hole)
         req = pipeline.build_request(
             plan,
             text,

@@ -21,6 +21,7 @@ from lsp_server.planner import (
     BLOCK,
     BRACKET,
     STATEMENT,
+    Budgets,
     InfillPlan,
     Region,
     plan_holes,
@@ -141,14 +142,14 @@ def find_markers(text: str) -> list[Marker]:
 
 
 def plan_markers(
-    text: str, language: str, settings: Settings, snapshot: Snapshot | None = None
+    text: str, language: str, budgets: Budgets, snapshot: Snapshot | None = None
 ) -> InfillPlan:
     """A multi-hole plan over every marker in `text` (ValueError when there is none)."""
     markers = find_markers(text)
     if not markers:
         raise ValueError("no <|fill|> markers in the text")
     return plan_holes(
-        text, [(m.start, m.end, m.budget) for m in markers], language, snapshot, settings.budgets()
+        text, [(m.start, m.end, m.budget) for m in markers], language, snapshot, budgets
     )
 
 

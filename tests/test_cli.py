@@ -236,3 +236,34 @@ def test_complete_with_the_repository_context_says_which_files_fed_it(tmp_path):
     assert said and ("core.py" in said[0] or "grouping.py" in said[0]), err(proc)
     plain = parafill("complete", f"{main}:7:5", "--show-steps")
     assert plain.returncode == 0 and "[context: " not in err(plain)
+
+
+def test_fill_with_the_repository_context_reads_the_other_files(tmp_path):
+    """`fill --repo-context`: the holes are filled with the definitions of the names the file
+    imports ahead of the prefix (the fake backend fills a hole with the first `expect:` text of
+    its request: there, compute_total's docstring in core.py)."""
+    ws = tmp_path / "ws"
+    shutil.copytree(ROOT / "tests" / "fixtures" / "workspace", ws)
+    (ws / ".git").mkdir()
+    f = ws / "pkg" / "fill_me.py"
+    f.write_text("from pkg.core import compute_total\n\n\ndef checkout(order):\n    <|fill|>\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
+    cmd = [
+        sys.executable,
+        "-m",
+        "lsp_server.cli",
+        "fill",
+        str(f),
+        "--backend",
+        "fake_infiller:load",
+    ]
+
+    def run(*more: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*cmd, *more], check=False, capture_output=True, timeout=TIMEOUT, env=env, text=True
+        )
+
+    with_ctx, plain = run("--repo-context"), run()
+    assert with_ctx.returncode == 0 and plain.returncode == 0, with_ctx.stderr + plain.stderr
+    assert "    total = compute_total(order.items, discount=0.1)\n" in with_ctx.stdout
+    assert "compute_total(order" not in plain.stdout

@@ -3,7 +3,8 @@
 request): a workspace with imports across files, where the right fill is only in the definition
 of a name another file defines, in an open document that differs from its copy on disk; the
 index following files created and deleted on disk (workspace/didChangeWatchedFiles, registered
-dynamically); `parafill/status` showing the chunks; the setting turning it off."""
+dynamically); `parafill/status` showing the chunks; the fill command reading them too; the setting
+turning it off."""
 
 from __future__ import annotations
 
@@ -28,6 +29,12 @@ async def client(lsp_client: LanguageClient, tmp_path_factory):
     ws = make_workspace(tmp_path_factory.mktemp("context"))
     lsp_client.ws = ws
     lsp_client.registrations = []
+    lsp_client.applied_edits = []
+
+    @lsp_client.feature(types.WORKSPACE_APPLY_EDIT)
+    def apply_edit(params: types.ApplyWorkspaceEditParams):
+        lsp_client.applied_edits.append(params.edit)
+        return types.ApplyWorkspaceEditResult(applied=True)
 
     @lsp_client.feature(types.CLIENT_REGISTER_CAPABILITY)
     def register(params: types.RegistrationParams):
@@ -126,6 +133,20 @@ async def test_workspace_folders_added_and_removed(client: LanguageClient):
     client.workspace_did_change_workspace_folders(types.DidChangeWorkspaceFoldersParams(event))
     st = await indexed(client, 6)
     assert st["index"]["folders"] == [str(ws.resolve())]
+
+
+async def test_the_fill_command_reads_the_context_too(client: LanguageClient):
+    uri = (client.ws / "pkg" / "filled.py").as_uri()
+    text = "from pkg.core import compute_total\n\n\ndef checkout(order):\n    <|fill|>\n"
+    open_doc(client, uri, text)
+    client.applied_edits.clear()
+    await client.workspace_execute_command_async(
+        types.ExecuteCommandParams(command="parafill.fill", arguments=[{"uri": uri}])
+    )
+    ((edit,),) = [e.document_changes[0].edits for e in client.applied_edits]
+    assert edit.new_text == EDITOR  # core.py's definition, as the editor has it
+    last = (await status(client))["context"]["last"]
+    assert last["uri"] == uri and "core.py" in last["summary"]
 
 
 async def test_turned_off_nothing_is_added(client: LanguageClient):
