@@ -46,7 +46,8 @@ def fit_pieces(pieces: list[list[int]], room: int) -> list[list[int]]:
 def header_tokens(alone: list[int], piece: list[int], trimmed: int) -> int:
     """How many of a first piece's kept tokens are its header: the leading tokens it shares
     with the header tokenized `alone` (from the first token that differs on, a token that
-    straddles the header's end among them, they count as the file's), less the `trimmed` tokens `fit_pieces` cut from the piece's start."""
+    straddles the header's end among them, they count as the file's), less the `trimmed`
+    tokens `fit_pieces` cut from the piece's start."""
     n = 0
     for a, b in zip(alone, piece):
         if a != b:
