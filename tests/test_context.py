@@ -126,26 +126,45 @@ def pick(x):
 
 
 def test_short_forms_are_one_line_signatures():
+    """Each definition's signature on one line, its comments out; over 60 / 120 characters (its
+    two forms) the defaults go, then the types, then the last parameters; a class: its short
+    decorators, header and constructor (else its fields)."""
     defs = {c.names[0]: c for c in definitions("m.py", SIGNATURES, "python")}
-    # over SHORT_CHARS (120): the defaults go; the decorators too
-    assert (
-        defs["main"].short
-        == "def main(url: str, method: str, params: dict | None, data: bytes, files: list | None, json) -> None:"
+    assert defs["main"].forms == (
+        "def main(url, method, params, data, files, json) -> None:",
+        "def main(url: str, method: str, params: dict | None, data: bytes, files: list | None,"
+        " json) -> None:",
+    )  # (the decorators out too)
+    assert defs["wrap"].forms == ("def wrap(app: App, conn: Request | Socket) -> App:",)
+    assert defs["Point"].forms == (
+        "@dataclass(frozen=True)\nclass Point(Base):\n    x: int; y: int",
     )
-    assert defs["wrap"].short == "def wrap(app: App, conn: Request | Socket) -> App:"  # no comment
-    assert defs["Point"].short == "@dataclass(frozen=True)\nclass Point(Base):\n    x: int; y: int"
-    assert defs["Client"].short == (
+    assert defs["Client"].forms == (
+        "class Client:\n    def __init__(self, *, auth, timeout) -> None:",
         "class Client:\n    def __init__(self, *, auth: Auth | None = None, timeout: float = 5.0)"
-        " -> None:"
-    )  # on one line, its comments out
-    assert defs["Types"].short == 'Types = Union["Headers", Mapping[str, str]]'
+        " -> None:",
+    )
+    assert defs["Types"].forms == ('Types = Union["Headers", Mapping[str, str]]',)
     long = "def f(" + ", ".join(f"argument_{k}: int" for k in range(12)) + "):\n    pass\n"
     (f,) = definitions("m.py", long, "python")
-    assert len(f.short) <= 120 and f.short.endswith(", ...):")  # the types go, then the last
-    assert f.short.startswith("def f(argument_0, argument_1, ")
-    typed = "def g(" + ", ".join(f"a{k}: Mapping[str, int]" for k in range(8)) + "):\n    pass\n"
+    assert [len(t) <= n for t, n in zip(f.forms, (60, 120))] == [True, True]
+    assert f.forms[1].startswith("def f(argument_0, argument_1, ") and f.forms[1].endswith(
+        ", ...):"
+    )
+    typed = "def g(" + ", ".join(f"a{k}: Mapping[str, int]" for k in range(4)) + "):\n    pass\n"
     (g,) = definitions("m.py", typed, "python")
-    assert g.short == "def g(" + ", ".join(f"a{k}" for k in range(8)) + "):"
+    assert g.forms == ("def g(a0, a1, a2, a3):", typed.split("\n")[0])
+
+
+def test_packing_takes_the_longer_forms_where_room_is_left():
+    src = "def f(a: int = 1, b: str = 'x', c: float = 2.0, d=None, e: bool = False):\n    pass\n"
+    (f,) = definitions("m.py", src, "python")
+    short, longer = f.forms
+    assert short == "def f(a: int, b: str, c: float, d, e: bool):" and longer == src.split("\n")[0]
+    r = [Ranked(f, 1.0, "def:f")]
+    for text in (short, longer, f.text):  # each just fits (3 characters a token)
+        fits = -(-len("# m.py\n" + text + "\n") // 3)
+        assert pack(r, fits, "python").text == "# m.py\n" + text + "\n\n"
 
 
 def test_of_overloads_the_definition_ranks_once():
@@ -274,6 +293,11 @@ def test_chunks_of_one_file_share_its_path_line():
     assert [r.chunk.path for r in q.chunks] == ["m0.py", "m.py", "m.py"]
     assert [r.chunk.start for r in q.chunks[1:]] == [5, 0]
     assert q.text.count("# m.py\n") == 1
+    here = pack(same, 100, "python", here="m/main.py")  # paths relative to the file's folder
+    assert here.text.startswith("# m.py\n") and here.chunks[0].chunk.path == "m.py"  # (shorter)
+    deep = [Ranked(chunk("f", "pkg/sub/util.py"), 1.0, "def")]
+    assert pack(deep, 100, "python", here="pkg/main.py").text.startswith("# sub/util.py\n")
+    assert pack(deep, 100, "python", here="other/x/y.py").text.startswith("# pkg/sub/util.py\n")
 
 
 def test_lines_placed_like_the_cursors_lend_their_names():
@@ -368,7 +392,7 @@ def test_open_document_wins_over_its_copy_on_disk(ws):
     after = ctx.pack_for(main, main.text, cursor, 200)
     texts = [r.chunk.text for r in after.chunks if r.chunk.path == "pkg/core.py"]
     assert texts and all("rounding" in t for t in texts)
-    assert "# pkg/core.py\ndef compute_total(items, rounding):" in after.text
+    assert "# core.py\ndef compute_total(items, rounding):" in after.text
     assert ctx.status()["last"]["summary"].startswith("context: ")
     ctx.closed(core)
     assert ctx.index.wait_built()
@@ -435,7 +459,7 @@ def test_the_plan_is_unchanged_when_the_context_has_nothing_to_add(ws):
         snap, len(main.text), Ask(), main
     )
     base, _ = Completer(_Engine(), Settings()).plan(snap, len(main.text), Ask(), main)
-    assert packed.text.startswith("# pkg/core.py\n")
+    assert packed.text.startswith("# core.py\n")  # (relative to pkg/main.py)
     assert plan.segments(main.text)[0].startswith(packed.text)
     assert packed.tokens <= Settings().context_tokens * settings.repo_context_share
     # in the room the window has beyond contextTokens: the file's own window is the same

@@ -19,7 +19,10 @@ from lsp_server import syntax
 DOC_LINES = 3  # docstring lines kept
 MAX_CHUNK_CHARS = 600  # a definition's text is cut here
 MAX_MEMBERS = 12  # class fields and method signatures kept
-SHORT_CHARS = 120  # a signature longer than this drops its defaults, then its last parameters
+# a signature's short forms: over this many characters, its defaults go, then its types, then
+# its last parameters; the shortest where the budget is tight, the longer where it allows
+FORM_CHARS = (60, 120)
+SHORT_CHARS = FORM_CHARS[-1]
 SHORT_DECORATOR = 40  # a class's decorator lines up to this long stay in its short form
 SHORT_FIELDS = 8  # a class without a constructor: its first fields, in its short form
 IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -34,13 +37,18 @@ class Chunk:
     names: tuple[str, ...] = ()  # the names it defines (a class: its name, then its members')
     kind: str = "def"  # "def" (a definition) | "open" (an open document's lines) | "edit"
     # the signature alone, on one line where it spanned several (a class: its header and its
-    # constructor's, or its fields), for a budget too small for the whole chunk; '' for a chunk
-    # that is not a definition, or whose whole text is as short
-    short: str = ""
+    # constructor's, or its fields), for a budget too small for the whole chunk: shortest first,
+    # each shorter than the next and than `text`; none for a chunk that is not a definition
+    forms: tuple[str, ...] = ()
 
     @property
     def key(self) -> tuple:
         return (self.path, self.start, self.end, self.kind)
+
+    @property
+    def short(self) -> str:
+        """The shortest form ('' without one)."""
+        return self.forms[0] if self.forms else ""
 
 
 def collapse(text: str) -> str:
@@ -75,9 +83,9 @@ def short_form(text: str) -> str:
     return "\n".join(out)
 
 
-def _shorter(short: str, text: str) -> str:
-    """`short`, or '' when it saves nothing over the whole `text`."""
-    return short if len(short) < len(text.rstrip()) else ""
+def _forms(text: str, *forms: str) -> tuple[str, ...]:
+    """The distinct `forms` shorter than `text`, shortest first."""
+    return tuple(sorted({f for f in forms if f and len(f) < len(text.rstrip())}, key=len))
 
 
 def _text(src: bytes, node) -> str:
@@ -194,7 +202,7 @@ def _py_field(src: bytes, child) -> str | None:
     return _text(src, left) + (f": {collapse(_text(src, typ))}" if typ is not None else "")
 
 
-def _py_class_short(src: bytes, node, wrapper, body) -> str:
+def _py_class_short(src: bytes, node, wrapper, body, limit: int = SHORT_CHARS) -> str:
     """A class's short form: its short decorators, its header, and its constructor's signature
     (else its first fields, on one line)."""
     out = []
@@ -207,17 +215,17 @@ def _py_class_short(src: bytes, node, wrapper, body) -> str:
     for child in body.named_children if body is not None else []:
         d, _ = _unwrap(child)
         if d.type == "function_definition" and d.child_by_field_name("name").text == b"__init__":
-            return "\n".join(out + ["    " + py_signature(src, d, SHORT_CHARS - 4)])
+            return "\n".join(out + ["    " + py_signature(src, d, limit - 4)])
         field = _py_field(src, child)
         if field is not None and len(fields) < SHORT_FIELDS:
             fields.append(field)
     line = "; ".join(fields)
-    if len(line) > SHORT_CHARS:
-        line = line[: line.rfind("; ", 0, SHORT_CHARS)] + "; ..."
+    if len(line) > limit:
+        line = line[: max(0, line.rfind("; ", 0, limit))] + "; ..."
     return "\n".join(out + (["    " + line] if fields else []))
 
 
-def _py_class(src: bytes, node, wrapper) -> tuple[str, tuple[str, ...], str]:
+def _py_class(src: bytes, node, wrapper) -> tuple[str, tuple[str, ...], list[str]]:
     start = wrapper or node
     head = src[start.start_byte : node.start_byte].decode("utf-8", "replace")
     body = node.child_by_field_name("body")
@@ -240,7 +248,8 @@ def _py_class(src: bytes, node, wrapper) -> tuple[str, tuple[str, ...], str]:
             if child.named_children and child.named_children[0].type == "assignment":
                 out.append("    " + line[:160])
                 members += 1
-    return "\n".join(out), tuple(names), _py_class_short(src, node, wrapper, body)
+    forms = [_py_class_short(src, node, wrapper, body, n) for n in FORM_CHARS]
+    return "\n".join(out), tuple(names), forms
 
 
 def top_level(root) -> list:
@@ -259,19 +268,19 @@ def _python_defs(path: str, src: bytes, root) -> list[Chunk]:
         if d.type == "function_definition":
             name = d.child_by_field_name("name").text.decode()
             text = _cut(_py_function(src, d, "", w))
-            short = _shorter(py_signature(src, d), text)
-            out.append(Chunk(path, start, d.end_point[0], text, (name,), short=short))
+            forms = _forms(text, *(py_signature(src, d, n) for n in FORM_CHARS))
+            out.append(Chunk(path, start, d.end_point[0], text, (name,), forms=forms))
         elif d.type == "class_definition":
-            text, names, short = _py_class(src, d, w)
+            text, names, forms = _py_class(src, d, w)
             text = _cut(text)
-            out.append(Chunk(path, start, d.end_point[0], text, names, short=_shorter(short, text)))
+            out.append(Chunk(path, start, d.end_point[0], text, names, forms=_forms(text, *forms)))
         elif (name := _py_assign_name(node)) is not None:
             text = _text(src, node)
             whole = text
             if len(text) > 200 or text.count("\n") > 3:
                 text = text.split("\n")[0][:200]
-            short = _shorter(_one_line(uncommented(whole)), text)
-            out.append(Chunk(path, start, node.end_point[0], text, (name,), short=short))
+            forms = _forms(text, _one_line(uncommented(whole)))
+            out.append(Chunk(path, start, node.end_point[0], text, (name,), forms=forms))
     return out
 
 
@@ -303,13 +312,9 @@ def _js_class(src: bytes, node) -> tuple[str, tuple[str, ...]]:
 
 
 def _one_line(text: str) -> str:
-    """`text` collapsed to one line and cut at SHORT_CHARS ('' when that saves nothing)."""
+    """`text` collapsed to one line and cut at SHORT_CHARS."""
     one = collapse(text)
-    return _shorter(one if len(one) <= SHORT_CHARS else one[:SHORT_CHARS].rstrip() + " ...", text)
-
-
-def _js_short(text: str) -> str:
-    return _shorter(short_form(text), text)
+    return one if len(one) <= SHORT_CHARS else one[:SHORT_CHARS].rstrip() + " ..."
 
 
 def _js_defs(path: str, src: bytes, root) -> list[Chunk]:
@@ -323,18 +328,18 @@ def _js_defs(path: str, src: bytes, root) -> list[Chunk]:
         if node.type in JS_FUNCS:
             name = node.child_by_field_name("name").text.decode()
             text = _cut(lead + _js_body_cut(src, node) + " { ... }")
-            out.append(Chunk(path, start, end, text, (name,), short=_js_short(text)))
+            out.append(Chunk(path, start, end, text, (name,), forms=_forms(text, short_form(text))))
         elif node.type in ("class_declaration", "abstract_class_declaration"):
             text, names = _js_class(src, node)
             text = _cut(lead + text)
-            out.append(Chunk(path, start, end, text, names, short=_js_short(text)))
+            out.append(Chunk(path, start, end, text, names, forms=_forms(text, short_form(text))))
         elif node.type in JS_TYPES:
             name = node.child_by_field_name("name")
             text = lead + _text(src, node)
             if text.count("\n") > 12:
                 text = "\n".join(text.split("\n")[:12]) + "\n  ...\n}"
             text, names = _cut(text), (name.text.decode(),) if name else ()
-            out.append(Chunk(path, start, end, text, names, short=_one_line(text)))
+            out.append(Chunk(path, start, end, text, names, forms=_forms(text, _one_line(text))))
         elif node.type in ("lexical_declaration", "variable_declaration"):
             for decl in node.named_children:
                 if decl.type != "variable_declarator":
@@ -349,7 +354,8 @@ def _js_defs(path: str, src: bytes, root) -> list[Chunk]:
                 else:
                     text = lead + _text(src, node).split("\n")[0][:200]
                 text = _cut(text)
-                out.append(Chunk(path, start, end, text, (n.text.decode(),), short=_js_short(text)))
+                forms = _forms(text, short_form(text))
+                out.append(Chunk(path, start, end, text, (n.text.decode(),), forms=forms))
     return out
 
 

@@ -2,12 +2,14 @@
 
 Owns the text the model reads ahead of the current file's prefix: the chunks of each file under
 one path comment line (`# path/to/file.py` for Python, `// path/to/file.ts` for the brace
-languages; docs/benchmarks.md measured the marking), in file order (by path and line: a chunk
+languages; the path relative to the completed file's folder where that is shorter;
+docs/benchmarks.md measured the marking), in file order (by path and line: a chunk
 coming in or going out moves nothing else, which the model's context reuse needs) or in rank
 order with the best file and chunk last, nearest the prefix (`order`). Coverage first: as many
-chunks as fit in rank order, each definition as its signature alone (`Chunk.short`; a chunk that
-does not fit is skipped for smaller ones after it, except the best, which is cut at a line end),
-then each, best first, whole (docstring, class members) where what is left allows. The budget is in tokens, estimated with the
+chunks as fit in rank order, each definition as the shortest form of its signature
+(`Chunk.forms`; a chunk that does not fit is skipped for smaller ones after it, except the best,
+which is cut at a line end), then each, best first, in its longer form, then whole (docstring,
+class members), where what is left allows. The budget is in tokens, estimated with the
 planner's characters-per-token. `stable` keeps the previous packing while it holds the best chunk
 (and its chunks are still current), so that the text ahead of the prefix does not change between
 keystrokes and the model's context reuse (model/context_reuse.py) keeps its encoding.
@@ -15,6 +17,7 @@ keystrokes and the model's context reuse (model/context_reuse.py) keeps its enco
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
 
 from lsp_server.context.rank import Ranked
@@ -63,14 +66,19 @@ def comment(language: str) -> str:
     return "#" if language == "python" else "//"
 
 
-def path_line(path: str, language: str) -> str:
+def path_line(path: str, language: str, here: str | None = None) -> str:
+    """The comment line naming a file: its path relative to the folder of the file being
+    completed (`here`), as it is the shorter (`core.py` beside it, `../util/io.py`)."""
+    if here is not None:
+        rel = posixpath.relpath(path, posixpath.dirname(here) or ".")
+        path = rel if len(rel) < len(path) else path
     return f"{comment(language)} {path}\n"
 
 
-def body(r: Ranked, short: bool = False) -> str:
-    """A chunk's text as packed: its signature alone (`short`, where it has one) or whole."""
-    text = r.chunk.short if short and r.chunk.short else r.chunk.text
-    return text.rstrip() + "\n"
+def forms(r: Ranked) -> list[str]:
+    """A chunk's texts as it may be packed, shortest first: its signature's forms (a definition),
+    then its whole text, each ending with a line break."""
+    return [t.rstrip() + "\n" for t in (*r.chunk.forms, r.chunk.text)]
 
 
 def _cut_to(text: str, chars: int) -> str:
@@ -99,18 +107,19 @@ def pack(
     language: str,
     chars_per_token: float = 3.0,
     order: str = "rank",
+    here: str | None = None,
 ) -> Packed:
     """The best chunks within `budget_tokens` (estimated at `chars_per_token`), a path line ahead
-    of each file's: first as many as fit in rank order, each definition as its signature alone,
-    then each, best first, whole where what is left allows."""
+    of each file's: first as many as fit in rank order, each definition in its shortest form,
+    then each, best first, longer, then whole, where what is left allows."""
     room = int(budget_tokens * chars_per_token)
     least = MIN_CHUNK_TOKENS * chars_per_token
     chosen: list[list] = []  # [ranked, body]
     paths: set[str] = set()
     used = 0
     for k, r in enumerate(ranked):
-        line = 0 if r.chunk.path in paths else len(path_line(r.chunk.path, language))
-        piece = body(r, short=True)
+        line = 0 if r.chunk.path in paths else len(path_line(r.chunk.path, language, here))
+        piece = forms(r)[0]
         if used + line + len(piece) > room:
             if k > 0:
                 continue  # skipped for smaller ones after it
@@ -120,18 +129,20 @@ def pack(
         chosen.append([r, piece])
         paths.add(r.chunk.path)
         used += line + len(piece)
-    for item in chosen:  # whole definitions where they fit, best first
-        whole = body(item[0])
-        if len(whole) > len(item[1]) and used + len(whole) - len(item[1]) <= room:
-            used += len(whole) - len(item[1])
-            item[1] = whole
+    for level in (1, 2):  # longer forms where they fit (then whole), best first
+        for item in chosen:
+            texts = forms(item[0])
+            longer = texts[min(level, len(texts) - 1)]
+            if len(longer) > len(item[1]) and used + len(longer) - len(item[1]) <= room:
+                used += len(longer) - len(item[1])
+                item[1] = longer
     if not chosen:
         return EMPTY
     parts, last = [], None
     ordered = _grouped(chosen, order)
     for r, piece in ordered:
         if r.chunk.path != last:
-            parts.append(path_line(r.chunk.path, language))
+            parts.append(path_line(r.chunk.path, language, here))
             last = r.chunk.path
         parts.append(piece)
     text = "".join(parts) + "\n"

@@ -145,7 +145,7 @@ class RepoContext:
         others, texts = self._others(doc)
         edits = [c for c in self.ring.chunks(texts) if c.path != here]
         ranked = rank(text, cursor, binds, defs_of, [*edits, *others], here)
-        packed = pack(ranked, budget_tokens, doc.language, chars_per_token, self.order)
+        packed = pack(ranked, budget_tokens, doc.language, chars_per_token, self.order, here)
         packed = stable(self.previous.get(doc.uri), packed, ranked)
         self.previous[doc.uri] = packed
         if shown:
