@@ -34,6 +34,7 @@ FAR_MAX = 1.0  # this in all: below any use in the neighbourhood (NEAR / 49)
 UNUSED = NEAR / (1 + 5)  # an imported name not used yet: as if used five lines up
 MODULE = 0.001  # a name of an imported module that is not used yet
 ANALOG = 60.0  # a name on a line whose neighbour is the same as the cursor line's (per neighbour)
+ANALOG_OFFSETS = ((-2, 0.5), (-1, 1.0), (1, 1.0), (2, 0.5))  # which neighbours, how much each
 EDIT_BONUS = 1.2  # a recently edited region's overlap counts this much more
 MIN_OVERLAP = 0.05  # overlap chunks under this are not worth a token
 ATTR_RE = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
@@ -148,22 +149,23 @@ def _telling(line: str) -> str:
 
 
 def analogous(lines: list[str], cur: int, skip: set[int]) -> dict[int, float]:
-    """Lines of the file placed like the cursor's line (the line above them is the same as the
-    line above the cursor's, or the line below the same as the one below: repeated code, such
-    as the same parameters or calls in sibling functions), weighted ANALOG per neighbour alike."""
-    above = _telling(lines[cur - 1]) if cur > 0 else ""
-    below = _telling(lines[cur + 1]) if cur + 1 < len(lines) else ""
+    """Lines of the file placed like the cursor's line: a neighbour of theirs (one or two lines
+    above or below) is the same as the cursor line's (repeated code, such as the same
+    parameters or calls in sibling functions), weighted ANALOG per neighbour alike (half for a
+    neighbour two lines off)."""
+    near = {}
+    for off, w in ANALOG_OFFSETS:
+        if 0 <= cur + off < len(lines) and (t := _telling(lines[cur + off])):
+            near[off] = (t, w)
     out: dict[int, float] = {}
-    if not above and not below:
+    if not near:
         return out
-    for i in range(len(lines)):
-        if i == cur or i in skip:
-            continue
-        alike = bool(above and i > 0 and lines[i - 1].strip() == above) + bool(
-            below and i + 1 < len(lines) and lines[i + 1].strip() == below
-        )
-        if alike:
-            out[i] = ANALOG * alike
+    stripped = [ln.strip() for ln in lines]
+    for off, (t, w) in near.items():
+        for j, s in enumerate(stripped):
+            i = j - off  # line j is line i's neighbour at `off`
+            if s == t and 0 <= i < len(lines) and i != cur and i not in skip:
+                out[i] = out.get(i, 0.0) + ANALOG * w
     return out
 
 
