@@ -16,6 +16,8 @@ EVAL_EXCLUDE_PACKAGES), copied into a temporary workspace folder as it is instal
   the context, with it, and with it in rank order instead of file order, in turn (context reuse
   on, as the server runs): p50/p95 of the whole completion, how often the context encoding was
   reused, and the packing's own time;
+- development: the retrieval on the packages the ranking and packing were chosen on (httpx,
+  starlette, uvicorn, fastapi, anyio), so that pygls stays a measurement;
 - the index: build time and memory (tracemalloc of what the index holds; RSS growth) on a
   1,000-file workspace (the first 1,000 files of the standard library, its tests included, that
   pass the filters).
@@ -52,6 +54,9 @@ from lsp_server.context.index import WorkspaceIndex
 from lsp_server.syntax import Document
 
 PACKAGE = "pygls"
+# where the ranking and packing were chosen (the `development` part): real repositories
+# installed beside pygls; pygls itself is only measured
+DEVELOPMENT = ("httpx", "starlette", "uvicorn", "fastapi", "anyio")
 
 
 @dataclass
@@ -160,6 +165,22 @@ def retrieval(ws: Path, ctx: RepoContext, cross: list[Task], budget: int) -> dic
     }
 
 
+def development(package: str) -> list[dict]:
+    """Retrieval at the shipped window's two shares on one development package."""
+    from lsp_server.planner import Budgets
+
+    shipped = Budgets().context_tokens
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = copy_package(package, Path(tmp) / "ws")
+        ctx = RepoContext()
+        ctx.set_folders([str(ws)])
+        ctx.index.wait_built()
+        cross, _ = tasks(ws, ctx.index)
+        out = [retrieval(ws, ctx, cross, int(shipped * s)) for s in (0.25, 0.5)]
+    print(f"development {package}: {json.dumps(out)}", flush=True)
+    return out
+
+
 def similarity(a: str, b: str) -> float:
     return difflib.SequenceMatcher(None, a, b).ratio()
 
@@ -256,7 +277,7 @@ async def latency(ws, ctx, engine, settings, sample: list[Task], every: int) -> 
     return out
 
 
-MARKERS = {  # how a chunk is marked with its path (lsp_server/context/pack.py render)
+MARKERS = {  # how a file's chunks are marked with its path (lsp_server/context/pack.py path_line)
     "path": lambda c, path: f"{c} {path}\n",
     "file": lambda c, path: f"{c} file: {path}\n",
     "none": lambda c, path: "",
@@ -264,14 +285,10 @@ MARKERS = {  # how a chunk is marked with its path (lsp_server/context/pack.py r
 
 
 def use_marker(name: str) -> None:
-    """Mark each packed chunk the `name` way (the bench's copy of pack.render)."""
+    """Mark each file's packed chunks the `name` way (in place of pack.path_line)."""
     from lsp_server.context import pack
 
-    def render(r, language, short=False):
-        text = r.chunk.short if short else r.chunk.text
-        return MARKERS[name](pack.comment(language), r.chunk.path) + text.rstrip() + "\n"
-
-    pack.render = render
+    pack.path_line = lambda path, language: MARKERS[name](pack.comment(language), path)
 
 
 def rss_kb() -> int:
@@ -339,7 +356,9 @@ def main() -> int:
     ap.add_argument("--latency", type=int, default=12, help="lines typed for latency")
     ap.add_argument("--every", type=int, default=3, help="characters typed between completions")
     ap.add_argument("--index-files", type=int, default=1000)
-    ap.add_argument("--parts", default="retrieval,quality,latency,index,markers")
+    ap.add_argument(
+        "--parts", default="retrieval,quality,latency,index,markers", help="also: development"
+    )
     ap.add_argument("--repeat", action="store_true", help="the quality run twice (noise)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -404,6 +423,8 @@ def main() -> int:
                 lat = rng.sample(cross, min(args.latency, len(cross)))
                 out["latency"] = asyncio.run(latency(ws, ctx, engine, settings, lat, args.every))
             engine.close()
+    if "development" in parts:  # retrieval on the packages the ranking was chosen on
+        out["development"] = {p: development(p) for p in DEVELOPMENT}
     if "index" in parts:
         out["index"] = index_cost(args.index_files)
     out["seconds"] = round(time.time() - t_start)
