@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Protocol
 
 # InfillResult.trajectory and the streamed canvas: a slot still masked
@@ -148,10 +148,22 @@ class CheckpointError(RuntimeError):
 
 # ---- JSON (a remote backend sends requests and results over HTTP) ----------------------------
 def request_to_json(req: InfillRequest) -> dict[str, Any]:
-    """A JSON-ready dict: text segments as strings, holes as {"hole": {...}}."""
-    out = {f.name: getattr(req, f.name) for f in fields(req) if f.name != "segments"}
+    """A JSON-ready dict: text segments as strings, holes as {"hole": {...}}; the fields left
+    at their defaults are left out (a server that predates a field takes requests not using it)."""
+    out = {
+        f.name: getattr(req, f.name)
+        for f in fields(req)
+        if f.name != "segments" and getattr(req, f.name) != _default(f)
+    }
     out["segments"] = [{"hole": asdict(s)} if isinstance(s, Hole) else s for s in req.segments]
     return out
+
+
+def _default(f) -> Any:
+    """A field's default (MISSING for a field without one, which equals no value)."""
+    if f.default is not MISSING or f.default_factory is MISSING:
+        return f.default
+    return f.default_factory()
 
 
 def request_from_json(data: dict[str, Any]) -> InfillRequest:

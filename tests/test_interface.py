@@ -4,7 +4,7 @@ backend sends them over HTTP), and a malformed request is a clear ValueError."""
 from __future__ import annotations
 
 import json
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import pytest
 
@@ -54,6 +54,16 @@ def test_every_request_field_round_trips_through_json():
     wire = json.loads(json.dumps(request_to_json(FULL)))
     assert request_from_json(wire) == FULL
     assert request_from_json(wire).holes[0].stop == StopRules(False, 3, 4, 1, True)
+
+
+def test_fields_at_their_defaults_stay_off_the_wire():
+    """A server that predates a field still takes the requests that leave it at its default
+    (its parser refuses unknown fields)."""
+    plain = InfillRequest(segments=["x = ", Hole(4), "\n"], header_chars=0)
+    wire = request_to_json(plain)
+    assert "header_chars" not in wire and "want_trajectory" not in wire and "seed" not in wire
+    assert request_from_json(json.loads(json.dumps(wire))) == plain
+    assert request_to_json(replace(plain, header_chars=12))["header_chars"] == 12
 
 
 def test_results_round_trip_through_json():
