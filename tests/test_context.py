@@ -132,8 +132,10 @@ def test_short_forms_are_one_line_signatures():
     defs = {c.names[0]: c for c in definitions("m.py", SIGNATURES, "python")}
     assert defs["main"].forms == (
         "def main(url, method, params, data, files, json) -> None:",
-        "def main(url: str, method: str, params: dict | None, data: bytes, files: list | None,"
-        " json) -> None:",
+        (
+            "def main(url: str, method: str, params: dict | None, data: bytes, files: list | None,"
+            " json) -> None:"
+        ),
     )  # (the decorators out too)
     assert defs["wrap"].forms == ("def wrap(app: App, conn: Request | Socket) -> App:",)
     assert defs["Point"].forms == (
@@ -141,8 +143,10 @@ def test_short_forms_are_one_line_signatures():
     )
     assert defs["Client"].forms == (
         "class Client:\n    def __init__(self, *, auth, timeout) -> None:",
-        "class Client:\n    def __init__(self, *, auth: Auth | None = None, timeout: float = 5.0)"
-        " -> None:",
+        (
+            "class Client:\n    def __init__(self, *, auth: Auth | None = None, timeout: float = 5.0)"
+            " -> None:"
+        ),
     )
     assert defs["Types"].forms == ('Types = Union["Headers", Mapping[str, str]]',)
     long = "def f(" + ", ".join(f"argument_{k}: int" for k in range(12)) + "):\n    pass\n"

@@ -1,7 +1,8 @@
 """A checkpoint of the shipped network's format trained with expand and delete
 (training/train.py --expand-delete) decodes its holes growing and shrinking, through the same
 loop as DreamOn's (model/growing.py via model/decoding.py): a tiny one trained here for a few
-seconds, its expand or end logit made dominant to see each happen."""
+seconds, its expand or end logit made dominant to see each happen. Trained by steps, not by time, so
+that the checkpoint is the same however busy the machine."""
 
 from __future__ import annotations
 
@@ -26,10 +27,10 @@ def grown(tmp_path_factory) -> Path:
     data.build_shards(
         texts, str(data.DEFAULT_TOKENIZER), out / "shards", workers=1, infill_per_kb=1.0
     )
-    train.main(["--data", str(out / "shards"), "--out", str(out / "plain"), "--minutes", "0.02",
+    train.main(["--data", str(out / "shards"), "--out", str(out / "plain"), "--minutes", "5", "--steps", "8",
                 "--save-optimizer", *TINY])  # fmt: skip
     train.main(["--data", str(out / "shards"), "--out", str(out / "grown"), "--resume",
-                str(out / "plain"), "--minutes", "0.02", "--expand-delete", *TINY])  # fmt: skip
+                str(out / "plain"), "--minutes", "5", "--steps", "8", "--expand-delete", *TINY])  # fmt: skip
     return out / "grown"
 
 

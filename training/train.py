@@ -247,6 +247,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--resume", type=Path, default=None, help="checkpoint dir to continue from")
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--deadline", type=float, default=0, help="unix time to stop by (overrides)")
+    ap.add_argument(
+        "--steps", type=int, default=0, help="stop after this many steps (and the schedule by them)"
+    )
     ap.add_argument("--batch", type=int, default=32, help="sequences per step per device")
     ap.add_argument("--full-frac", type=float, default=0.5, help="share of full-sequence masking")
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -405,9 +408,10 @@ def main(argv: list[str] | None = None) -> None:
     compile_ok = True
     while True:
         el = time.time() - t_start
-        if el >= budget:
+        done = (state["steps"] - step0) / a.steps if a.steps else el / budget
+        if el >= budget or done >= 1:
             break
-        lr = lr_at(el / budget, a.lr, a.warmup, a.decay)
+        lr = lr_at(done, a.lr, a.warmup, a.decay)
         for grp_ in opt.param_groups:
             grp_["lr"] = lr
         batch = train.draw(n_full, n_inf, g)
