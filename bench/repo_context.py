@@ -185,6 +185,13 @@ def similarity(a: str, b: str) -> float:
     return difflib.SequenceMatcher(None, a, b).ratio()
 
 
+def paired_interval(diffs: list[float], n: int = 2000, seed: int = 0) -> list[float]:
+    """A 95 % bootstrap interval of the mean of paired differences (the lines resampled)."""
+    rng = random.Random(seed)
+    means = sorted(statistics.mean(rng.choices(diffs, k=len(diffs))) for _ in range(n))
+    return [round(means[int(0.025 * n)], 3), round(means[int(0.975 * n) - 1], 3)]
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
@@ -214,10 +221,13 @@ async def quality(ws, ctx, engine, settings, sample: list[Task], label: str) -> 
             statistics.mean(similarity(r[name]["fill"], r["truth"]) for r in rows), 3
         )
     out["same_fill"] = sum(r["on"]["fill"] == r["off"]["fill"] for r in rows)
+    diffs = [similarity(r["on"]["fill"], r["truth"]) - similarity(r["off"]["fill"], r["truth"])
+             for r in rows]  # fmt: skip
+    out["similarity_change_ci95"] = paired_interval(diffs)
     print(
         f"quality {label}: exact {out['exact_off']} -> {out['exact_on']} of {len(rows)}, "
         f"similarity {out['similarity_off']} -> {out['similarity_on']}, "
-        f"same fill {out['same_fill']}",
+        f"same fill {out['same_fill']}, change 95 % {out['similarity_change_ci95']}",
         flush=True,
     )
     return out
@@ -285,10 +295,18 @@ MARKERS = {  # how a file's chunks are marked with its path (lsp_server/context/
 
 
 def use_marker(name: str) -> None:
-    """Mark each file's packed chunks the `name` way (in place of pack.path_line)."""
+    """Mark each file's packed chunks the `name` way (in place of pack.path_line; the path as
+    it writes it)."""
     from lsp_server.context import pack
 
-    pack.path_line = lambda path, language: MARKERS[name](pack.comment(language), path)
+    shipped = getattr(pack, "shipped_path_line", pack.path_line)
+    pack.shipped_path_line = shipped
+
+    def path_line(path: str, language: str, here: str | None = None) -> str:
+        c = pack.comment(language)
+        return MARKERS[name](c, shipped(path, language, here)[len(c) + 1 : -1])
+
+    pack.path_line = path_line
 
 
 def rss_kb() -> int:
