@@ -35,6 +35,7 @@ import sysconfig
 import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -261,14 +262,22 @@ def _read_and_filter(args: tuple[str, frozenset]) -> tuple[str, str | None, str 
 def collect_texts(roots: list[str], bench_dir: Path | None, workers: int) -> tuple[list[str], dict]:
     """Kept file texts (deduplicated, decontaminated) in a deterministic order, plus stats.
     `bench_dir`: the raw benchmark's task files; None: the shipped marks (MARKS_FILE)."""
+    kept, stats = collect_files(roots, bench_dir, workers)
+    return [t for _, t in kept], stats
+
+
+def collect_files(
+    roots: list[str], bench_dir: Path | None, workers: int
+) -> tuple[list[tuple[str, str]], dict]:
+    """`collect_texts` with each kept text's path: (path, text) pairs."""
     marks = load_marks(bench_dir)
     files = iter_source_files(roots)
     stats: dict[str, int] = {"files": len(files)}
-    texts: list[str] = []
+    texts: list[tuple[str, str]] = []
     exact: set[bytes] = set()
     near: set[str] = set()
     with ProcessPoolExecutor(workers) as ex:
-        for _path, text, why in ex.map(_read_and_filter, ((f, marks) for f in files), chunksize=64):
+        for path, text, why in ex.map(_read_and_filter, ((f, marks) for f in files), chunksize=64):
             if why:
                 stats[why] = stats.get(why, 0) + 1
                 continue
@@ -282,15 +291,24 @@ def collect_texts(roots: list[str], bench_dir: Path | None, workers: int) -> tup
                 stats["dup-near"] = stats.get("dup-near", 0) + 1
                 continue
             near.add(k)
-            texts.append(text)
+            texts.append((path, text))
     stats["kept"] = len(texts)
-    stats["kept_bytes"] = sum(len(t) for t in texts)
+    stats["kept_bytes"] = sum(len(t) for _, t in texts)
     return texts, stats
 
 
 def split_of(text: str, val_percent: float = 1.0) -> str:
     """Deterministic split by content hash."""
     return "val" if (zlib.crc32(text.encode()) % 1000) < val_percent * 10 else "train"
+
+
+def assign_splits(texts: list[str]) -> list[str]:
+    """Each text's split (`split_of`), except that a corpus without a validation file gives its
+    last training file to validation (tiny corpora: still validate on something)."""
+    out = [split_of(t) for t in texts]
+    if "val" not in out and len(out) > 1:
+        out[len(out) - 1] = "val"
+    return out
 
 
 # ----------------------------------------------------------------------------- infill examples
@@ -307,8 +325,12 @@ def _init_worker(tok_path: str) -> None:
 EDITOR_BUDGETS = (16, 24, 32, 48, 64, 96, 128)
 
 
-def _choose_holes(text: str, rng: np.random.Generator) -> list[tuple[int, int]]:
-    """Character ranges [a, b) to hide, shaped like editor requests."""
+def choose_holes(
+    text: str, rng: np.random.Generator, first_line: int | None = None
+) -> list[tuple[int, int]]:
+    """Character ranges [a, b) to hide, shaped like editor requests; `first_line`: the first hole's
+    line (a line index of `text`, not blank) instead of a random one (training/repo_samples.py
+    puts the cursor on chosen lines)."""
     lines = text.split("\n")
     starts = np.cumsum([0] + [len(line) + 1 for line in lines])
     nonblank = [i for i, line in enumerate(lines) if line.strip()]
@@ -317,21 +339,24 @@ def _choose_holes(text: str, rng: np.random.Generator) -> list[tuple[int, int]]:
     kind = rng.random()
     n_holes = 1 if kind < 0.85 else int(rng.integers(2, 4))
     holes = []
-    for _ in range(n_holes):
-        i = int(nonblank[rng.integers(len(nonblank))])
-        line = lines[i]
-        ind = len(line) - len(line.lstrip())
+    for h in range(n_holes):
+        if h == 0 and first_line is not None:
+            i = first_line
+        else:
+            i = int(nonblank[rng.integers(len(nonblank))])
+        line_text = lines[i]
+        ind = len(line_text) - len(line_text.lstrip())
         r = rng.random()
         if r < 0.35:  # the whole line after its indentation (cursor at indentation)
-            a, b = starts[i] + ind, starts[i] + len(line)
+            a, b = starts[i] + ind, starts[i] + len(line_text)
         elif r < 0.45:  # whole line from column 0, with its newline
-            a, b = starts[i], starts[i] + len(line) + 1
+            a, b = starts[i], starts[i] + len(line_text) + 1
         elif r < 0.75:  # rest of the line from a random column
-            col = int(rng.integers(ind, max(ind + 1, len(line))))
-            a, b = starts[i] + col, starts[i] + len(line)
+            col = int(rng.integers(ind, max(ind + 1, len(line_text))))
+            a, b = starts[i] + col, starts[i] + len(line_text)
         elif r < 0.85:  # an in-line span (bracket contents, an argument, an expression)
-            col = int(rng.integers(ind, max(ind + 1, len(line))))
-            end = int(rng.integers(col, len(line) + 1))
+            col = int(rng.integers(ind, max(ind + 1, len(line_text))))
+            end = int(rng.integers(col, len(line_text) + 1))
             a, b = starts[i] + col, starts[i] + end
         else:  # a block: several lines, from the indentation of the first
             k = int(rng.integers(2, 9))
@@ -360,78 +385,122 @@ def _budget_for(n: int, rng: np.random.Generator) -> int:
     return int(fits[int(rng.integers(len(fits)))]) if fits else n
 
 
-def make_infill_examples(text: str, seed: int, n: int, seq_len: int = SEQ_LEN) -> list[tuple]:
-    """Up to n infill examples from one file: arrays (tokens, pos, group) of length seq_len.
+def file_window(text: str, rng: np.random.Generator, at: int | None = None) -> tuple[int, str]:
+    """(start, text) of a window of the file around the holes: about 1.2 KB before, 0.6 KB
+    after a random offset (`at`: that offset instead), enough context for SEQ_LEN tokens at
+    about 3 characters a token, cut at line starts; the whole file when it is short."""
+    if len(text) <= 2400:
+        return 0, text
+    c = int(rng.integers(0, len(text))) if at is None else at
+    w0 = text.rfind("\n", 0, max(0, c - 1200)) + 1
+    w1 = text.find("\n", c + 600)
+    return w0, text[w0 : (w1 + 1 if w1 > 0 else len(text))]
+
+
+def hole_pieces(text: str, holes: list[tuple[int, int]]) -> list[str]:
+    """`text` cut at the holes: [before, fill, between, fill, ..., after]."""
+    pieces: list[str] = []
+    prev = 0
+    for a, b in holes:
+        pieces += [text[prev:a], text[a:b]]
+        prev = b
+    pieces.append(text[prev:])
+    return pieces
+
+
+@dataclass(frozen=True)
+class Shape:
+    """An example's holes as drawn: context pieces' ids, fills, their budgets, the noisy
+    copies, and the context tokens the window leaves."""
+
+    ctx_pieces: list[list[int]]
+    fills: list[list[int]]
+    budgets: list[int]
+    copies: int
+    ctx_budget: int
+
+    @property
+    def middle(self) -> int:
+        """Tokens of the context pieces between holes (kept whole)."""
+        return sum(len(p) for p in self.ctx_pieces[1:-1])
+
+
+def hole_shape(ids: list[list[int]], rng: np.random.Generator, seq_len: int) -> Shape | None:
+    """The budgets and copies for pieces encoded from `hole_pieces` (None: holes too long)."""
+    fills = ids[1::2]
+    if any(len(f) > 128 for f in fills):
+        return None
+    budgets = [_budget_for(len(f), rng) for f in fills]
+    if sum(budgets) == 0:
+        return None
+    span_total = sum(budgets)
+    copies = max(1, min(MAX_COPIES, (seq_len // 4) // max(1, span_total)))
+    if span_total * copies > seq_len // 2:
+        if span_total > seq_len // 2:
+            return None
+        copies = 1
+    return Shape(ids[0::2], fills, budgets, copies, seq_len - span_total * copies)
+
+
+def assemble(
+    shape: Shape, seq_len: int, pad_id: int, head: list[int] | None = None, cut=None
+) -> tuple | None:
+    """The example's arrays (tokens, pos, group) of length seq_len, or None when fewer than 16
+    context tokens would be left for the file. `head`: tokens put ahead of the prefix, kept
+    whole (the repository context's header); `cut(pre_kept, pre)`: the kept prefix adjusted
+    after trimming (training/repo_samples.py starts it at a line).
 
     Layout: context tokens first (group 0, their real positions), then each noisy copy of the
     holes (group g >= 1, the holes' positions, target tokens padded with PAD to the budget);
     unused slots are filler (FILLER_GROUP: attends to context, carries no loss).
     """
+    head = head or []
+    ctx_pieces = shape.ctx_pieces
+    # trim context: keep the nearest tokens, prefer prefix (about 2/3) over suffix
+    pre, suf = ctx_pieces[0], ctx_pieces[-1]
+    room = shape.ctx_budget - shape.middle - len(head)
+    if room < 16:
+        return None
+    kept, suf = trim_context(pre, suf, room)
+    if cut is not None:
+        kept = cut(kept, pre)
+    tokens, pos, slots = place([head + kept, *ctx_pieces[1:-1], suf], shape.budgets)
+    group = [CONTEXT_GROUP] * len(tokens)
+    hole_slots = [range(a, b) for a, b in slots]
+    for g in range(1, shape.copies + 1):
+        for f, b, hs in zip(shape.fills, shape.budgets, hole_slots):
+            tokens += list(f) + [pad_id] * (b - len(f))
+            pos += hs
+            group += [g] * b
+    fill_n = seq_len - len(tokens)
+    tokens += [pad_id] * fill_n
+    pos += [0] * fill_n
+    group += [FILLER_GROUP] * fill_n
+    return (
+        np.asarray(tokens, TOKEN_DTYPE),
+        np.asarray(pos, np.uint16),
+        np.asarray(group, np.uint8),
+    )
+
+
+def make_infill_examples(text: str, seed: int, n: int, seq_len: int = SEQ_LEN) -> list[tuple]:
+    """Up to n infill examples from one file: arrays (tokens, pos, group) of length seq_len
+    (the layout: `assemble`)."""
     tok = _tok
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n * 3):
         if len(out) >= n:
             break
-        # a window of the file around the holes: about 1.2 KB before, 0.6 KB after (enough
-        # context for seq_len tokens at about 3 characters a token), cut at line starts
-        if len(text) > 2400:
-            c = int(rng.integers(0, len(text)))
-            w0 = text.rfind("\n", 0, max(0, c - 1200)) + 1
-            w1 = text.find("\n", c + 600)
-            window = text[w0 : (w1 + 1 if w1 > 0 else len(text))]
-        else:
-            window = text
-        holes = _choose_holes(window, rng)
+        _, window = file_window(text, rng)
+        holes = choose_holes(window, rng)
         if not holes:
             continue
-        pieces: list[str] = []
-        prev = 0
-        for a, b in holes:
-            pieces += [window[prev:a], window[a:b]]
-            prev = b
-        pieces.append(window[prev:])
-        ids = tok.encode_pieces(pieces)  # separate encodes: boundaries = token boundaries
-        fills = ids[1::2]
-        if any(len(f) > 128 for f in fills):
-            continue
-        budgets = [_budget_for(len(f), rng) for f in fills]
-        if sum(budgets) == 0:
-            continue
-        span_total = sum(budgets)
-        copies = max(1, min(MAX_COPIES, (seq_len // 4) // max(1, span_total)))
-        if span_total * copies > seq_len // 2:
-            if span_total > seq_len // 2:
-                continue
-            copies = 1
-        ctx_budget = seq_len - span_total * copies
-        ctx_pieces = ids[0::2]
-        # trim context: keep the nearest tokens, prefer prefix (about 2/3) over suffix
-        pre, suf = ctx_pieces[0], ctx_pieces[-1]
-        mid = sum(len(p) for p in ctx_pieces[1:-1])
-        room = ctx_budget - mid
-        if room < 16:
-            continue
-        pre, suf = trim_context(pre, suf, room)
-        tokens, pos, slots = place([pre, *ctx_pieces[1:-1], suf], budgets)
-        group = [CONTEXT_GROUP] * len(tokens)
-        hole_slots = [range(a, b) for a, b in slots]
-        for g in range(1, copies + 1):
-            for f, b, hs in zip(fills, budgets, hole_slots):
-                tokens += list(f) + [tok.pad_id] * (b - len(f))
-                pos += hs
-                group += [g] * b
-        fill_n = seq_len - len(tokens)
-        tokens += [tok.pad_id] * fill_n
-        pos += [0] * fill_n
-        group += [FILLER_GROUP] * fill_n
-        out.append(
-            (
-                np.asarray(tokens, TOKEN_DTYPE),
-                np.asarray(pos, np.uint16),
-                np.asarray(group, np.uint8),
-            )
-        )
+        ids = tok.encode_pieces(hole_pieces(window, holes))  # boundaries = token boundaries
+        shape = hole_shape(ids, rng, seq_len)
+        example = None if shape is None else assemble(shape, seq_len, tok.pad_id)
+        if example is not None:
+            out.append(example)
     return out
 
 
@@ -442,15 +511,21 @@ def _encode_file(args: tuple[str, int, int]) -> tuple[np.ndarray, list[tuple]]:
 
 
 def build_shards(
-    texts: list[str], tok_path: str, out: Path, workers: int, infill_per_kb: float, seed: int = 0
+    texts: list[str],
+    tok_path: str,
+    out: Path,
+    workers: int,
+    infill_per_kb: float,
+    seed: int = 0,
+    extra: dict[str, list[tuple]] | None = None,
 ) -> dict:
-    """Tokenize texts into stream.bin and infill.npz under out/{train,val}."""
+    """Tokenize texts into stream.bin and infill.npz under out/{train,val}; `extra`: more infill
+    examples per split (the repository-level ones, training/repo_samples.py), written into the
+    same infill shard after the files' own."""
     stats = {}
     parts = {"train": [], "val": []}
-    for t in texts:
-        parts[split_of(t)].append(t)
-    if not parts["val"] and len(parts["train"]) > 1:  # tiny corpora: still validate on something
-        parts["val"].append(parts["train"].pop())
+    for t, split in zip(texts, assign_splits(texts)):
+        parts[split].append(t)
     for split in ("train", "val"):
         part = parts[split]
         d = out / split
@@ -464,6 +539,8 @@ def build_shards(
             for s, e in pool.map(_encode_file, jobs, chunksize=16):
                 streams.append(s)
                 ex.extend(e)
+        more = (extra or {}).get(split, [])
+        ex.extend(more)
         stream = np.concatenate(streams) if streams else np.zeros(0, TOKEN_DTYPE)
         stream.tofile(d / STREAM_FILE)
         if ex:
@@ -474,6 +551,8 @@ def build_shards(
                 group=np.stack([e[2] for e in ex]),
             )
         stats[split] = {"files": len(part), "tokens": int(stream.size), "infill_examples": len(ex)}
+        if extra is not None:
+            stats[split]["repo_examples"] = len(more)  # of infill_examples
     return stats
 
 
@@ -522,31 +601,50 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--texts-only", action="store_true", help="write texts.txt (for tokenizer training)"
     )
+    ap.add_argument(
+        "--repo-per-kb",
+        type=float,
+        default=0.0,
+        help="repository-level infill examples (the server's repository context ahead of the "
+        "prefix: training/repo_samples.py) per KB of each file importing from its own package; "
+        "0: none (needs tree-sitter and its Python grammar)",
+    )
     args = ap.parse_args(argv)
     t0 = time.time()
-    texts, stats = collect_texts(args.roots or default_roots(), args.bench, args.workers)
+    roots = args.roots or default_roots()
+    kept, stats = collect_files(roots, args.bench, args.workers)
+    files = kept
     if args.max_files:
         rng = np.random.default_rng(0)
-        idx = sorted(rng.permutation(len(texts))[: args.max_files])
-        texts = [texts[i] for i in idx]
-    if args.max_bytes and sum(len(t) for t in texts) > args.max_bytes:
-        order = np.random.default_rng(1).permutation(len(texts))
+        idx = sorted(rng.permutation(len(files))[: args.max_files])
+        files = [files[i] for i in idx]
+    if args.max_bytes and sum(len(t) for _, t in files) > args.max_bytes:
+        order = np.random.default_rng(1).permutation(len(files))
         keep, total = [], 0
         for i in order:
             if total >= args.max_bytes:
                 break
             keep.append(int(i))
-            total += len(texts[i])
-        texts = [texts[i] for i in sorted(keep)]
-        stats["capped_to_files"] = len(texts)
+            total += len(files[i][1])
+        files = [files[i] for i in sorted(keep)]
+        stats["capped_to_files"] = len(files)
+    texts = [t for _, t in files]
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"[data] collected {stats} in {time.time() - t0:.1f}s", flush=True)
     if args.texts_only:
         with open(args.out / "texts.txt", "w") as fh:
             fh.writelines(t + "\n\n" for t in texts)
         return
+    extra = None
+    if args.repo_per_kb > 0:
+        from training import repo_samples
+
+        extra, stats["repo"] = repo_samples.build(
+            files, kept, roots, args.tokenizer, args.workers, args.repo_per_kb
+        )
+        print(f"[data] repository-level examples: {json.dumps(stats['repo'])}", flush=True)
     stats["shards"] = build_shards(
-        texts, args.tokenizer, args.out, args.workers, args.infill_per_kb
+        texts, args.tokenizer, args.out, args.workers, args.infill_per_kb, extra=extra
     )
     stats["seconds"] = round(time.time() - t0, 1)
     (args.out / "stats.json").write_text(json.dumps(stats, indent=2))
