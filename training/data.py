@@ -16,8 +16,13 @@ Decontamination compares every line of a file with the benchmark's marks
 benchmark instead). The marks file is regenerated from the benchmark's task files by
 ``python -m training.data decontam-marks --bench DIR`` (docs/model.md).
 
+With ``--repo-per-kb X`` the infill shard also holds repository-level examples: a file's holes
+with its package's imported definitions packed ahead of the prefix as the language server packs
+them (training/repo_samples.py; off by default).
+
 Usage:  python -m training.data --out data/ [--roots DIR ...]
                                 [--tokenizer model/weights/tokenizer.json] [--bench DIR]
+                                [--repo-per-kb X]
         python -m training.data decontam-marks --bench DIR [--out training/decontam_marks.json]
 """
 
