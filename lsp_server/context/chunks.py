@@ -167,23 +167,29 @@ def _py_param(src: bytes, p, typed: bool = True) -> str:
     return collapse(uncommented(_text(src, p)))
 
 
-def py_signature(src: bytes, node, limit: int = SHORT_CHARS) -> str:
+def py_signature(src: bytes, node, limit: int = SHORT_CHARS, cut: int = SHORT_CHARS) -> str:
     """A function's header on one line (`def f(a: int, b=1) -> str:`); over `limit` characters
-    the defaults go, then the parameters' types, then the last parameters (an `...` in their
-    place)."""
+    the defaults go, then the types (the return type too): every parameter is still named.
+    Only past `cut` characters even so are the last parameters left out (an `...` in their
+    place), so that a short form never names fewer parameters than the longest one."""
     full = collapse(uncommented(_py_header(src, node)))
     params = node.child_by_field_name("parameters")
     if len(full) <= limit or params is None:
         return full
     head = collapse(src[node.start_byte : params.start_byte].decode("utf-8", "replace"))
     ret = node.child_by_field_name("return_type")
-    tail = f" -> {collapse(_text(src, ret))}:" if ret is not None else ":"
+    typed_tail = f" -> {collapse(_text(src, ret))}:" if ret is not None else ":"
     params = [p for p in params.named_children if p.type != "comment"]
     for typed in (True, False):
         parts = [_py_param(src, p, typed) for p in params]
+        tail = typed_tail if typed else ":"
         line = f"{head}({', '.join(parts)}){tail}"
         if len(line) <= limit:
             return line
+    while len(line) > max(limit, cut) and parts:
+        parts.pop()
+        line = f"{head}({', '.join([*parts, '...'])}){tail}"
+    return line
     while len(line) > limit and parts:
         parts.pop()
         line = f"{head}({', '.join([*parts, '...'])}){tail}"
@@ -215,7 +221,7 @@ def _py_class_short(src: bytes, node, wrapper, body, limit: int = SHORT_CHARS) -
     for child in body.named_children if body is not None else []:
         d, _ = _unwrap(child)
         if d.type == "function_definition" and d.child_by_field_name("name").text == b"__init__":
-            return "\n".join(out + ["    " + py_signature(src, d, limit - 4)])
+            return "\n".join(out + ["    " + py_signature(src, d, limit - 4, SHORT_CHARS - 4)])
         field = _py_field(src, child)
         if field is not None and len(fields) < SHORT_FIELDS:
             fields.append(field)
