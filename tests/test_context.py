@@ -319,6 +319,21 @@ def test_lines_placed_like_the_cursors_lend_their_names():
     assert ranked[0].chunk.names == ("Cookies",)
 
 
+def test_the_other_items_of_a_list_rank_below_names_not_listed_yet():
+    """In a multi-line list (parameters, a union's members) each item is another name: those on
+    the other items count for less than names imported and not used yet."""
+    text = "from a import Near, Cookies, Headers, Other\n\ndef f(\n    a: Headers,\n    b: Near,\n    |\n):\n    pass\n"
+    cursor = text.index("|")
+    text = text.replace("|", "")
+    names = ("Near", "Cookies", "Headers", "Other")
+    binds = [Binding(n, "a.py", n) for n in names]
+    defs = {"a.py": [chunk(n, start=3 * k) for k, n in enumerate(names)]}
+    ranked = [r.chunk.names[0] for r in rank(text, cursor, binds, defs, [], "main.py")]
+    assert set(ranked[:2]) == {"Cookies", "Other"} and ranked[2:] == ["Near", "Headers"]
+    plain = text.replace("b: Near,\n    \n", "b: Near\n    \n")  # not a list: nearest first
+    assert rank(plain, cursor, binds, defs, [], "main.py")[0].chunk.names == ("Near",)
+
+
 def test_packing_in_file_order_keeps_each_chunk_in_its_place():
     ranked = ranked_chunks(3, 20)[::-1]  # m2 best
     p = pack(ranked, 200, "python", order="path")

@@ -40,7 +40,8 @@ from lsp_server.context.chunks import IDENT_RE, Chunk, definitions
 from lsp_server.context.imports import Binding, bindings
 from lsp_server.context.index import MAX_DEFS
 from lsp_server.context.pack import Packed, pack
-from lsp_server.context.rank import rank
+from lsp_server.context.rank import import_lines, rank
+from lsp_server.context.repo import ORDER
 from lsp_server.planner import Budgets
 from training.data import (
     SEQ_LEN,
@@ -61,7 +62,6 @@ CHARS_PER_TOKEN = Budgets.chars_per_token  # the planner's estimate the packing 
 DEFAULT_SHARE = 0.25  # the server's repoContextShare default ...
 SHARES = (0.05, 0.75)  # ... drawn half the time, else uniformly from its allowed range
 MIN_FILE_TOKENS = 96  # the file's own prefix and suffix keep at least this many tokens
-ORDER = "path"  # lsp_server/context/repo.py RepoContext.order: chunks by file and line
 
 
 # ----------------------------------------------------------------------------- packages
@@ -99,20 +99,6 @@ def group_packages(
 
 
 # ----------------------------------------------------------------------------- cursors
-def import_lines(lines: list[str]) -> set[int]:
-    """The lines of import statements (a name there is not a use), parenthesized ones whole."""
-    out: set[int] = set()
-    open_paren = False
-    for i, line in enumerate(lines):
-        if open_paren:
-            out.add(i)
-            open_paren = ")" not in line
-        elif line.lstrip().startswith(("import ", "from ")):
-            out.add(i)
-            open_paren = "(" in line and ")" not in line
-    return out
-
-
 def bound_names(binds: list[Binding], here: str, defs: Callable[[str], list[Chunk]]) -> set[str]:
     """The local names the imports bind to other files of the package (a `*` import: the
     names that file defines)."""

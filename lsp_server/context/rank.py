@@ -35,6 +35,8 @@ UNUSED = NEAR / (1 + 5)  # an imported name not used yet: as if used five lines 
 MODULE = 0.001  # a name of an imported module that is not used yet
 ANALOG = 60.0  # a name on a line whose neighbour is the same as the cursor line's (per neighbour)
 ANALOG_OFFSETS = ((-2, 0.5), (-1, 1.0), (1, 1.0), (2, 0.5))  # which neighbours, how much each
+SIBLING = 0.3  # a name on another item of the multi-line list the cursor's line is in counts this
+LIST_OPENERS = (",", "(", "[", "{", "|")  # a line ending so continues into a list of items
 EDIT_BONUS = 1.2  # a recently edited region's overlap counts this much more
 MIN_OVERLAP = 0.05  # overlap chunks under this are not worth a token
 ATTR_RE = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
@@ -95,7 +97,7 @@ class Ranked:
     why: str  # "def:NAME" | "overlap"
 
 
-def _import_lines(lines: list[str]) -> set[int]:
+def import_lines(lines: list[str]) -> set[int]:
     """The lines of import statements (a name there is not a use)."""
     out: set[int] = set()
     closer = None  # inside a multi-line import until this character
@@ -123,7 +125,7 @@ def name_weights(text: str, cursor: int) -> dict[str, float]:
     'm.name'. Import statements are not uses."""
     lines = text.split("\n")
     cur_line = text.count("\n", 0, cursor)
-    imports = _import_lines(lines)
+    imports = import_lines(lines)
     lo, hi = max(0, cur_line - NEAR_ABOVE), min(len(lines), cur_line + NEAR_BELOW + 1)
     far_text = "\n".join(ln for i, ln in enumerate(lines) if i not in imports and not lo <= i < hi)
     counts: dict[str, int] = {}
@@ -139,6 +141,26 @@ def name_weights(text: str, cursor: int) -> dict[str, float]:
         w = CURSOR_LINE if i == cur_line else NEAR / (1 + abs(i - cur_line))
         for n in _names(lines[i]):
             out[n] = max(out.get(n, 0.0), w)
+    mine = _names(lines[cur_line]) if cur_line < len(lines) else set()
+    for n in (siblings(lines, cur_line) - mine) & out.keys():  # each item another name
+        out[n] *= SIBLING
+    return out
+
+
+def siblings(lines: list[str], cur: int) -> set[str]:
+    """The names on the other items of the multi-line list (parameters, arguments, a union's
+    members) that the cursor's line is an item of: the line above it continues into it (ends
+    with `,`, `(`, `|`, ...), and the items are the lines around it at its indentation."""
+    if cur <= 0 or cur >= len(lines) or not lines[cur - 1].rstrip().endswith(LIST_OPENERS):
+        return set()
+    indent = len(lines[cur]) - len(lines[cur].lstrip())
+    out: set[str] = set()
+    for span in (range(cur - 1, -1, -1), range(cur + 1, len(lines))):
+        for i in span:
+            line = lines[i]
+            if not line.strip() or len(line) - len(line.lstrip()) != indent:
+                break
+            out |= _names(line)
     return out
 
 
