@@ -14,8 +14,9 @@ EVAL_EXCLUDE_PACKAGES), copied into a temporary workspace folder as it is instal
   (run-to-run noise: none; `--repeat` checks it);
 - latency: typing each sampled line a few characters at a time, a completion per step, without
   the context, with it, and with it in rank order instead of file order, in turn (context reuse
-  on, as the server runs): p50/p95 of the whole completion, how often the context encoding was
-  reused, and the packing's own time;
+  on, as the server runs): p50/p95 of the whole completion, the median of each step's added
+  time (with minus without, side by side) and its 95 % interval, how often the context
+  encoding was reused, and the packing's own time;
 - development: the retrieval on the packages the ranking and packing were chosen on (httpx,
   starlette, uvicorn, fastapi, anyio), so that pygls stays a measurement;
 - the index: build time and memory (tracemalloc of what the index holds; RSS growth) on a
@@ -192,6 +193,13 @@ def paired_interval(diffs: list[float], n: int = 2000, seed: int = 0) -> list[fl
     return [round(means[int(0.025 * n)], 3), round(means[int(0.975 * n) - 1], 3)]
 
 
+def median_interval(xs: list[float], n: int = 2000, seed: int = 0) -> list[float]:
+    """A 95 % bootstrap interval of the median of `xs`."""
+    rng = random.Random(seed)
+    meds = sorted(statistics.median(rng.choices(xs, k=len(xs))) for _ in range(n))
+    return [round(meds[int(0.025 * n)], 1), round(meds[int(0.975 * n) - 1], 1)]
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
@@ -280,6 +288,11 @@ async def latency(ws, ctx, engine, settings, sample: list[Task], every: int) -> 
     out["pack_p50_ms"] = round(statistics.median(pack_ms), 2) if pack_ms else None
     out["pack_p95_ms"] = round(pct(pack_ms, 0.95), 2) if pack_ms else None
     out["median_added_ms"] = round(out["on"]["p50_ms"] - out["off"]["p50_ms"], 1)
+    # the same step's completions side by side (adjacent in time, the same text): steadier
+    # under a shared machine's noise than the difference of the two medians
+    paired = [a - b for a, b in zip(ms["on"], ms["off"], strict=True)]
+    out["median_paired_added_ms"] = round(statistics.median(paired), 1)
+    out["paired_added_ci95_ms"] = median_interval(paired)
     out["median_added_ms_rank_order"] = round(
         out["on_rank_order"]["p50_ms"] - out["off"]["p50_ms"], 1
     )

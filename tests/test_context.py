@@ -170,6 +170,43 @@ def test_packing_takes_the_longer_forms_where_room_is_left():
         assert pack(r, fits, "python").text == "# m.py\n" + text + "\n\n"
 
 
+def test_a_class_the_file_never_calls_is_packed_by_its_header_line_first():
+    """A class only named (an annotation, a base, isinstance) needs no constructor at first: its
+    header line alone, its constructor where the room allows; one the file calls keeps it."""
+    lib = "".join(
+        f"class {n}(Connection):\n"
+        "    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:\n"
+        "        self.scope = scope\n"
+        for n in ("Request", "Reply")
+    )
+    defs = {"lib.py": definitions("lib.py", lib, "python")}
+    assert [c.head for c in defs["lib.py"]] == [
+        "class Request(Connection):",
+        "class Reply(Connection):",
+    ]
+    binds = [Binding(n, "lib.py", n) for n in ("Request", "Reply")]
+    named = "from lib import Request, Reply\n\n\ndef handle(request: Request) -> Reply:\n    "
+    called = (
+        "from lib import Request, Reply\n\n\ndef handle(scope):\n    return Reply(Request(scope))\n"
+    )
+    ctor = "    def __init__(self, scope, receive, send):\n"
+    by_name = rank(named, len(named), binds, defs, [], "main.py")
+    assert [r.brief for r in by_name] == [True, True]
+    p = pack(by_name, 30, "python")  # 90 characters: both header lines, no constructor
+    assert sorted(p.text.split("\n")) == sorted(
+        ["# lib.py", "class Request(Connection):", "class Reply(Connection):", "", ""]
+    )
+    assert ctor in pack(by_name, 40, "python").text  # (the best one's where room is left)
+    by_call = rank(called, len(called), binds, defs, [], "main.py")
+    assert [r.brief for r in by_call] == [False, False]
+    p = pack(by_call, 30, "python")  # each with its constructor: one fits
+    assert len(p.chunks) == 1 and p.text.endswith(ctor + "\n")
+    ts = "export class Box extends Base {\n  constructor(n: number) {}\n}\n"
+    assert definitions("m.ts", ts, "typescript")[0].head == "export class Box extends Base {"
+    (f,) = definitions("m.py", "def f(a, b):\n    pass\n", "python")
+    assert f.head == ""  # (a function is called: its signature is its least)
+
+
 def test_of_overloads_the_definition_ranks_once():
     defs = {"m.py": definitions("m.py", SIGNATURES, "python")}
     text = "from m import pick\n\npick(1)\n"

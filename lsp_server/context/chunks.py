@@ -40,6 +40,9 @@ class Chunk:
     # constructor's, or its fields), for a budget too small for the whole chunk: shortest first,
     # each shorter than the next and than `text`; none for a chunk that is not a definition
     forms: tuple[str, ...] = ()
+    # a class's header line alone (`class Request(HTTPConnection):`): all a file needs of it
+    # where it only names the class (annotations, a base, isinstance) and never calls it
+    head: str = ""
 
     @property
     def key(self) -> tuple:
@@ -231,7 +234,7 @@ def _py_class_short(src: bytes, node, wrapper, body, limit: int = SHORT_CHARS) -
     return "\n".join(out + (["    " + line] if fields else []))
 
 
-def _py_class(src: bytes, node, wrapper) -> tuple[str, tuple[str, ...], list[str]]:
+def _py_class(src: bytes, node, wrapper) -> tuple[str, tuple[str, ...], list[str], str]:
     start = wrapper or node
     head = src[start.start_byte : node.start_byte].decode("utf-8", "replace")
     body = node.child_by_field_name("body")
@@ -255,7 +258,7 @@ def _py_class(src: bytes, node, wrapper) -> tuple[str, tuple[str, ...], list[str
                 out.append("    " + line[:160])
                 members += 1
     forms = [_py_class_short(src, node, wrapper, body, n) for n in FORM_CHARS]
-    return "\n".join(out), tuple(names), forms
+    return "\n".join(out), tuple(names), forms, collapse(uncommented(_py_header(src, node)))
 
 
 def top_level(root) -> list:
@@ -277,9 +280,11 @@ def _python_defs(path: str, src: bytes, root) -> list[Chunk]:
             forms = _forms(text, *(py_signature(src, d, n) for n in FORM_CHARS))
             out.append(Chunk(path, start, d.end_point[0], text, (name,), forms=forms))
         elif d.type == "class_definition":
-            text, names, forms = _py_class(src, d, w)
+            text, names, forms, head = _py_class(src, d, w)
             text = _cut(text)
-            out.append(Chunk(path, start, d.end_point[0], text, names, forms=_forms(text, *forms)))
+            forms = _forms(text, *forms)
+            head = head if forms and len(head) < len(forms[0]) else ""
+            out.append(Chunk(path, start, d.end_point[0], text, names, "def", forms, head))
         elif (name := _py_assign_name(node)) is not None:
             text = _text(src, node)
             whole = text
@@ -338,7 +343,9 @@ def _js_defs(path: str, src: bytes, root) -> list[Chunk]:
         elif node.type in ("class_declaration", "abstract_class_declaration"):
             text, names = _js_class(src, node)
             text = _cut(lead + text)
-            out.append(Chunk(path, start, end, text, names, forms=_forms(text, short_form(text))))
+            forms = _forms(text, short_form(text))
+            head = forms[0].split("\n")[0] if forms and "\n" in forms[0] else ""
+            out.append(Chunk(path, start, end, text, names, "def", forms, head))
         elif node.type in JS_TYPES:
             name = node.child_by_field_name("name")
             text = lead + _text(src, node)

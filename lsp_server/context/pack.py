@@ -7,8 +7,9 @@ docs/benchmarks.md measured the marking), in file order (by path and line: a chu
 coming in or going out moves nothing else, which the model's context reuse needs) or in rank
 order with the best file and chunk last, nearest the prefix (`order`). Coverage first: as many
 chunks as fit in rank order, each definition as the shortest form of its signature
-(`Chunk.forms`; a chunk that does not fit is skipped for smaller ones after it, except the best,
-which is cut at a line end), then each, best first, in its longer form, then whole (docstring,
+(`Chunk.forms`; a class the file never calls, its header line alone: `Ranked.brief`; a chunk
+that does not fit is skipped for smaller ones after it, except the best, which is cut at a line
+end), then each, best first, in its longer form, then whole (docstring,
 class members), where what is left allows. The budget is in tokens, estimated with the
 planner's characters-per-token. `stable` keeps the previous packing while it holds the best chunk
 (and its chunks are still current), so that the text ahead of the prefix does not change between
@@ -76,9 +77,11 @@ def path_line(path: str, language: str, here: str | None = None) -> str:
 
 
 def forms(r: Ranked) -> list[str]:
-    """A chunk's texts as it may be packed, shortest first: its signature's forms (a definition),
-    then its whole text, each ending with a line break."""
-    return [t.rstrip() + "\n" for t in (*r.chunk.forms, r.chunk.text)]
+    """A chunk's texts as it may be packed, shortest first: its header line alone where that is
+    enough at first (a class the file does not call: `Ranked.brief`), its signature's forms (a
+    definition), then its whole text, each ending with a line break."""
+    head = (r.chunk.head,) if r.brief and r.chunk.head else ()
+    return [t.rstrip() + "\n" for t in (*head, *r.chunk.forms, r.chunk.text)]
 
 
 def _cut_to(text: str, chars: int) -> str:
@@ -129,7 +132,7 @@ def pack(
         chosen.append([r, piece])
         paths.add(r.chunk.path)
         used += line + len(piece)
-    for level in (1, 2):  # longer forms where they fit (then whole), best first
+    for level in (1, 2, 3):  # longer forms where they fit (then whole), best first
         for item in chosen:
             texts = forms(item[0])
             longer = texts[min(level, len(texts) - 1)]

@@ -13,7 +13,9 @@ Owns the order in which chunks compete for the window:
    neighbouring-tab rule), an edit counting a little more than an open window.
 
 Definitions always rank above overlap chunks; chunks from the file being completed are never
-ranked (its own text is in the window already).
+ranked (its own text is in the window already). A class the file never calls (`Name(`) is marked
+`brief`: its header line alone tells what the file does with it (an annotation, a base, an
+isinstance), and the packing gives it that first (lsp_server/context/pack.py).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ SIBLING = 0.3  # a name on another item of the multi-line list the cursor's line
 LIST_OPENERS = (",", "(", "[", "{", "|")  # a line ending so continues into a list of items
 EDIT_BONUS = 1.2  # a recently edited region's overlap counts this much more
 MIN_OVERLAP = 0.05  # overlap chunks under this are not worth a token
+CALL_RE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\(")
 ATTR_RE = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
 KEYWORDS = frozenset(
     [
@@ -95,6 +98,7 @@ class Ranked:
     chunk: Chunk
     score: float
     why: str  # "def:NAME" | "overlap"
+    brief: bool = False  # a class the file does not call: its header line is enough at first
 
 
 def import_lines(lines: list[str]) -> set[int]:
@@ -197,18 +201,26 @@ def _by_name(defs: list[Chunk]) -> dict[str, Chunk]:
     return {c.names[0]: c for c in defs if c.names}
 
 
+def called_names(text: str) -> set[str]:
+    """The names `text` calls (`name(`, `m.name(`, `new Name(`), the keywords left out."""
+    return set(CALL_RE.findall(text)) - KEYWORDS
+
+
 def rank_definitions(
     weights: dict[str, float],
     binds: list[Binding],
     defs_of: dict[str, list[Chunk]],
+    called: set[str] | None = None,
 ) -> list[Ranked]:
-    """Definitions of imported names, best first (`defs_of`: path -> that file's definitions)."""
+    """Definitions of imported names, best first (`defs_of`: path -> that file's definitions;
+    `called`: the names the file calls, None for all)."""
     best: dict[tuple, Ranked] = {}
 
     def offer(chunk: Chunk, score: float, why: str) -> None:
         old = best.get(chunk.key)
         if old is None or score > old.score:
-            best[chunk.key] = Ranked(chunk, score, why)
+            brief = bool(chunk.head) and called is not None and chunk.names[0] not in called
+            best[chunk.key] = Ranked(chunk, score, why, brief)
 
     named = {path: _by_name(defs) for path, defs in defs_of.items()}
     for b in binds:
@@ -266,7 +278,8 @@ def rank(
     """All candidates for the window at `cursor` of `text` (the file at relative path `here`),
     best first: definitions, then overlap chunks."""
     weights = name_weights(text, cursor)
-    defs = [r for r in rank_definitions(weights, binds, defs_of) if r.chunk.path != here]
+    ranked = rank_definitions(weights, binds, defs_of, called_names(text))
+    defs = [r for r in ranked if r.chunk.path != here]
     seen = {r.chunk.key for r in defs}
     rest = [
         r
