@@ -8,6 +8,7 @@ EVAL_EXCLUDE_PACKAGES), copied into a temporary workspace folder as it is instal
 - retrieval: the cursor at the start of a cross-file line (the line blanked), the packed context
   (lsp_server/context/) holds the definitions of every such name on it: per line and per name,
   at the shipped window (contextTokens 400, share 0.25 and 0.5) and at a 2,048-token window;
+  and counted strictly (`..._called`): a class the line calls only with more than its header line;
 - quality: exact first line and edit similarity of the shipped model's suggestion at those
   cursors with and without the context, in one run (the same model, alternating), on cross-file
   lines and on other lines; decoding is greedy and context reuse off, so a run repeats exactly
@@ -35,6 +36,7 @@ import gc
 import json
 import os
 import random
+import re
 import shutil
 import statistics
 import sys
@@ -147,23 +149,39 @@ def blanked(ws: Path, t: Task) -> tuple[Document, int]:
 
 
 def retrieval(ws: Path, ctx: RepoContext, cross: list[Task], budget: int) -> dict:
-    lines_hit = names_hit = names = 0
+    """The share of lines whose every other-file name has its definition packed; `..._called`:
+    and where the line calls a class, with more of it than its header line (the packing gives
+    a class the file only names its header line first)."""
+    lines_hit = names_hit = names = lines_called = 0
     for t in cross:
         ctx.previous.clear()
         doc, cursor = blanked(ws, t)
         packed = ctx.pack_for(doc, doc.text, cursor, budget)
-        got = {(r.chunk.path, r.chunk.names[0]) for r in packed.chunks if r.chunk.names}
+        got = {
+            (r.chunk.path, r.chunk.names[0]): piece
+            for r, piece in zip(packed.chunks, packed.pieces, strict=True)
+            if r.chunk.names
+        }
         hit = [n in got for n in t.needs]
         lines_hit += all(hit)
         names_hit += sum(hit)
         names += len(hit)
+        heads = {n for n in t.needs if n in got and got[n].rstrip("\n") == head_of(ctx, n)}
+        lines_called += all(hit) and not any(re.search(rf"\b{n[1]}\s*\(", t.truth) for n in heads)
     return {
         "budget_tokens": budget,
         "lines": len(cross),
         "lines_all_found": round(lines_hit / max(1, len(cross)), 3),
+        "lines_all_found_called": round(lines_called / max(1, len(cross)), 3),
         "names": names,
         "names_found": round(names_hit / max(1, names), 3),
     }
+
+
+def head_of(ctx: RepoContext, need: tuple[str, str]) -> str | None:
+    """The header line of the class `need` names (None for a definition that is not one)."""
+    path, name = need
+    return next((c.head for c in ctx.index.defs(path) if c.names[:1] == (name,) and c.head), None)
 
 
 def development(package: str) -> list[dict]:

@@ -196,6 +196,10 @@ def test_a_class_the_file_never_calls_is_packed_by_its_header_line_first():
     assert sorted(p.text.split("\n")) == sorted(
         ["# lib.py", "class Request(Connection):", "class Reply(Connection):", "", ""]
     )
+    assert {c["packed"] for c in p.as_json()} == {  # (what the status shows went in)
+        "class Request(Connection):\n",
+        "class Reply(Connection):\n",
+    }
     assert ctor in pack(by_name, 40, "python").text  # (the best one's where room is left)
     by_call = rank(called, len(called), binds, defs, [], "main.py")
     assert [r.brief for r in by_call] == [False, False]

@@ -33,6 +33,7 @@ class Packed:
     text: str = ""
     chunks: tuple[Ranked, ...] = field(default_factory=tuple)  # in the text's order
     tokens: int = 0  # the estimate the budget was held to
+    pieces: tuple[str, ...] = ()  # each chunk's text as it went in (a form, or whole)
 
     @property
     def keys(self) -> frozenset:
@@ -47,7 +48,8 @@ class Packed:
         return f"context: {n} chunk{'s' if n != 1 else ''} from {', '.join(names)}"
 
     def as_json(self) -> list[dict]:
-        """The chunks as `parafill/status` reports them (lines 1-based, inclusive)."""
+        """The chunks as `parafill/status` reports them (lines 1-based, inclusive; `text` the
+        chunk, `packed` what of it the prompt holds)."""
         return [
             {
                 "path": r.chunk.path,
@@ -55,8 +57,9 @@ class Packed:
                 "kind": r.chunk.kind,
                 "why": r.why,
                 "text": r.chunk.text,
+                "packed": piece,
             }
-            for r in self.chunks
+            for r, piece in zip(self.chunks, self.pieces, strict=True)
         ]
 
 
@@ -150,7 +153,8 @@ def pack(
         parts.append(piece)
     text = "".join(parts) + "\n"
     chunks = tuple(r for r, _ in ordered)
-    return Packed(text, chunks, int(len(text) / chars_per_token) + 1)
+    pieces = tuple(piece for _, piece in ordered)
+    return Packed(text, chunks, int(len(text) / chars_per_token) + 1, pieces)
 
 
 def stable(previous: Packed | None, new: Packed, ranked: list[Ranked] | None = None) -> Packed:

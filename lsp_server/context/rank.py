@@ -216,19 +216,20 @@ def rank_definitions(
     `called`: the names the file calls, None for all)."""
     best: dict[tuple, Ranked] = {}
 
-    def offer(chunk: Chunk, score: float, why: str) -> None:
+    def offer(chunk: Chunk, score: float, why: str, used: bool) -> None:
         old = best.get(chunk.key)
         if old is None or score > old.score:
-            brief = bool(chunk.head) and called is not None and chunk.names[0] not in called
-            best[chunk.key] = Ranked(chunk, score, why, brief)
+            # named in the file and never called (not a name not used yet: maybe a call next)
+            brief = used and bool(chunk.head) and called is not None
+            best[chunk.key] = Ranked(chunk, score, why, brief and chunk.names[0] not in called)
 
     named = {path: _by_name(defs) for path, defs in defs_of.items()}
     for b in binds:
         defs = named.get(b.path, {})
         if b.symbol is not None:
-            w = weights.get(b.name, 0.0) or UNUSED  # imported, not used yet: likely next
-            if b.symbol in defs:
-                offer(defs[b.symbol], w, f"def:{b.name}")
+            w = weights.get(b.name, 0.0)
+            if b.symbol in defs:  # (imported, not used yet: likely next)
+                offer(defs[b.symbol], w or UNUSED, f"def:{b.name}", w > 0)
             continue
         # a module: its definitions through `name.attr` (or everything, for `import *`)
         for name, c in defs.items():
@@ -237,9 +238,9 @@ def rank_definitions(
             key = name if b.name == "*" else f"{b.name}.{name}"
             w = weights.get(key, 0.0)
             if w:
-                offer(c, w, f"def:{key}")
+                offer(c, w, f"def:{key}", True)
             elif b.name != "*":
-                offer(c, MODULE, f"def:{key}")  # the module's other names may come next
+                offer(c, MODULE, f"def:{key}", False)  # the module's other names may come next
     return sorted(best.values(), key=lambda r: (-r.score, r.chunk.path, r.chunk.start))
 
 
