@@ -20,6 +20,8 @@ EVAL_EXCLUDE_PACKAGES), copied into a temporary workspace folder as it is instal
   encoding was reused, and the packing's own time;
 - development: the retrieval on the packages the ranking and packing were chosen on (httpx,
   starlette, uvicorn, fastapi, anyio), so that pygls stays a measurement;
+- packing: the packing's own time with none, 8 and all (24) of pygls's files open as other
+  documents (their windows ranked by overlap at every completion);
 - the index: build time and memory (tracemalloc of what the index holds; RSS growth) on a
   1,000-file workspace (the first 1,000 files of the standard library, its tests included, that
   pass the filters).
@@ -318,6 +320,36 @@ async def latency(ws, ctx, engine, settings, sample: list[Task], every: int) -> 
     return out
 
 
+def packing(ws: Path, cross: list[Task], budget: int, opens=(0, 8, 32), rounds: int = 3) -> dict:
+    """The packing's own time (ranking included) at the cross-file lines' cursors, with none,
+    some and many other documents open in the editor (each a pygls file, its windows ranked by
+    overlap at every completion), each cursor `rounds` times as keystrokes would repeat it."""
+    sample = cross[:: max(1, len(cross) // 32)][:32]
+    docs = [blanked(ws, t) for t in sample]
+    others = [
+        Document.open(p.as_uri(), p.read_text(), "python", 1) for p in sorted(ws.rglob("*.py"))
+    ]
+    out = {}
+    for n in opens:
+        ctx = RepoContext()
+        ctx.set_folders([str(ws)])
+        ctx.index.wait_built()
+        for other in others[:n]:
+            ctx.opened(other)
+        ms = []
+        for _ in range(rounds):
+            for doc, cursor in docs:
+                t0 = time.perf_counter()
+                ctx.pack_for(doc, doc.text, cursor, budget)
+                ms.append((time.perf_counter() - t0) * 1000)
+        out[f"open_{min(n, len(others))}"] = {
+            "p50_ms": round(statistics.median(ms), 2),
+            "p95_ms": round(pct(ms, 0.95), 2),
+        }
+    print(f"packing: {json.dumps(out)}", flush=True)
+    return out
+
+
 MARKERS = {  # how a file's chunks are marked with its path (lsp_server/context/pack.py path_line)
     "path": lambda c, path: f"{c} {path}\n",
     "file": lambda c, path: f"{c} file: {path}\n",
@@ -406,7 +438,9 @@ def main() -> int:
     ap.add_argument("--every", type=int, default=3, help="characters typed between completions")
     ap.add_argument("--index-files", type=int, default=1000)
     ap.add_argument(
-        "--parts", default="retrieval,quality,latency,index,markers", help="also: development"
+        "--parts",
+        default="retrieval,quality,latency,index,markers,packing",
+        help="also: development",
     )
     ap.add_argument("--repeat", action="store_true", help="the quality run twice (noise)")
     ap.add_argument("--seed", type=int, default=0)
@@ -439,6 +473,8 @@ def main() -> int:
             ]
             for r in out["retrieval"]:
                 print(f"retrieval {json.dumps(r)}", flush=True)
+        if "packing" in parts:
+            out["packing"] = packing(ws, cross, int(Budgets().context_tokens * 0.25))
         if parts & {"quality", "latency"}:
             from lsp_server.engine import Engine
 

@@ -493,6 +493,29 @@ def test_edited_regions_of_other_documents_rank_by_overlap(ws):
     assert [r.chunk.kind for r in packed.chunks][-1] == "edit"
 
 
+def test_an_open_document_stops_feeding_prompts_once_gitignored(ws):
+    """Open documents' verdicts and windows are kept between keystrokes; a .gitignore written
+    later (reported changed on disk) leaves the document out at the next completion."""
+    ctx = RepoContext()
+    ctx.set_folders([str(ws)])
+    assert ctx.index.wait_built()
+    notes = open_doc(ws, "pkg/scratch.py", "def ship(order):\n    carrier = pick(order)\n")
+    ctx.opened(notes)
+    text = "def send(order):\n    carrier = pick(order)\n    "
+    doc = Document.open((ws / "pkg/send.py").as_uri(), text, "python", 1)
+    assert "pkg/scratch.py" in {
+        r.chunk.path for r in ctx.pack_for(doc, text, len(text), 200).chunks
+    }
+    gitignore = ws / ".gitignore"
+    gitignore.write_text(
+        gitignore.read_text() + "\nscratch.py\n" if gitignore.exists() else "scratch.py\n"
+    )
+    ctx.index.file_changed(str(gitignore))
+    assert "pkg/scratch.py" not in {
+        r.chunk.path for r in ctx.pack_for(doc, text, len(text), 200).chunks
+    }
+
+
 class _Engine:
     def __init__(self):
         from lsp_server.engine import Stats

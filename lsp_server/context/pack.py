@@ -122,9 +122,13 @@ def pack(
     least = MIN_CHUNK_TOKENS * chars_per_token
     chosen: list[list] = []  # [ranked, body]
     paths: set[str] = set()
+    lines: dict[str, int] = {}  # path -> its path line's length
     used = 0
     for k, r in enumerate(ranked):
-        line = 0 if r.chunk.path in paths else len(path_line(r.chunk.path, language, here))
+        path = r.chunk.path
+        if path not in paths and path not in lines:
+            lines[path] = len(path_line(path, language, here))
+        line = 0 if path in paths else lines[path]
         piece = forms(r)[0]
         if used + line + len(piece) > room:
             if k > 0:

@@ -20,6 +20,7 @@ isinstance), and the packing gives it that first (lsp_server/context/pack.py).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -251,16 +252,24 @@ def neighbourhood(text: str, cursor: int) -> set[str]:
     return {n for n in IDENT_RE.findall("\n".join(lines + after)) if n not in KEYWORDS}
 
 
+@functools.lru_cache(maxsize=4096)
+def identifiers(text: str) -> frozenset[str]:
+    """The distinct identifiers of a chunk's text, keywords left out (kept for the texts seen
+    last: the other open documents' windows are the same strings keystroke after keystroke)."""
+    return frozenset(IDENT_RE.findall(text)) - KEYWORDS
+
+
 def rank_overlap(near: set[str], chunks: Iterable[Chunk]) -> list[Ranked]:
     """Open-document windows and edited regions by Jaccard identifier overlap, best first."""
     out = []
     if not near:
         return out
     for c in chunks:
-        ids = {n for n in IDENT_RE.findall(c.text) if n not in KEYWORDS}
+        ids = identifiers(c.text)
         if not ids:
             continue
-        score = len(ids & near) / len(ids | near)
+        shared = len(ids & near)
+        score = shared / (len(ids) + len(near) - shared)  # (Jaccard: shared over the union)
         if c.kind == "edit":
             score *= EDIT_BONUS
         if score >= MIN_OVERLAP:

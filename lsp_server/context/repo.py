@@ -41,7 +41,9 @@ class RepoContext:
         self.previous: dict[str, Packed] = {}  # uri -> its last packing
         self.last: tuple[str, Packed] | None = None  # the last completion's (uri, packing)
         self.last_ms: float | None = None
-        self._windows: dict[str, tuple[tuple, list[Chunk]]] = {}  # uri -> (key, windows)
+        # uri -> (key, relative path or None, windows): an open document's verdict and windows,
+        # kept while neither it nor the workspace's folders and .gitignore files change
+        self._seen: dict[str, tuple[tuple, str | None, list[Chunk]]] = {}
 
     @classmethod
     def for_file(cls, path: str, timeout: float = 30.0) -> RepoContext:
@@ -95,12 +97,31 @@ class RepoContext:
         self.open.pop(doc.uri, None)
         self.ring.forget(doc.uri)
         self.previous.pop(doc.uri, None)
-        self._windows.pop(doc.uri, None)
+        self._seen.pop(doc.uri, None)
         rel = self.relative(doc.uri)
         if rel is not None:
             self.index.close_doc(rel)
 
     # ---- one completion ---------------------------------------------------------------------
+    def _seen_doc(self, doc) -> tuple[str | None, list[Chunk]]:
+        """An open document's relative path (None: it may not feed a prompt) and its windows,
+        computed again only when it, the folders or a .gitignore file changed (each keystroke
+        reads every open document: no path resolved, no window cut, for those unchanged)."""
+        ignores = self.index.ignores
+        key = (
+            doc.version,
+            len(doc.text),
+            tuple(self.index.folders),
+            id(ignores),
+            ignores.generation,
+        )
+        cached = self._seen.get(doc.uri)
+        if cached is None or cached[0] != key:
+            rel = self.relative(doc.uri, doc)
+            cached = (key, rel, [] if rel is None else windows(rel, doc.text)[:MAX_WINDOWS])
+            self._seen[doc.uri] = cached
+        return cached[1], cached[2]
+
     def _others(self, doc) -> tuple[list[Chunk], dict[str, tuple[str, str]]]:
         """Windows of the other open documents of the same language family that may feed a
         prompt, and (relative path, text) of every such document (the edit ring reads them)."""
@@ -110,18 +131,14 @@ class RepoContext:
         for other in list(self.open.values()):
             if FAMILIES.get(other.language) != family:
                 continue
-            rel = self.relative(other.uri, other)
+            if other.uri == doc.uri:  # (its own windows are never ranked)
+                rel, wins = self.relative(doc.uri, doc), []
+            else:
+                rel, wins = self._seen_doc(other)
             if rel is None:
                 continue
             texts[other.uri] = (rel, other.text)
-            if other.uri == doc.uri:
-                continue
-            key = (other.version, len(other.text))
-            cached = self._windows.get(other.uri)
-            if cached is None or cached[0] != key:
-                cached = (key, windows(rel, other.text)[:MAX_WINDOWS])
-                self._windows[other.uri] = cached
-            out += cached[1]
+            out += wins
         return out, texts
 
     def pack_for(
