@@ -20,9 +20,8 @@ isinstance), and the packing gives it that first (lsp_server/context/pack.py).
 
 from __future__ import annotations
 
-import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from lsp_server.context.chunks import IDENT_RE, Chunk
@@ -252,20 +251,24 @@ def neighbourhood(text: str, cursor: int) -> set[str]:
     return {n for n in IDENT_RE.findall("\n".join(lines + after)) if n not in KEYWORDS}
 
 
-@functools.lru_cache(maxsize=4096)
 def identifiers(text: str) -> frozenset[str]:
-    """The distinct identifiers of a chunk's text, keywords left out (kept for the texts seen
-    last: the other open documents' windows are the same strings keystroke after keystroke)."""
+    """The distinct identifiers of a chunk's text, keywords left out."""
     return frozenset(IDENT_RE.findall(text)) - KEYWORDS
 
 
-def rank_overlap(near: set[str], chunks: Iterable[Chunk]) -> list[Ranked]:
-    """Open-document windows and edited regions by Jaccard identifier overlap, best first."""
+def rank_overlap(
+    near: set[str], chunks: Iterable[Chunk], idents: Mapping[tuple, frozenset[str]] | None = None
+) -> list[Ranked]:
+    """Open-document windows and edited regions by Jaccard identifier overlap, best first
+    (`idents`: chunk key -> its identifiers, where they were kept; the others are read)."""
     out = []
     if not near:
         return out
+    idents = idents or {}
     for c in chunks:
-        ids = identifiers(c.text)
+        ids = idents.get(c.key)
+        if ids is None:
+            ids = identifiers(c.text)
         if not ids:
             continue
         shared = len(ids & near)
@@ -284,16 +287,17 @@ def rank(
     defs_of: dict[str, list[Chunk]],
     others: Iterable[Chunk],
     here: str | None = None,
+    idents: Mapping[tuple, frozenset[str]] | None = None,
 ) -> list[Ranked]:
     """All candidates for the window at `cursor` of `text` (the file at relative path `here`),
-    best first: definitions, then overlap chunks."""
+    best first: definitions, then overlap chunks (`idents`: rank_overlap's)."""
     weights = name_weights(text, cursor)
     ranked = rank_definitions(weights, binds, defs_of, called_names(text))
     defs = [r for r in ranked if r.chunk.path != here]
     seen = {r.chunk.key for r in defs}
     rest = [
         r
-        for r in rank_overlap(neighbourhood(text, cursor), others)
+        for r in rank_overlap(neighbourhood(text, cursor), others, idents)
         if r.chunk.path != here and r.chunk.key not in seen
     ]
     return defs + rest

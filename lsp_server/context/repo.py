@@ -21,7 +21,7 @@ from lsp_server.context.chunks import Chunk, windows
 from lsp_server.context.imports import bindings
 from lsp_server.context.index import WorkspaceIndex
 from lsp_server.context.pack import EMPTY, Packed, pack, stable
-from lsp_server.context.rank import rank
+from lsp_server.context.rank import identifiers, rank
 from lsp_server.context.ring import EditRing
 
 FAMILIES = {"python": "python", "javascript": "js", "typescript": "js", "tsx": "js"}
@@ -41,9 +41,10 @@ class RepoContext:
         self.previous: dict[str, Packed] = {}  # uri -> its last packing
         self.last: tuple[str, Packed] | None = None  # the last completion's (uri, packing)
         self.last_ms: float | None = None
-        # uri -> (key, relative path or None, windows): an open document's verdict and windows,
-        # kept while neither it nor the workspace's folders and .gitignore files change
-        self._seen: dict[str, tuple[tuple, str | None, list[Chunk]]] = {}
+        # uri -> (key, relative path or None, windows, their identifiers by chunk key): an open
+        # document's verdict and windows, kept while neither it nor the workspace's folders and
+        # .gitignore files change
+        self._seen: dict[str, tuple[tuple, str | None, list[Chunk], dict]] = {}
 
     @classmethod
     def for_file(cls, path: str, timeout: float = 30.0) -> RepoContext:
@@ -103,9 +104,9 @@ class RepoContext:
             self.index.close_doc(rel)
 
     # ---- one completion ---------------------------------------------------------------------
-    def _seen_doc(self, doc) -> tuple[str | None, list[Chunk]]:
-        """An open document's relative path (None: it may not feed a prompt) and its windows,
-        computed again only when it, the folders or a .gitignore file changed (each keystroke
+    def _seen_doc(self, doc) -> tuple[str | None, list[Chunk], dict]:
+        """An open document's relative path (None: it may not feed a prompt), its windows and
+        their identifiers, computed again only when it, the folders or a .gitignore file changed (each keystroke
         reads every open document: no path resolved, no window cut, for those unchanged)."""
         ignores = self.index.ignores
         key = (
@@ -118,28 +119,32 @@ class RepoContext:
         cached = self._seen.get(doc.uri)
         if cached is None or cached[0] != key:
             rel = self.relative(doc.uri, doc)
-            cached = (key, rel, [] if rel is None else windows(rel, doc.text)[:MAX_WINDOWS])
+            wins = [] if rel is None else windows(rel, doc.text)[:MAX_WINDOWS]
+            cached = (key, rel, wins, {c.key: identifiers(c.text) for c in wins})
             self._seen[doc.uri] = cached
-        return cached[1], cached[2]
+        return cached[1], cached[2], cached[3]
 
-    def _others(self, doc) -> tuple[list[Chunk], dict[str, tuple[str, str]]]:
+    def _others(self, doc) -> tuple[list[Chunk], dict[str, tuple[str, str]], dict]:
         """Windows of the other open documents of the same language family that may feed a
-        prompt, and (relative path, text) of every such document (the edit ring reads them)."""
+        prompt, (relative path, text) of every such document (the edit ring reads them), and the
+        windows' identifiers."""
         out: list[Chunk] = []
         texts: dict[str, tuple[str, str]] = {}
+        idents: dict = {}
         family = FAMILIES.get(doc.language)
         for other in list(self.open.values()):
             if FAMILIES.get(other.language) != family:
                 continue
             if other.uri == doc.uri:  # (its own windows are never ranked)
-                rel, wins = self.relative(doc.uri, doc), []
+                rel, wins, ids = self.relative(doc.uri, doc), [], {}
             else:
-                rel, wins = self._seen_doc(other)
+                rel, wins, ids = self._seen_doc(other)
             if rel is None:
                 continue
             texts[other.uri] = (rel, other.text)
             out += wins
-        return out, texts
+            idents.update(ids)
+        return out, texts, idents
 
     def pack_for(
         self,
@@ -160,9 +165,9 @@ class RepoContext:
         tree = doc.tree if text is doc.text else None  # (the document's own parse, when current)
         binds = bindings(text, doc.language, here, self.index.exists, tree)
         defs_of = {p: self.index.defs(p) for p in {b.path for b in binds} if p != here}
-        others, texts = self._others(doc)
+        others, texts, idents = self._others(doc)
         edits = [c for c in self.ring.chunks(texts) if c.path != here]
-        ranked = rank(text, cursor, binds, defs_of, [*edits, *others], here)
+        ranked = rank(text, cursor, binds, defs_of, [*edits, *others], here, idents)
         packed = pack(ranked, budget_tokens, doc.language, chars_per_token, self.order, here)
         packed = stable(self.previous.get(doc.uri), packed, ranked)
         self.previous[doc.uri] = packed
