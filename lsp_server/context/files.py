@@ -140,11 +140,9 @@ class Ignores:
 
     def __init__(self) -> None:
         self._cache: dict[str, GitIgnore | None] = {}
-        self.generation = 0  # counts the .gitignore files forgotten (a verdict may have changed)
 
     def forget(self, folder: str) -> None:
         self._cache.pop(folder, None)
-        self.generation += 1
 
     def _rules(self, folder: str) -> GitIgnore | None:
         if folder not in self._cache:

@@ -220,8 +220,8 @@ def rank_definitions(
         old = best.get(chunk.key)
         if old is None or score > old.score:
             # named in the file and never called (not a name not used yet: maybe a call next)
-            brief = used and bool(chunk.head) and called is not None
-            best[chunk.key] = Ranked(chunk, score, why, brief and chunk.names[0] not in called)
+            uncalled = called is not None and chunk.names[0] not in called
+            best[chunk.key] = Ranked(chunk, score, why, used and bool(chunk.head) and uncalled)
 
     named = {path: _by_name(defs) for path, defs in defs_of.items()}
     for b in binds:

@@ -42,8 +42,7 @@ class RepoContext:
         self.last: tuple[str, Packed] | None = None  # the last completion's (uri, packing)
         self.last_ms: float | None = None
         # uri -> (key, relative path or None, windows, their identifiers by chunk key): an open
-        # document's verdict and windows, kept while neither it nor the workspace's folders and
-        # .gitignore files change
+        # document's verdict and windows, kept while neither it nor the index's generation change
         self._seen: dict[str, tuple[tuple, str | None, list[Chunk], dict]] = {}
 
     @classmethod
@@ -106,16 +105,10 @@ class RepoContext:
     # ---- one completion ---------------------------------------------------------------------
     def _seen_doc(self, doc) -> tuple[str | None, list[Chunk], dict]:
         """An open document's relative path (None: it may not feed a prompt), its windows and
-        their identifiers, computed again only when it, the folders or a .gitignore file changed (each keystroke
-        reads every open document: no path resolved, no window cut, for those unchanged)."""
-        ignores = self.index.ignores
-        key = (
-            doc.version,
-            len(doc.text),
-            tuple(self.index.folders),
-            id(ignores),
-            ignores.generation,
-        )
+        their identifiers, computed again only when it changed or the index's generation did
+        (folders set, a .gitignore changed): each keystroke reads every open document, and
+        resolves no path and cuts no window for those unchanged."""
+        key = (doc.version, len(doc.text), self.index.generation)
         cached = self._seen.get(doc.uri)
         if cached is None or cached[0] != key:
             rel = self.relative(doc.uri, doc)
@@ -124,10 +117,10 @@ class RepoContext:
             self._seen[doc.uri] = cached
         return cached[1], cached[2], cached[3]
 
-    def _others(self, doc) -> tuple[list[Chunk], dict[str, tuple[str, str]], dict]:
+    def _others(self, doc, here: str) -> tuple[list[Chunk], dict[str, tuple[str, str]], dict]:
         """Windows of the other open documents of the same language family that may feed a
-        prompt, (relative path, text) of every such document (the edit ring reads them), and the
-        windows' identifiers."""
+        prompt, (relative path, text) of every such document (the edit ring reads them; `here`:
+        `doc`'s own), and the windows' identifiers."""
         out: list[Chunk] = []
         texts: dict[str, tuple[str, str]] = {}
         idents: dict = {}
@@ -136,7 +129,7 @@ class RepoContext:
             if FAMILIES.get(other.language) != family:
                 continue
             if other.uri == doc.uri:  # (its own windows are never ranked)
-                rel, wins, ids = self.relative(doc.uri, doc), [], {}
+                rel, wins, ids = here, [], {}
             else:
                 rel, wins, ids = self._seen_doc(other)
             if rel is None:
@@ -165,7 +158,7 @@ class RepoContext:
         tree = doc.tree if text is doc.text else None  # (the document's own parse, when current)
         binds = bindings(text, doc.language, here, self.index.exists, tree)
         defs_of = {p: self.index.defs(p) for p in {b.path for b in binds} if p != here}
-        others, texts, idents = self._others(doc)
+        others, texts, idents = self._others(doc, here)
         edits = [c for c in self.ring.chunks(texts) if c.path != here]
         ranked = rank(text, cursor, binds, defs_of, [*edits, *others], here, idents)
         packed = pack(ranked, budget_tokens, doc.language, chars_per_token, self.order, here)
